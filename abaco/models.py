@@ -1,0 +1,1 @@
+"""Abaco has no tables of its own; this module exists so Django sends it post_migrate (roles re-sync)."""

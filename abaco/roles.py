@@ -1,0 +1,99 @@
+"""The roles of DESIGN.md as Django groups, and the checks views use.
+
+Groups are created by a data migration (``abaco/migrations``) from ``ROLES`` below; a change of
+a role's rights is a new migration that calls ``roles_sync`` again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+
+
+class Role(StrEnum):
+    UPLOADER = "Uploader"
+    STEWARD = "Data steward"
+    MANAGER = "Manager"
+    AUDITOR = "Auditor"
+    ADMIN = "Admin"
+    API_CLIENT = "API client"
+
+
+READ_LOAN_BOOK = [
+    "loans.view_customer",
+    "loans.view_loan",
+    "loans.view_installment",
+    "loans.view_transaction",
+    "loans.view_batch",
+]
+
+# role -> permission codenames ("app_label.codename"); "*" means every permission.
+ROLES: dict[Role, list[str]] = {
+    Role.UPLOADER: [*READ_LOAN_BOOK, "loans.add_batch"],
+    Role.STEWARD: [
+        *READ_LOAN_BOOK,
+        "loans.add_batch",
+        "loans.change_customer",
+        "loans.change_loan",
+        "loans.change_installment",
+        "loans.view_pii",
+    ],
+    Role.MANAGER: [*READ_LOAN_BOOK, "kpis.view_dashboard", "kpis.export_data"],
+    Role.AUDITOR: [
+        *READ_LOAN_BOOK,
+        "compliance.view_audit",
+        "compliance.export_audit",
+        "auditlog.view_logentry",
+        "kpis.export_data",
+    ],
+    Role.ADMIN: ["*"],
+    Role.API_CLIENT: [*READ_LOAN_BOOK, "kpis.view_dashboard"],
+}
+
+# Roles that work in the Django admin get is_staff when their users are created.
+STAFF_ROLES = {Role.UPLOADER, Role.STEWARD, Role.ADMIN}
+
+
+def roles_sync(apps) -> None:
+    """Create or update the role groups with exactly their permissions (migration-safe)."""
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are normally created after migrate; the groups need them now.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for role, perms in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=role.value)
+        if perms == ["*"]:
+            group.permissions.set(Permission.objects.all())
+            continue
+        wanted = []
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            wanted.append(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        group.permissions.set(wanted)
+
+
+def role_required(perm: str) -> Callable:
+    """Anonymous users go to login; signed-in users without ``perm`` get 403."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.has_perm(perm):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return login_required(wrapped)
+
+    return decorator

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from abaco.health import healthz
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Send each role where it works; ``?page=health`` is App Service's health probe."""
+    if request.GET.get("page") == "health":
+        return healthz(request)
+    return _home_for_user(request)
+
+
+@login_required
+def _home_for_user(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if user.has_perm("kpis.view_dashboard"):
+        return redirect("kpis:overview")
+    if user.has_perm("compliance.view_audit"):
+        return redirect("compliance:audit")
+    if user.is_staff:
+        return redirect("admin:index")
+    raise PermissionDenied("Your account has no role yet: ask an administrator for one.")

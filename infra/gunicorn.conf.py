@@ -1,0 +1,19 @@
+"""gunicorn settings for App Service (Linux, Python). Values can be overridden from the environment."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Two cores per instance: (2 x cores) + 1 sync workers serve server-rendered pages well.
+workers = int(os.environ.get("WEB_CONCURRENCY", "5"))
+worker_class = "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then so a slow leak never takes an instance down.
+max_requests = 2000
+max_requests_jitter = 200
+accesslog = "-"
+errorlog = "-"
+# JSON access lines, matching the application's logs; never the query string (it may carry tokens).
+access_log_format = '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": "%(B)s", "duration_us": %(D)s, "request_id": "%({x-request-id}o)s"}'
+forwarded_allow_ips = "*"

@@ -1,0 +1,1 @@
+"""Tape import: files in, validated in bulk, merged set-based into the normalized tables."""

@@ -1,0 +1,155 @@
+"""Finding tape files in a folder or ZIP, and reading what the loader needs to know about them."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from loans.imports.specs import TAPE_SPECS
+
+CHUNK = 1 << 20
+BOM = codecs.BOM_UTF8
+
+
+@dataclass(frozen=True)
+class TapeFile:
+    """One CSV of a tape: where its bytes are, and what a single read of them told us."""
+
+    name: str  # as the user knows it: "loans.csv" or "tape.zip:loans.csv"
+    kind: str
+    opener: object  # () -> BinaryIO
+    sha256: str
+    size: int
+    encoding: str  # "UTF8" or "LATIN1", as COPY names them
+    has_bom: bool
+    binary: bool
+
+    @contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        stream = self.opener()
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    def header(self, delimiter: str) -> list[str]:
+        """The first line's column names (stripped); empty when the file is empty."""
+        with self.open() as stream:
+            raw = stream.readline(1 << 16)
+        if raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        text = raw.decode("utf-8" if self.encoding == "UTF8" else "latin-1")
+        row = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+        return [name.strip() for name in row]
+
+
+def _inspect(name: str, kind: str, opener) -> TapeFile:
+    """Hash the bytes and learn their encoding in one streaming pass."""
+    digest = hashlib.sha256()
+    size = 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8 = True
+    binary = False
+    first = b""
+    with opener() as stream:
+        while chunk := stream.read(CHUNK):
+            if not first:
+                first = chunk[:3]
+            digest.update(chunk)
+            size += len(chunk)
+            binary = binary or b"\x00" in chunk
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+    return TapeFile(
+        name=name,
+        kind=kind,
+        opener=opener,
+        sha256=digest.hexdigest(),
+        size=size,
+        encoding="UTF8" if utf8 else "LATIN1",
+        has_bom=first == BOM,
+        binary=binary,
+    )
+
+
+def kind_of(filename: str, aliases: dict[str, str] | None = None) -> str | None:
+    """customers.csv → "customers"; a source's own file names through ``aliases``."""
+    stem = Path(filename).stem.lower()
+    if aliases and stem in aliases:
+        return aliases[stem]
+    return stem if stem in TAPE_SPECS else None
+
+
+def tape_files_find(
+    path: Path, *, aliases: dict[str, str] | None = None
+) -> tuple[list[TapeFile], list[str]]:
+    """The tape files under ``path`` (a folder, a ZIP or one CSV) in load order, and names skipped."""
+    found: dict[str, TapeFile] = {}
+    skipped: list[str] = []
+    if path.is_dir():
+        members = sorted(p for p in path.iterdir() if p.is_file())
+        for member in members:
+            kind = kind_of(member.name, aliases)
+            if kind is None:
+                skipped.append(member.name)
+                continue
+            found[kind] = _inspect(member.name, kind, lambda p=member: p.open("rb"))
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [i.filename for i in archive.infolist() if not i.is_dir()]
+        for member in sorted(names):
+            kind = kind_of(member, aliases)
+            if kind is None or Path(member).name.startswith("."):
+                skipped.append(member)
+                continue
+
+            def opener(p=path, m=member):
+                return _ZipMember(p, m)
+
+            found[kind] = _inspect(f"{path.name}:{member}", kind, opener)
+    else:
+        kind = kind_of(path.name, aliases)
+        if kind is None:
+            skipped.append(path.name)
+        else:
+            found[kind] = _inspect(path.name, kind, lambda p=path: p.open("rb"))
+    ordered = [found[kind] for kind in TAPE_SPECS if kind in found]
+    return ordered, skipped
+
+
+class _ZipMember(io.RawIOBase):
+    """A ZIP member that closes its archive with it."""
+
+    def __init__(self, path: Path, member: str):
+        self._archive = zipfile.ZipFile(path)
+        self._stream = self._archive.open(member)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._stream.readline(size)
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        self._archive.close()
+        super().close()

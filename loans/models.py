@@ -1,0 +1,320 @@
+"""The normalized layer: the Cascade tape's customers, loans, schedules and transactions.
+
+Every row points at the batch (file or fetch) that last wrote it. Natural keys from the tape
+(``customer_id``, ``loan_id``) are unique; money is ``Decimal`` with two places.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+MONEY = {"max_digits": 18, "decimal_places": 2}
+ZERO = Decimal("0.00")
+CURRENCY_CODE = Q(currency__regex=r"^[A-Z]{3}$")
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(**MONEY, default=ZERO, **kwargs)
+
+
+class Batch(models.Model):
+    """One file uploaded or one fetch from a provider: the raw layer and its lineage record."""
+
+    class Kind(models.TextChoices):
+        TAPE = "tape", "Loan tape (Cascade: any of customers, loans, schedules, transactions)"
+        CUSTOMERS = "customers", "Customers"
+        LOANS = "loans", "Loans"
+        SCHEDULES = "schedules", "Payment schedules"
+        TRANSACTIONS = "transactions", "Transactions (disbursements, payments)"
+        STATEMENTS = "statements", "Financial statements"
+        MARKETING_SPEND = "marketing_spend", "Marketing spend"
+        CRM = "crm", "CRM records"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        LOADED = "loaded", "Loaded"
+        FAILED = "failed", "Failed"
+        DUPLICATE = "duplicate", "Duplicate (same bytes as an earlier batch)"
+
+    source = models.CharField(
+        max_length=64, help_text="Who sent the data: cascade, hubspot, meta, a lender's name, demo."
+    )
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    file = models.FileField(upload_to="raw/%Y/%m/%d/", max_length=500, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="batches",
+    )
+    job = models.CharField(
+        max_length=64, blank=True, help_text="The scheduled job or command that brought it."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    rows_read = models.PositiveIntegerField(default=0)
+    rows_inserted = models.PositiveIntegerField(default=0)
+    rows_updated = models.PositiveIntegerField(default=0)
+    rows_unchanged = models.PositiveIntegerField(default=0)
+    rows_rejected = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        ordering = ["-created_at"]
+        constraints = [
+            # Loading the same bytes twice is a no-op: only one loaded batch per content hash.
+            models.UniqueConstraint(
+                fields=["sha256"], condition=Q(status="loaded"), name="batch_loaded_sha256_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(sha256__regex=r"^[0-9a-f]{64}$"), name="batch_sha256_hex"
+            ),
+        ]
+        indexes = [
+            # Data status: the latest batch per source and kind.
+            models.Index(
+                fields=["source", "kind", "-created_at"], name="batch_source_kind_latest_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        name = self.original_name or self.job or self.kind
+        return f"Batch {self.pk} · {self.source} · {name}"
+
+
+class Customer(models.Model):
+    """A borrower. Name, national id, e-mail, phone and birth date are personal data (PII)."""
+
+    customer_id = models.CharField(max_length=64, unique=True)
+    customer_type = models.CharField(max_length=64, blank=True)
+    income = models.DecimalField(**MONEY, null=True, blank=True)
+    currency = models.CharField(max_length=3, default="USD")
+    gender = models.CharField(max_length=16, blank=True)
+    channel_type = models.CharField(max_length=64, blank=True)
+    dependents = models.PositiveSmallIntegerField(null=True, blank=True)
+    geography_city = models.CharField(max_length=128, blank=True)
+    geography_state = models.CharField(max_length=128, blank=True)
+    geography_country = models.CharField(max_length=3, blank=True)
+    # Personal data: masked for roles without loans.view_pii, redacted in the audit log.
+    name = models.CharField(max_length=255, blank=True)
+    national_id = models.CharField(max_length=64, blank=True)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=32, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["customer_id"]
+        permissions = [("view_pii", "Can see borrowers' personal data")]
+        constraints = [
+            models.CheckConstraint(condition=CURRENCY_CODE, name="customer_currency_iso"),
+            models.CheckConstraint(
+                condition=Q(income__isnull=True) | Q(income__gte=0),
+                name="customer_income_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        # The tape's id only: names must not reach the audit log or admin breadcrumbs.
+        return self.customer_id
+
+
+class LoanQuerySet(models.QuerySet):
+    def disbursed_between(self, start, end):
+        return self.filter(disburse_date__gte=start, disburse_date__lte=end)
+
+    def for_entity(self, company: str):
+        return self.filter(company=company)
+
+
+class Loan(models.Model):
+    """A loan as the tape describes it; the tape's as-of columns are kept for reconciliation."""
+
+    loan_id = models.CharField(max_length=64, unique=True)
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="loans", db_index=False
+    )
+    company = models.CharField(max_length=32, help_text="The lending entity.")
+    product_type = models.CharField(max_length=64, blank=True)
+    loan_grade = models.CharField(max_length=16, blank=True)
+    lender = models.CharField(max_length=64, blank=True)
+    facility = models.CharField(max_length=64, blank=True)
+    application_date = models.DateField(null=True, blank=True)
+    disburse_date = models.DateField()
+    pledge_date = models.DateField(null=True, blank=True)
+    maturity_date = models.DateField(null=True, blank=True)
+    disburse_principal = models.DecimalField(**MONEY)
+    total_fees = money_field()
+    total_other = money_field()
+    total_interest = money_field()
+    credit_bureau_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    term = models.PositiveIntegerField(null=True, blank=True, help_text="Days.")
+    frequency = models.CharField(max_length=32, blank=True)
+    interest_rate = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    currency = models.CharField(max_length=3, default="USD")
+    # The tape's own as-of view, checked against what the KPI engine computes.
+    outstanding_balance = money_field()
+    dpd = models.IntegerField(default=0)
+    ratio_paid = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    loan_status = models.CharField(max_length=32, blank=True)
+    amount_buckets = models.CharField(max_length=32, blank=True)
+    loan_counts = models.CharField(
+        max_length=16, blank=True, help_text="The tape's loan-count bucket (1, 2-4, 5-10, 11+)."
+    )
+    term_buckets = models.CharField(max_length=32, blank=True)
+    location_state_province = models.CharField(max_length=128, blank=True)
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LoanQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["loan_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(disburse_principal__gte=0), name="loan_principal_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(outstanding_balance__gte=0), name="loan_outstanding_non_negative"
+            ),
+            models.CheckConstraint(condition=CURRENCY_CODE, name="loan_currency_iso"),
+            models.CheckConstraint(
+                condition=Q(maturity_date__isnull=True) | Q(maturity_date__gte=F("disburse_date")),
+                name="loan_matures_after_disbursement",
+            ),
+            models.CheckConstraint(
+                condition=Q(application_date__isnull=True)
+                | Q(application_date__lte=F("disburse_date")),
+                name="loan_applied_before_disbursement",
+            ),
+            models.CheckConstraint(
+                condition=Q(interest_rate__gte=0), name="loan_rate_non_negative"
+            ),
+        ]
+        indexes = [
+            # A customer's loans in disbursement order: repeat borrowers, segments, customer page.
+            models.Index(fields=["customer", "disburse_date"], name="loan_customer_disbursed_idx"),
+            # Loans disbursed in a period: disbursements, vintages, loan states as of R.
+            models.Index(fields=["disburse_date"], name="loan_disbursed_idx"),
+            # Filters by lending entity and product on dashboards and the admin.
+            models.Index(fields=["company", "product_type"], name="loan_entity_product_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.loan_id
+
+
+class CashFlowParts(models.Model):
+    """The parts every schedule line and transaction of the tape carries."""
+
+    principal = money_field()
+    interest = money_field()
+    other = money_field()
+    fees = money_field()
+    to_tax = money_field()
+    add_balance = money_field()
+    reduce_balance = money_field()
+    currency = models.CharField(max_length=3, default="USD")
+
+    class Meta:
+        abstract = True
+
+    @property
+    def total(self) -> Decimal:
+        return self.principal + self.interest + self.fees + self.other
+
+
+class Installment(CashFlowParts):
+    """One line of a loan's expected schedule (what is due, and when)."""
+
+    loan = models.ForeignKey(
+        Loan, on_delete=models.PROTECT, related_name="installments", db_index=False
+    )
+    due_date = models.DateField()
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["loan", "due_date"]
+        constraints = [
+            # One line per loan and due date: the tape's natural key for schedules.
+            models.UniqueConstraint(
+                fields=["loan", "due_date"], name="installment_loan_due_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(principal__gte=0), name="installment_principal_non_negative"
+            ),
+            models.CheckConstraint(condition=CURRENCY_CODE, name="installment_currency_iso"),
+        ]
+        indexes = [
+            # Scheduled amounts due in a period: collection rate, maturities due in 30/60/90 days.
+            models.Index(fields=["due_date"], name="installment_due_idx"),
+        ]
+        # The unique (loan, due_date) index serves a loan's schedule in due order (DPD).
+
+    def __str__(self) -> str:
+        return f"{self.loan_id} due {self.due_date:%Y-%m-%d}"
+
+
+class Transaction(CashFlowParts):
+    """Money that moved: disbursements, payments, write-offs, reversals and the tape's other types."""
+
+    class Type(models.TextChoices):
+        DISBURSEMENT = "DISBURSEMENT", "Disbursement"
+        PAYMENT = "PAYMENT", "Payment"
+        WRITE_OFF = "WRITE_OFF", "Write-off"
+        REVERSAL = "REVERSAL", "Reversal"
+        FEE = "FEE", "Fee charged"
+        INTEREST = "INTEREST", "Interest accrued"
+        ADJUSTMENT = "ADJUSTMENT", "Balance adjustment"
+        REFUND = "REFUND", "Refund"
+
+    loan = models.ForeignKey(
+        Loan, on_delete=models.PROTECT, related_name="transactions", db_index=False
+    )
+    transaction_type = models.CharField(max_length=16, choices=Type.choices)
+    date = models.DateField(help_text="The tape's date_paid.")
+    # The tape has no transaction id: the n-th row of the same loan, type and date is its key.
+    sequence = models.PositiveSmallIntegerField(default=0)
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["loan", "date", "sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["loan", "date", "transaction_type", "sequence"],
+                name="transaction_natural_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(principal__gte=0), name="transaction_principal_non_negative"
+            ),
+            models.CheckConstraint(condition=CURRENCY_CODE, name="transaction_currency_iso"),
+        ]
+        indexes = [
+            # Cash dated in a period across the portfolio: collections, cash split.
+            models.Index(fields=["date", "transaction_type"], name="transaction_date_type_idx"),
+        ]
+        # The natural-key index (loan, date, ...) serves a loan's cash flows up to R (OB, DPD).
+
+    def __str__(self) -> str:
+        return f"{self.loan_id} {self.transaction_type} {self.date:%Y-%m-%d}"
