@@ -5,6 +5,7 @@ restarts of the web server do not start a second cluster.
 """
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -26,6 +27,8 @@ class Command(BaseCommand):
         if not no_cluster and os.environ.get("RUN_MAIN") != "true":
             cluster = subprocess.Popen([sys.executable, "manage.py", "qcluster"])
             self.stdout.write(self.style.SUCCESS(f"Task cluster started (pid {cluster.pid})."))
+            # A TERM (from a supervisor, not a terminal) must stop the cluster too.
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         try:
             call_command("runserver", f"{host}:{port}")
         finally:
