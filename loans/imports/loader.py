@@ -1,6 +1,13 @@
 """The bulk path: COPY each file into a staging table, validate it with set-based SQL, and merge
 it into the normalized tables with one upsert per file that leaves unchanged rows untouched.
 
+Two ways in. A file in the tape's own format (ISO dates, dot decimals) is COPYed straight into a
+typed staging table: PostgreSQL parses it at C speed. If that COPY refuses a value, or the source
+writes decimal commas or day-first dates, the file is COPYed as text instead and parsed by the
+``abaco_parse_*`` SQL functions, which turn bad values into NULL so one query lists every bad
+value with its row and column. Either way the typed table has the same shape, and the same
+checks and merge run on it.
+
 Everything runs inside the caller's transaction: a file with any error raises ``TapeRejected``
 and the database is exactly as before.
 """
@@ -11,6 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
@@ -20,6 +28,7 @@ from loans.models import Transaction
 
 ERROR, WARNING = "error", "warning"
 MAX_LISTED = 1000  # problems kept per file for pages and messages; counts stay exact
+COPY_DATA_ERRORS = (pg_errors.DataException, pg_errors.BadCopyFileFormat)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class Problem:
         value = f" (value {self.value!r})" if self.value not in ("", None) else ""
         return f"{where}{col}: {self.reason}{value}"
 
+    def as_dict(self) -> dict:
+        return {"file": self.file, "row": self.row, "column": self.column, "value": self.value, "reason": self.reason}
+
 
 class TapeRejected(Exception):
     def __init__(self, problems: list[Problem]):
@@ -49,12 +61,17 @@ class TapeRejected(Exception):
 
 @dataclass(frozen=True)
 class SourceFormat:
-    """How a source writes its files; the Cascade defaults, or a steward's column map."""
+    """How a source writes its files: the Cascade defaults, or a steward's column map."""
 
     delimiter: str = ","
     decimal_comma: bool = False
     day_first: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # file header (lower case) -> tape column
+
+    @property
+    def native(self) -> bool:
+        """PostgreSQL's own input parsing reads this format (ISO dates, dot decimals)."""
+        return not (self.decimal_comma or self.day_first)
 
 
 @dataclass
@@ -68,15 +85,29 @@ class FileLoad:
 
     @property
     def unchanged(self) -> int:
-        return self.rows_read - self.rejected - self.inserted - self.updated
+        return max(self.rows_read - self.rejected - self.inserted - self.updated, 0)
 
 
 def _ident(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
+def _join(parts: Iterable[sql.Composable], sep: str = ", ") -> sql.Composed:
+    return sql.SQL(sep).join(list(parts))
+
+
+TYPED_SQL = {
+    ColumnType.TEXT: "text",
+    ColumnType.MONEY: "numeric",  # rounded to cents at merge, so float noise can be reported
+    ColumnType.DECIMAL: "numeric",
+    ColumnType.INTEGER: "numeric",  # "148.0" is a whole number; "148.5" is reported, not truncated
+    ColumnType.DATE: "date",
+}
+NUMERIC_TYPES = (ColumnType.MONEY, ColumnType.DECIMAL, ColumnType.INTEGER)
+
+
 class FileLoader:
-    """Loads one tape file; ``stage`` then ``validate`` then ``merge``."""
+    """Loads one tape file: ``stage``, then ``validate``, then ``merge``."""
 
     def __init__(self, tape_file: TapeFile, fmt: SourceFormat):
         self.file = tape_file
@@ -84,22 +115,22 @@ class FileLoader:
         self.fmt = fmt
         self.stage_table = f"stage_{self.spec.kind}"
         self.typed_table = f"typed_{self.spec.kind}"
+        self.rejects_table = f"rejects_{self.spec.kind}"
         self.result = FileLoad(tape_file)
-        self.columns: list[Column] = []
+        self.columns: list[Column] = []  # spec columns present in the file
+        self.file_columns: list[str] = []  # staging column per file column, in file order
+        self.text_staged = False
 
     # ---------------------------------------------------------------- problems
     def problem(self, row, column, value, reason, severity=ERROR) -> None:
-        self.result.problems.append(
-            Problem(self.file.name, row, column, str(value or ""), reason, severity)
-        )
+        self.result.problems.append(Problem(self.file.name, row, column, str(value or ""), reason, severity))
 
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.result.problems if p.severity == ERROR]
 
     # ---------------------------------------------------------------- stage
-    def stage(self, cursor) -> bool:
-        """COPY the file into an all-text staging table. False when the file cannot be read at all."""
+    def _read_header(self) -> bool:
         if self.file.binary:
             self.problem(None, "", "", "this is a binary file, not a CSV text file")
             return False
@@ -113,240 +144,209 @@ class FileLoader:
         for name in missing:
             self.problem(1, name, "", "required column is missing from the header")
         seen: set[str] = set()
-        stage_cols = []
         for position, name in enumerate(mapped):
             if name in known and name not in seen:
                 seen.add(name)
                 self.columns.append(known[name])
-                stage_cols.append(name)
+                self.file_columns.append(name)
+                continue
+            if name in seen:
+                self.problem(1, name, "", "column appears twice in the header")
             else:
-                if name in seen:
-                    self.problem(1, name, "", "column appears twice in the header")
-                else:
-                    self.problem(1, header[position], "", "unknown column, ignored", WARNING)
-                stage_cols.append(f"_ignored_{position}")
-        if missing or self.errors:
-            return False
+                self.problem(1, header[position], "", "unknown column, ignored", WARNING)
+            self.file_columns.append(f"_ignored_{position}")
+        return not self.errors
 
+    def _copy(self, cursor, table: str) -> None:
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING {})").format(
+            _ident(table), _join(map(_ident, self.file_columns)), sql.Literal(self.fmt.delimiter), sql.Literal(self.file.encoding)
+        )
+        with cursor.copy(copy_sql) as copy, self.file.open() as stream:
+            first = True
+            while chunk := stream.read(CHUNK):
+                if first and chunk.startswith(BOM):
+                    chunk = chunk[len(BOM) :]
+                first = False
+                copy.write(chunk)
+
+    def _create(self, cursor, table: str, types: dict[str, str]) -> None:
+        cols = _join(sql.SQL("{} {}").format(_ident(name), sql.SQL(kind)) for name, kind in types.items())
         cursor.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
-            ).format(
-                _ident(self.stage_table),
-                sql.SQL(", ").join(sql.SQL("{} text").format(_ident(c)) for c in stage_cols),
-            )
+            sql.SQL("CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP").format(_ident(table), cols)
         )
-        copy_sql = sql.SQL(
-            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING {})"
-        ).format(
-            _ident(self.stage_table),
-            sql.SQL(", ").join(map(_ident, stage_cols)),
-            sql.Literal(self.fmt.delimiter),
-            sql.Literal(self.file.encoding),
-        )
-        try:
-            with cursor.copy(copy_sql) as copy, self.file.open() as stream:
-                first = True
-                while chunk := stream.read(CHUNK):
-                    if first and chunk.startswith(BOM):
-                        chunk = chunk[len(BOM) :]
-                    first = False
-                    copy.write(chunk)
-        except (
-            pg_errors.BadCopyFileFormat,
-            pg_errors.CharacterNotInRepertoire,
-            pg_errors.UntranslatableCharacter,
-        ) as exc:
-            line = re.search(r"line (\d+)", exc.diag.context or "")
-            self.problem(
-                int(line.group(1)) if line else None,
-                "",
-                "",
-                f"unreadable row: {exc.diag.message_primary}",
-            )
+
+    def _typed_columns(self) -> dict[str, str]:
+        types = {c.name: TYPED_SQL[c.type] for c in self.spec.columns}
+        types.update({name: "text" for name in self.file_columns if name.startswith("_ignored_")})
+        return types
+
+    def stage(self, cursor) -> bool:
+        """Load the file into the typed staging table. False when the file cannot be read at all."""
+        if not self._read_header():
             return False
-        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(self.stage_table)))
+        if self.fmt.native:
+            cursor.execute("SAVEPOINT typed_copy")
+            self._create(cursor, self.typed_table, self._typed_columns())
+            try:
+                self._copy(cursor, self.typed_table)
+            except psycopg.Error:
+                # A value PostgreSQL refuses: go the slow way, which lists every bad value.
+                cursor.execute("ROLLBACK TO SAVEPOINT typed_copy")
+            else:
+                cursor.execute("RELEASE SAVEPOINT typed_copy")
+                return self._count_rows(cursor, self.typed_table)
+        return self._stage_text(cursor)
+
+    def _stage_text(self, cursor) -> bool:
+        self.text_staged = True
+        self._create(cursor, self.stage_table, dict.fromkeys(self.file_columns, "text"))
+        try:
+            self._copy(cursor, self.stage_table)
+        except COPY_DATA_ERRORS as exc:
+            line = re.search(r"line (\d+)", exc.diag.context or "")
+            self.problem(int(line.group(1)) if line else None, "", "", f"unreadable row: {exc.diag.message_primary}")
+            return False
+        if not self._count_rows(cursor, self.stage_table):
+            return False
+        # Parse into the same typed shape the fast path produces; bad values become NULL.
+        selects = [self._parsed(c) if c.name in self.file_columns else sql.SQL("NULL") for c in self.spec.columns]
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT line, {} FROM {}").format(
+                _ident(self.typed_table),
+                _join(
+                    sql.SQL("{}::{} AS {}").format(expr, sql.SQL(TYPED_SQL[c.type]), _ident(c.name))
+                    for expr, c in zip(selects, self.spec.columns, strict=True)
+                ),
+                _ident(self.stage_table),
+            )
+        )
+        return True
+
+    def _count_rows(self, cursor, table: str) -> bool:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(table)))
         self.result.rows_read = cursor.fetchone()[0]
         if self.result.rows_read == 0:
             self.problem(None, "", "", "the file has a header but no rows")
             return False
         return True
 
-    # ---------------------------------------------------------------- parse
-    def _parsed(self, column: Column, source: sql.Composable | None = None) -> sql.Composable:
-        raw = source or _ident(column.name)
-        trimmed = sql.SQL("NULLIF(btrim({}), '')").format(raw)
-        match column.type:
-            case ColumnType.MONEY:
-                return sql.SQL("round(abaco_parse_numeric({}, {}), 2)").format(
-                    raw, sql.Literal(self.fmt.decimal_comma)
-                )
-            case ColumnType.DECIMAL:
-                return sql.SQL("abaco_parse_numeric({}, {})").format(
-                    raw, sql.Literal(self.fmt.decimal_comma)
-                )
-            case ColumnType.INTEGER:
-                return sql.SQL("trunc(abaco_parse_numeric({}, {}))::bigint").format(
-                    raw, sql.Literal(self.fmt.decimal_comma)
-                )
-            case ColumnType.DATE:
-                return sql.SQL("abaco_parse_date({}, {})").format(
-                    raw, sql.Literal(self.fmt.day_first)
-                )
-            case _:
-                if column.name in ("currency", "transaction_type"):
-                    return sql.SQL("upper({})").format(trimmed)
-                return trimmed
+    def _parsed(self, column: Column) -> sql.Composable:
+        raw = _ident(column.name)
+        if column.type in NUMERIC_TYPES:
+            return sql.SQL("abaco_parse_numeric({}, {})").format(raw, sql.Literal(self.fmt.decimal_comma))
+        if column.type == ColumnType.DATE:
+            return sql.SQL("abaco_parse_date({}, {})").format(raw, sql.Literal(self.fmt.day_first))
+        return raw
 
-    def _row_checks(self) -> list[tuple[str, sql.Composable]]:
-        """(column, SQL giving the reason a raw value is bad, or NULL) for every staged column."""
+    # ---------------------------------------------------------------- validate
+    def _value_checks(self) -> list[tuple[str, sql.Composable, sql.Composable]]:
+        """(column, condition on the typed row that makes it bad, reason) for every present column."""
         checks = []
         for column in self.columns:
-            raw = _ident(column.name)
-            parsed = self._parsed(column)
-            reasons = []
+            col = sql.SQL("t.{}").format(_ident(column.name))
             if column.required:
-                reasons.append(
-                    sql.SQL(
-                        "WHEN NULLIF(btrim({}), '') IS NULL THEN 'required value is missing'"
-                    ).format(raw)
+                empty = sql.SQL("{} IS NULL") if column.type != ColumnType.TEXT else sql.SQL("NULLIF(btrim({}), '') IS NULL")
+                checks.append((column.name, empty.format(col), sql.Literal("required value is missing")))
+            if column.type == ColumnType.TEXT:
+                checks.append(
+                    (column.name, sql.SQL("length(btrim({})) > {}").format(col, sql.Literal(column.max_length)), sql.Literal(f"longer than {column.max_length} characters"))
                 )
-            type_reason = {
+            if column.type == ColumnType.INTEGER:
+                checks.append((column.name, sql.SQL("{} <> trunc({})").format(col, col), sql.Literal("not a whole number")))
+            if column.non_negative:
+                checks.append((column.name, sql.SQL("{} < 0").format(col), sql.Literal("must not be negative")))
+            if column.name == "currency":
+                checks.append(
+                    (
+                        column.name,
+                        sql.SQL("upper(btrim({})) <> ALL({})").format(col, sql.Literal(sorted(ISO_CURRENCIES))),
+                        sql.Literal("unknown currency (not an ISO 4217 code)"),
+                    )
+                )
+            if column.name == "transaction_type":
+                checks.append(
+                    (
+                        column.name,
+                        sql.SQL("upper(btrim({})) <> ALL({})").format(col, sql.Literal(list(Transaction.Type.values))),
+                        sql.Literal("unknown transaction type (expected one of " + ", ".join(Transaction.Type.values) + ")"),
+                    )
+                )
+        return checks
+
+    def _parse_checks(self) -> list[tuple[str, sql.Composable, sql.Composable]]:
+        """Text path only: a non-empty raw value that did not parse."""
+        checks = []
+        for column in self.columns:
+            reason = {
                 ColumnType.MONEY: "not a number",
                 ColumnType.DECIMAL: "not a number",
                 ColumnType.INTEGER: "not a whole number",
-                ColumnType.DATE: "not a date (expected DD/MM/YYYY)"
-                if self.fmt.day_first
-                else "not a date (expected YYYY-MM-DD)",
+                ColumnType.DATE: "not a date (expected DD/MM/YYYY)" if self.fmt.day_first else "not a date (expected YYYY-MM-DD)",
             }.get(column.type)
-            if type_reason:
-                reasons.append(
-                    sql.SQL("WHEN NULLIF(btrim({}), '') IS NOT NULL AND {} IS NULL THEN {}").format(
-                        raw, parsed, sql.Literal(type_reason)
-                    )
-                )
-                if column.type == ColumnType.INTEGER:
-                    reasons.append(
-                        sql.SQL("WHEN {} <> trunc({}) THEN 'not a whole number'").format(
-                            sql.SQL("abaco_parse_numeric({}, {})").format(
-                                raw, sql.Literal(self.fmt.decimal_comma)
-                            ),
-                            sql.SQL("abaco_parse_numeric({}, {})").format(
-                                raw, sql.Literal(self.fmt.decimal_comma)
-                            ),
-                        )
-                    )
-                if column.non_negative:
-                    reasons.append(
-                        sql.SQL("WHEN {} < 0 THEN 'must not be negative'").format(parsed)
-                    )
-            else:
-                reasons.append(
-                    sql.SQL("WHEN length(btrim({})) > {} THEN {}").format(
-                        raw,
-                        sql.Literal(column.max_length),
-                        sql.Literal(f"longer than {column.max_length} characters"),
-                    )
-                )
-            if column.name == "currency":
-                reasons.append(
-                    sql.SQL(
-                        "WHEN NULLIF(btrim({}), '') IS NOT NULL AND upper(btrim({})) <> ALL({}) THEN 'unknown currency (not an ISO 4217 code)'"
-                    ).format(raw, raw, sql.Literal(sorted(ISO_CURRENCIES)))
-                )
-            if column.name == "transaction_type":
-                reasons.append(
-                    sql.SQL("WHEN upper(btrim({})) <> ALL({}) THEN {}").format(
-                        raw,
-                        sql.Literal(list(Transaction.Type.values)),
-                        sql.Literal(
-                            "unknown transaction type (expected one of "
-                            + ", ".join(Transaction.Type.values)
-                            + ")"
-                        ),
-                    )
-                )
-            checks.append((column.name, sql.SQL("CASE {} END").format(sql.SQL(" ").join(reasons))))
+            if reason:
+                cond = sql.SQL("NULLIF(btrim(s.{}), '') IS NOT NULL AND t.{} IS NULL").format(_ident(column.name), _ident(column.name))
+                checks.append((column.name, cond, sql.Literal(reason)))
         return checks
 
-    # ---------------------------------------------------------------- validate
     def validate(self, cursor, loaded_kinds: Iterable[str]) -> None:
         """Find every bad row in bulk; they land in ``rejects`` (line, column, value, reason)."""
-        checks = self._row_checks()
-        values = sql.SQL(", ").join(
-            sql.SQL("({}, {}::text, {})").format(sql.Literal(name), _ident(name), reason)
-            for name, reason in checks
-        )
         cursor.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {rejects} ON COMMIT DROP AS "
-                "SELECT s.line, v.col, v.value, v.reason FROM {stage} s "
-                "CROSS JOIN LATERAL (VALUES {values}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
-            ).format(
-                rejects=_ident(f"rejects_{self.spec.kind}"),
-                stage=_ident(self.stage_table),
-                values=values,
-            )
+            sql.SQL("CREATE TEMP TABLE {} (line bigint, col text, value text, reason text) ON COMMIT DROP").format(_ident(self.rejects_table))
         )
-        # Typed rows: bad values parse to NULL here, and their lines are rejected anyway.
-        present = {c.name for c in self.columns}
-        selects = [sql.SQL("line")]
-        for column in self.spec.columns:
-            if column.name in present:
-                selects.append(
-                    sql.SQL("{} AS {}").format(self._parsed(column), _ident(column.name))
-                )
-            else:
-                selects.append(
-                    sql.SQL("NULL::{} AS {}").format(
-                        sql.SQL(_sql_type(column)), _ident(column.name)
-                    )
-                )
-        cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {}").format(
-                _ident(self.typed_table), sql.SQL(", ").join(selects), _ident(self.stage_table)
-            )
-        )
-        cursor.execute(sql.SQL("CREATE INDEX ON {} (line)").format(_ident(self.typed_table)))
-        for check in self._set_checks(set(loaded_kinds)):
+        checks = self._value_checks()
+        source = sql.SQL("{} t").format(_ident(self.typed_table))
+        if self.text_staged:
+            checks = self._parse_checks() + checks
+            source = sql.SQL("{} t JOIN {} s USING (line)").format(_ident(self.typed_table), _ident(self.stage_table))
+        raw_of = (lambda name: sql.SQL("s.{}::text").format(_ident(name))) if self.text_staged else (lambda name: sql.SQL("t.{}::text").format(_ident(name)))
+        if checks:
+            # One cheap pass asks whether anything is wrong; only then list every bad value.
             cursor.execute(
-                sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(
-                    _ident(f"rejects_{self.spec.kind}"), check
-                )
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(source, _join((sql.SQL("({})").format(c) for _, c, _ in checks), " OR "))
             )
+            if cursor.fetchone()[0]:
+                values = _join(
+                    sql.SQL("({}, {}, CASE WHEN {} THEN {} END)").format(sql.Literal(name), raw_of(name), cond, reason)
+                    for name, cond, reason in checks
+                )
+                cursor.execute(
+                    sql.SQL(
+                        "INSERT INTO {} SELECT t.line, v.col, v.value, v.reason FROM {} "
+                        "CROSS JOIN LATERAL (VALUES {}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
+                    ).format(_ident(self.rejects_table), source, values)
+                )
+        for check in self._set_checks(set(loaded_kinds)):
+            cursor.execute(sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(_ident(self.rejects_table), check))
         self._collect_rejects(cursor)
         self._collect_warnings(cursor)
 
     def _set_checks(self, loaded_kinds: set[str]) -> list[sql.Composable]:
-        """Checks that look across rows and tables: duplicates, references, date order, totals."""
+        """Checks across rows and tables: duplicate keys, references, date order."""
         t = _ident(self.typed_table)
         kind = self.spec.kind
         checks: list[sql.Composable] = []
         key = [c for c in self.spec.key if c != "sequence"]
         if kind != "transactions":
+            keys = _join(map(_ident, key))
             checks.append(
                 sql.SQL(
-                    "SELECT line, {col}, concat_ws(' / ', {cols}), 'duplicate key: first seen on row ' || (first_line + 1) "
-                    "FROM (SELECT line, {cols}, min(line) OVER (PARTITION BY {cols}) AS first_line FROM {t}) d "
-                    "WHERE line <> first_line"
-                ).format(col=sql.Literal(key[0]), cols=sql.SQL(", ").join(map(_ident, key)), t=t)
+                    "SELECT t.line, {col}, concat_ws(' / ', {tkeys}), 'duplicate key: first seen on row ' || (d.first_line + 1) "
+                    "FROM {t} t JOIN (SELECT {keys}, min(line) AS first_line FROM {t} GROUP BY {keys} HAVING count(*) > 1) d "
+                    "USING ({keys}) WHERE t.line <> d.first_line"
+                ).format(col=sql.Literal(key[0]), keys=keys, tkeys=_join(sql.SQL("t.{}").format(_ident(k)) for k in key), t=t)
             )
         if kind == "loans":
-            in_file = "customers" in loaded_kinds
+            in_file = (
+                sql.SQL("AND NOT EXISTS (SELECT 1 FROM typed_customers c WHERE c.customer_id = btrim(l.customer_id))")
+                if "customers" in loaded_kinds
+                else sql.SQL("")
+            )
             checks.append(
                 sql.SQL(
-                    "SELECT l.line, 'customer_id', l.customer_id, {reason} FROM {t} l "
-                    "WHERE l.customer_id IS NOT NULL "
-                    "AND NOT EXISTS (SELECT 1 FROM loans_customer c WHERE c.customer_id = l.customer_id) {in_file}"
-                ).format(
-                    t=t,
-                    reason=sql.Literal("customer is neither in this tape nor in the database"),
-                    in_file=sql.SQL(
-                        "AND NOT EXISTS (SELECT 1 FROM typed_customers c WHERE c.customer_id = l.customer_id)"
-                    )
-                    if in_file
-                    else sql.SQL(""),
-                )
+                    "SELECT l.line, 'customer_id', l.customer_id, 'customer is neither in this tape nor in the database' FROM {t} l "
+                    "WHERE NULLIF(btrim(l.customer_id), '') IS NOT NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM loans_customer c WHERE c.customer_id = btrim(l.customer_id)) {in_file}"
+                ).format(t=t, in_file=in_file)
             )
             checks.append(
                 sql.SQL(
@@ -360,200 +360,226 @@ class FileLoader:
             )
         if kind in ("schedules", "transactions"):
             date_col = "date_due" if kind == "schedules" else "date_paid"
-            loans_in_file = "loans" in loaded_kinds
-            # The loan's disbursement date, from this tape when it carries the loan, else the database.
+            # The loan's disbursement date: from this tape when it carries the loan, else the database.
             loan_dates = (
                 sql.SQL(
-                    "(SELECT loan_id, disburse_date FROM typed_loans UNION ALL "
-                    "SELECT loan_id, disburse_date FROM loans_loan db WHERE NOT EXISTS (SELECT 1 FROM typed_loans tl WHERE tl.loan_id = db.loan_id))"
+                    "(SELECT btrim(loan_id) AS loan_id, disburse_date FROM typed_loans UNION ALL "
+                    "SELECT loan_id, disburse_date FROM loans_loan db WHERE NOT EXISTS (SELECT 1 FROM typed_loans tl WHERE btrim(tl.loan_id) = db.loan_id))"
                 )
-                if loans_in_file
+                if "loans" in loaded_kinds
                 else sql.SQL("(SELECT loan_id, disburse_date FROM loans_loan)")
             )
+            what = "due date" if kind == "schedules" else "payment date"
             checks.append(
                 sql.SQL(
                     "SELECT x.line, 'loan_id', x.loan_id, 'loan is neither in this tape nor in the database' FROM {t} x "
-                    "WHERE x.loan_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {loans} l WHERE l.loan_id = x.loan_id)"
+                    "WHERE NULLIF(btrim(x.loan_id), '') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {loans} l WHERE l.loan_id = btrim(x.loan_id))"
                 ).format(t=t, loans=loan_dates)
             )
             checks.append(
                 sql.SQL(
-                    "SELECT x.line, {col}, x.{d}::text, {reason} FROM {t} x JOIN {loans} l ON l.loan_id = x.loan_id "
-                    "WHERE x.{d} < l.disburse_date"
+                    "SELECT x.line, {col}, x.{d}::text, {reason} FROM {t} x JOIN {loans} l ON l.loan_id = btrim(x.loan_id) WHERE x.{d} < l.disburse_date"
                 ).format(
-                    col=sql.Literal(date_col),
-                    d=_ident(date_col),
-                    t=t,
-                    loans=loan_dates,
-                    reason=sql.Literal(
-                        "due date is before the loan's disbursement date"
-                        if kind == "schedules"
-                        else "payment date is before the loan's disbursement date"
-                    ),
+                    col=sql.Literal(date_col), d=_ident(date_col), t=t, loans=loan_dates, reason=sql.Literal(f"{what} is before the loan's disbursement date")
                 )
             )
         return checks
 
     def _collect_rejects(self, cursor) -> None:
-        rejects = _ident(f"rejects_{self.spec.kind}")
+        rejects = _ident(self.rejects_table)
         cursor.execute(sql.SQL("SELECT count(DISTINCT line) FROM {}").format(rejects))
         self.result.rejected = cursor.fetchone()[0]
-        cursor.execute(
-            sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col LIMIT {}").format(
-                rejects, sql.Literal(MAX_LISTED)
-            )
-        )
+        if not self.result.rejected:
+            return
+        cursor.execute(sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col LIMIT {}").format(rejects, sql.Literal(MAX_LISTED)))
         for line, col, value, reason in cursor.fetchall():
             self.problem(line + 1, col, value, reason)
 
+    def rejected_rows(self, cursor) -> list[Problem]:
+        """Every rejected value (for the downloadable CSV), not only the first MAX_LISTED."""
+        cursor.execute(sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col").format(_ident(self.rejects_table)))
+        return [Problem(self.file.name, line + 1, col, value or "", reason) for line, col, value, reason in cursor.fetchall()]
+
     def _collect_warnings(self, cursor) -> None:
-        """Things that load but a steward should know: float noise, rebates, disagreeing balances."""
-        stage, typed = _ident(self.stage_table), _ident(self.typed_table)
-        for column in self.columns:
-            if column.type != ColumnType.MONEY:
-                continue
-            raw = sql.SQL("abaco_parse_numeric({}, {})").format(
-                _ident(column.name), sql.Literal(self.fmt.decimal_comma)
-            )
-            cursor.execute(
-                sql.SQL("SELECT count(*), min(line) FROM {} WHERE {} <> round({}, 2)").format(
-                    stage, raw, raw
-                )
-            )
-            count, first = cursor.fetchone()
+        """What loads but a steward should know: float noise, rebates. One pass over the file."""
+        typed = _ident(self.typed_table)
+        money = [c.name for c in self.columns if c.type == ColumnType.MONEY]
+        aggregates = [
+            sql.SQL("count(*) FILTER (WHERE {c} <> round({c}, 2)), min(line) FILTER (WHERE {c} <> round({c}, 2))").format(c=_ident(name))
+            for name in money
+        ]
+        rebates = self.spec.kind == "transactions" and "interest" in money
+        if rebates:
+            aggregates.append(sql.SQL("count(*) FILTER (WHERE interest < 0), min(line) FILTER (WHERE interest < 0)"))
+        if not aggregates:
+            return
+        cursor.execute(sql.SQL("SELECT {} FROM {}").format(_join(aggregates), typed))
+        row = cursor.fetchone()
+        for i, name in enumerate(money):
+            count, first = row[2 * i], row[2 * i + 1]
             if count:
-                self.problem(
-                    first + 1,
-                    column.name,
-                    "",
-                    f"{count} value(s) carry float noise beyond cents; rounded to 2 decimals",
-                    WARNING,
-                )
-        if self.spec.kind == "transactions":
-            cursor.execute(
-                sql.SQL("SELECT count(*), min(line) FROM {} WHERE interest < 0").format(typed)
-            )
-            count, first = cursor.fetchone()
-            if count:
-                self.problem(
-                    first + 1,
-                    "interest",
-                    "",
-                    f"{count} row(s) with negative interest (rebates), loaded as given",
-                    WARNING,
-                )
+                self.problem(first + 1, name, "", f"{count} value(s) carry float noise beyond cents; rounded to 2 decimals", WARNING)
+        if rebates and row[-2]:
+            self.problem(row[-1] + 1, "interest", "", f"{row[-2]} row(s) with negative interest (rebates), loaded as given", WARNING)
 
     # ---------------------------------------------------------------- merge
+    def _merge_value(self, column: Column) -> sql.Composable:
+        ref = sql.SQL("x.{}").format(_ident(column.name))
+        match column.type:
+            case ColumnType.TEXT:
+                text = sql.SQL("upper(btrim({}))") if column.name in ("currency", "transaction_type") else sql.SQL("btrim({})")
+                default = "USD" if column.name == "currency" else ""
+                return sql.SQL("COALESCE({}, {})").format(text.format(ref), sql.Literal(default))
+            case ColumnType.MONEY:
+                rounded = sql.SQL("round({}, 2)").format(ref)
+                return rounded if column.name == "income" else sql.SQL("COALESCE({}, 0)").format(rounded)
+            case ColumnType.INTEGER:
+                cast = sql.SQL("{}::bigint").format(ref)
+                return sql.SQL("COALESCE({}, 0)").format(cast) if column.name == "dpd" else cast
+            case ColumnType.DECIMAL:
+                rounded = sql.SQL("round({}, 6)").format(ref)  # the columns' scale: compare what is stored
+                return sql.SQL("COALESCE({}, 0)").format(rounded) if column.name == "interest_rate" else rounded
+            case _:
+                return ref
+
     def merge(self, cursor, *, batch_id: int, quarantine: bool) -> None:
-        """One upsert: new keys are inserted, changed rows updated, identical rows not touched."""
+        """One upsert: new keys are inserted, changed rows updated, identical rows not touched.
+
+        Before it, the rows about to change (and, for loans and transactions, the rows missing
+        from this tape) are recorded as ``BatchChange``: the batch's field-level history.
+        """
         spec = self.spec
-        t = _ident(self.typed_table)
-        rejects = _ident(f"rejects_{spec.kind}")
         good = (
-            sql.SQL("NOT EXISTS (SELECT 1 FROM {} r WHERE r.line = x.line)").format(rejects)
-            if quarantine
+            sql.SQL("NOT EXISTS (SELECT 1 FROM {} r WHERE r.line = x.line)").format(_ident(self.rejects_table))
+            if quarantine and self.result.rejected
             else sql.SQL("TRUE")
         )
         targets: list[str] = []
         values: list[sql.Composable] = []
         joins: list[sql.Composable] = []
         for column in spec.columns:
-            if (
-                column.name in ("loan_id", "customer_id")
-                and spec.kind != {"loan_id": "loans", "customer_id": "customers"}[column.name]
-            ):
-                table, alias, target = (
-                    ("loans_loan", "ref_loan", "loan_id")
-                    if column.name == "loan_id"
-                    else ("loans_customer", "ref_customer", "customer_id")
-                )
+            reference = {"loan_id": ("loans_loan", "loans"), "customer_id": ("loans_customer", "customers")}.get(column.name)
+            if reference and reference[1] != spec.kind:
+                table, alias = reference[0], f"ref_{column.name}"
                 joins.append(
-                    sql.SQL("JOIN {} {} ON {}.{} = x.{}").format(
-                        _ident(table),
-                        _ident(alias),
-                        _ident(alias),
-                        _ident(column.name),
-                        _ident(column.name),
-                    )
+                    sql.SQL("JOIN {} {} ON {}.{} = btrim(x.{})").format(_ident(table), _ident(alias), _ident(alias), _ident(column.name), _ident(column.name))
                 )
-                targets.append(target)
+                targets.append(column.name)  # the FK's column: loan_id / customer_id
                 values.append(sql.SQL("{}.id").format(_ident(alias)))
                 continue
             targets.append(column.db_column)
             values.append(self._merge_value(column))
         if spec.kind == "transactions":
             targets.append("sequence")
-            values.append(
-                sql.SQL(
-                    "(row_number() OVER (PARTITION BY x.loan_id, x.date_paid, x.transaction_type ORDER BY x.line) - 1)"
-                )
-            )
-        changed = list(targets)
-        targets += ["batch_id"]
-        values += [sql.Literal(batch_id)]
-        extra = _insert_only_defaults(spec)
-        targets += list(extra)
-        values += [sql.Literal(v) for v in extra.values()]
-        has_timestamps = spec.kind in ("customers", "loans")
-        if has_timestamps:
-            targets += ["created_at", "updated_at"]
-            values += [sql.SQL("now()"), sql.SQL("now()")]
-        conflict = {
-            "customers": ["customer_id"],
-            "loans": ["loan_id"],
-            "schedules": ["loan_id", "due_date"],
-            "transactions": ["loan_id", "date", "transaction_type", "sequence"],
+            values.append(sql.SQL("(row_number() OVER (PARTITION BY x.loan_id, x.date_paid, upper(btrim(x.transaction_type)) ORDER BY x.line) - 1)"))
+        key_text = {
+            "customers": sql.SQL("btrim(x.customer_id)"),
+            "loans": sql.SQL("btrim(x.loan_id)"),
+            "schedules": sql.SQL("btrim(x.loan_id) || ' due ' || x.date_due"),
+            "transactions": sql.SQL("btrim(x.loan_id) || ' ' || upper(btrim(x.transaction_type)) || ' ' || x.date_paid"),
         }[spec.kind]
-        updates = [c for c in changed if c not in conflict]
-        set_list = [*updates, "batch_id", *(["updated_at"] if has_timestamps else [])]
+        merge_table = _ident(f"merge_{spec.kind}")
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, {} AS _key FROM {} x {} WHERE {}").format(
+                merge_table,
+                _join(sql.SQL("{} AS {}").format(v, _ident(c)) for v, c in zip(values, targets, strict=True)),
+                key_text,
+                _ident(self.typed_table),
+                _join(joins, " "),
+                good,
+            )
+        )
+        conflict = [{"date_due": "due_date", "date_paid": "date"}.get(k, k) for k in spec.key]
+        updates = [c for c in targets if c not in conflict]
+        cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_ident(spec.table)))
+        if cursor.fetchone()[0]:
+            self._record_changes(cursor, batch_id=batch_id, merge_table=merge_table, conflict=conflict, updates=updates)
+        extra = {"name": "", "national_id": "", "email": "", "phone": ""} if spec.kind == "customers" else {}
+        insert_cols = [*targets, "batch_id", *extra]
+        insert_vals = [*map(_ident, targets), sql.Literal(batch_id), *(sql.Literal(v) for v in extra.values())]
+        set_cols = [*updates, "batch_id"]
+        if spec.kind in ("customers", "loans"):
+            insert_cols += ["created_at", "updated_at"]
+            insert_vals += [sql.SQL("now()"), sql.SQL("now()")]
+            set_cols.append("updated_at")
         query = sql.SQL(
             "WITH merged AS ("
-            " INSERT INTO {table} AS cur ({targets}) SELECT {values} FROM {t} x {joins} WHERE {good}"
+            " INSERT INTO {table} AS cur ({cols}) SELECT {vals} FROM {m}"
             " ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
-            " WHERE ({cur_cols}) IS DISTINCT FROM ({new_cols})"
+            " WHERE ({cur}) IS DISTINCT FROM ({new})"
             " RETURNING (xmax = 0) AS inserted)"
             " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
         ).format(
             table=_ident(spec.table),
-            targets=sql.SQL(", ").join(map(_ident, targets)),
-            values=sql.SQL(", ").join(values),
-            t=t,
-            joins=sql.SQL(" ").join(joins),
-            good=good,
-            conflict=sql.SQL(", ").join(map(_ident, conflict)),
-            sets=sql.SQL(", ").join(
-                sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in set_list
-            ),
-            cur_cols=sql.SQL(", ").join(sql.SQL("cur.{}").format(_ident(c)) for c in updates),
-            new_cols=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_ident(c)) for c in updates),
+            cols=_join(map(_ident, insert_cols)),
+            vals=_join(insert_vals),
+            m=merge_table,
+            conflict=_join(map(_ident, conflict)),
+            sets=_join(sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in set_cols),
+            cur=_join(sql.SQL("cur.{}").format(_ident(c)) for c in updates),
+            new=_join(sql.SQL("EXCLUDED.{}").format(_ident(c)) for c in updates),
         )
         cursor.execute(query)
         self.result.inserted, self.result.updated = cursor.fetchone()
 
-    def _merge_value(self, column: Column) -> sql.Composable:
-        ref = sql.SQL("x.{}").format(_ident(column.name))
-        if column.type == ColumnType.TEXT:
-            default = "USD" if column.name == "currency" else ""
-            return sql.SQL("COALESCE({}, {})").format(ref, sql.Literal(default))
-        if column.type == ColumnType.MONEY and column.name not in ("income",):
-            return sql.SQL("COALESCE({}, 0)").format(ref)
-        if column.name in ("interest_rate", "dpd"):
-            return sql.SQL("COALESCE({}, 0)").format(ref)
-        return ref
+    def _record_changes(self, cursor, *, batch_id: int, merge_table, conflict: list[str], updates: list[str]) -> None:
+        spec = self.spec
+        on = _join((sql.SQL("cur.{c} = m.{c}").format(c=_ident(c)) for c in conflict), " AND ")
+        diff = _join(
+            sql.SQL("{name}, CASE WHEN cur.{c} IS DISTINCT FROM m.{c} THEN jsonb_build_array(cur.{c}, m.{c}) END").format(
+                name=sql.Literal(c), c=_ident(c)
+            )
+            for c in updates
+        )
+        historical = [c for c in HISTORICAL_FIELDS.get(spec.kind, ()) if c in updates]
+        flagged = (
+            _join((sql.SQL("cur.{c} IS DISTINCT FROM m.{c}").format(c=_ident(c)) for c in historical), " OR ")
+            if historical
+            else sql.SQL("FALSE")
+        )
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO loans_batchchange (batch_id, kind, key, change, fields, review, review_reason) "
+                "SELECT {batch}, {kind}, m._key, 'updated', jsonb_strip_nulls(jsonb_build_object({diff})), "
+                "CASE WHEN {flagged} THEN 'pending' ELSE '' END, '' "
+                "FROM {m} m JOIN {table} cur ON {on} WHERE ({cur}) IS DISTINCT FROM ({new})"
+            ).format(
+                batch=sql.Literal(batch_id),
+                kind=sql.Literal(spec.kind),
+                diff=diff,
+                flagged=flagged,
+                m=merge_table,
+                table=_ident(spec.table),
+                on=on,
+                cur=_join(sql.SQL("cur.{}").format(_ident(c)) for c in updates),
+                new=_join(sql.SQL("m.{}").format(_ident(c)) for c in updates),
+            )
+        )
+        if spec.kind == "loans":
+            # A loan the platform no longer reports: new tapes are full exports of the book.
+            cursor.execute(
+                sql.SQL(
+                    "INSERT INTO loans_batchchange (batch_id, kind, key, change, fields, review, review_reason) "
+                    "SELECT {batch}, 'loans', cur.loan_id, 'vanished', '{{}}'::jsonb, 'pending', '' FROM loans_loan cur "
+                    "WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.loan_id = cur.loan_id)"
+                ).format(batch=sql.Literal(batch_id), m=merge_table)
+            )
+        if spec.kind == "transactions":
+            # Past cash flows of the loans in this file that the file no longer carries.
+            cursor.execute(
+                sql.SQL(
+                    "INSERT INTO loans_batchchange (batch_id, kind, key, change, fields, review, review_reason) "
+                    "SELECT {batch}, 'transactions', l.loan_id || ' ' || cur.transaction_type || ' ' || cur.date, 'vanished', "
+                    "jsonb_build_object('principal', jsonb_build_array(cur.principal, NULL)), 'pending', '' "
+                    "FROM loans_transaction cur JOIN loans_loan l ON l.id = cur.loan_id "
+                    "WHERE cur.loan_id IN (SELECT DISTINCT loan_id FROM {m}) "
+                    "AND NOT EXISTS (SELECT 1 FROM {m} m WHERE {on})"
+                ).format(batch=sql.Literal(batch_id), m=merge_table, on=on)
+            )
 
 
-def _sql_type(column: Column) -> str:
-    return {
-        ColumnType.TEXT: "text",
-        ColumnType.MONEY: "numeric",
-        ColumnType.DECIMAL: "numeric",
-        ColumnType.INTEGER: "bigint",
-        ColumnType.DATE: "date",
-    }[column.type]
-
-
-def _insert_only_defaults(spec: FileSpec) -> dict[str, object]:
-    """Columns the tape does not carry but the table requires: set on insert, never overwritten."""
-    if spec.kind == "customers":
-        return {"name": "", "national_id": "", "email": "", "phone": ""}
-    return {}
+# Fields that describe the past: a newer tape changing them needs a steward's review.
+HISTORICAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "loans": ("disburse_date", "disburse_principal", "customer_id"),
+    "transactions": ("principal", "interest", "fees", "other", "to_tax"),
+}

@@ -1,0 +1,36 @@
+"""The loans app's models: the loan book (``book``), import bookkeeping (``imports``) and the
+other kinds of files staff load (``statements``: financial statements and marketing spend)."""
+
+from loans.models.book import (
+    CURRENCY_CODE,
+    MONEY,
+    ZERO,
+    Batch,
+    CashFlowParts,
+    Customer,
+    Installment,
+    Loan,
+    LoanQuerySet,
+    Transaction,
+    money_field,
+)
+from loans.models.statements import FinancialStatementLine, MarketingSpend
+from loans.models.imports import BatchChange, ColumnMap
+
+__all__ = [
+    "BatchChange",
+    "ColumnMap",
+    "CURRENCY_CODE",
+    "MONEY",
+    "ZERO",
+    "Batch",
+    "CashFlowParts",
+    "Customer",
+    "FinancialStatementLine",
+    "Installment",
+    "Loan",
+    "LoanQuerySet",
+    "MarketingSpend",
+    "Transaction",
+    "money_field",
+]

@@ -1,0 +1,91 @@
+"""Import bookkeeping: how each source writes its files, and what each batch changed."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from loans.models.book import Batch
+
+
+class ColumnMap(models.Model):
+    """How one source writes its tape files; kept by the data steward in the admin.
+
+    ``headers`` maps the source's header (any case) to the Cascade tape column, e.g.
+    ``{"fecha_desembolso": "disburse_date", "monto_desembolso": "disburse_principal"}``;
+    ``file_names`` maps its file names to tape kinds, e.g. ``{"prestamos": "loans"}``.
+    """
+
+    class Encoding(models.TextChoices):
+        AUTO = "auto", "Detect (UTF-8, with or without BOM, else Latin-1)"
+        UTF8 = "UTF8", "UTF-8"
+        LATIN1 = "LATIN1", "Latin-1 (ISO 8859-1)"
+
+    source = models.CharField(max_length=64, unique=True, help_text="The source name uploads choose, e.g. 'lender-gt'.")
+    delimiter = models.CharField(max_length=1, default=",", help_text="Field separator: ',' or ';' or a tab.")
+    decimal_comma = models.BooleanField(default=False, help_text="Numbers written 1.234,56.")
+    day_first = models.BooleanField(default=False, help_text="Dates written DD/MM/YYYY.")
+    encoding = models.CharField(max_length=8, choices=Encoding.choices, default=Encoding.AUTO)
+    headers = models.JSONField(default=dict, blank=True)
+    file_names = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["source"]
+
+    def __str__(self) -> str:
+        return self.source
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from loans.imports.specs import TAPE_SPECS
+
+        columns = {c.name for spec in TAPE_SPECS.values() for c in spec.columns}
+        unknown = sorted(v for v in self.headers.values() if v not in columns)
+        if unknown:
+            raise ValidationError({"headers": f"not tape columns: {', '.join(unknown)}"})
+        kinds = sorted(v for v in self.file_names.values() if v not in TAPE_SPECS)
+        if kinds:
+            raise ValidationError({"file_names": f"not tape files: {', '.join(kinds)} (use {', '.join(TAPE_SPECS)})"})
+
+
+class BatchChange(models.Model):
+    """One row an import changed or found missing, with the fields before and after.
+
+    Bulk loads record history here, per batch, instead of a signal per row. Changes to fields
+    that describe the past (disbursement date and principal, past cash flows) and loans that
+    vanished from a newer tape are flagged for a steward to accept or reject with a reason.
+    """
+
+    class Change(models.TextChoices):
+        UPDATED = "updated", "Updated"
+        VANISHED = "vanished", "Missing from the newer tape"
+
+    class Review(models.TextChoices):
+        NONE = "", "No review needed"
+        PENDING = "pending", "Waiting for a steward"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=32)
+    key = models.CharField(max_length=160, help_text="The row's natural key in the tape.")
+    change = models.CharField(max_length=16, choices=Change.choices, default=Change.UPDATED)
+    fields = models.JSONField(default=dict, help_text="field -> [before, after]")
+    review = models.CharField(max_length=16, choices=Review.choices, default=Review.NONE, blank=True)
+    review_reason = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "kind", "key"]
+        indexes = [
+            # The tape-diff page: a batch's changes, flagged ones first.
+            models.Index(fields=["batch", "review"], name="batchchange_batch_review_idx"),
+            # Quality gate: is any flag still waiting for a steward?
+            models.Index(fields=["review"], name="batchchange_pending_idx", condition=models.Q(review="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key} ({self.get_change_display()})"
