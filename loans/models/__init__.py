@@ -14,17 +14,17 @@ from loans.models.book import (
     Transaction,
     money_field,
 )
-from loans.models.statements import FinancialStatementLine, MarketingSpend
 from loans.models.imports import BatchChange, ColumnMap
+from loans.models.statements import FinancialStatementLine, MarketingSpend
 
 __all__ = [
-    "BatchChange",
-    "ColumnMap",
     "CURRENCY_CODE",
     "MONEY",
     "ZERO",
     "Batch",
+    "BatchChange",
     "CashFlowParts",
+    "ColumnMap",
     "Customer",
     "FinancialStatementLine",
     "Installment",
