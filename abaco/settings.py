@@ -127,6 +127,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
     "TEST_DATABASE_NAME", default="test_abaco"
 )
+# Progress of long imports is written on a second connection, so pages see it while the import's
+# own transaction is still open. Tests mirror it onto the default connection.
+DATABASES["progress"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The cache holds the task cluster's heartbeat (read by /readyz), so it must be shared across

@@ -11,6 +11,7 @@ from auditlog.models import LogEntry
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connection
+from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
@@ -106,6 +107,28 @@ class BatchAdmin(ReadOnlyAdmin):
     search_fields = ["=sha256", "original_name"]
     raw_id_fields = ["created_by", "duplicate_of"]
     date_hierarchy = None
+
+    readonly_fields = ["diff_link"]
+
+    @admin.display(description="Tape diff")
+    def diff_link(self, obj) -> str:
+        if obj.kind not in (
+            Batch.Kind.LOANS,
+            Batch.Kind.TRANSACTIONS,
+            Batch.Kind.SCHEDULES,
+            Batch.Kind.CUSTOMERS,
+        ):
+            return "-"
+        return format_html(
+            '<a href="{}">What this batch changed</a>',
+            reverse("admin:loans_batch_diff", args=[obj.pk]),
+        )
+
+    def get_urls(self):
+        from loans.admin_diff import batch_diff_view
+
+        view = self.admin_site.admin_view(lambda request, pk: batch_diff_view(self, request, pk))
+        return [path("<int:pk>/diff/", view, name="loans_batch_diff"), *super().get_urls()]
 
     def get_queryset(self, request):
         batches = super().get_queryset(request).select_related("created_by")
@@ -235,3 +258,6 @@ class TransactionAdmin(HistoryMixin, ReadOnlyAdmin):
     raw_id_fields = ["loan", "batch"]
     list_select_related = ["loan"]
     readonly_fields = ["field_history"]
+
+
+from loans import admin_diff, admin_uploads  # noqa: E402,F401  (register the upload flow and column maps)

@@ -1,32 +1,50 @@
-"""Writes to the loan book. The tape import is the one way data gets in: admin uploads, the
+"""Writes to the loan book. The tape import is the one way tapes get in: admin uploads, the
 ``import_tape`` command, the scheduled Cascade job and ``demo_data`` all call ``tape_import``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.files import File
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql
 
 from loans.imports.files import TapeFile, tape_files_find
 from loans.imports.loader import ERROR, FileLoad, FileLoader, Problem, SourceFormat, TapeRejected
-from loans.models import Batch
+from loans.models import Batch, ColumnMap
 
 logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+PREVIEW_ROWS = 10
+MAX_REJECTED_ROWS = 200_000  # kept for the downloadable CSV; counts stay exact beyond it
+
+
+class _DryRun(Exception):
+    """Raised inside the import's transaction to roll a preview back."""
 
 
 @dataclass
 class TapeImport:
-    """What an import did, file by file."""
+    """What an import did (or, for a dry run, would do), file by file."""
 
     files: list[FileLoad] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     duplicates: list[Batch] = field(default_factory=list)
+    # Dry runs: file name -> (columns, first rows as parsed) and file header -> tape column.
+    preview: dict[str, tuple[list[str], list[tuple]]] = field(default_factory=dict)
+    mapping: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    rejected_rows: list[Problem] = field(default_factory=list)
+    already_loaded: list[tuple[str, Batch]] = field(
+        default_factory=list
+    )  # dry runs: name, earlier batch
 
     @property
     def problems(self) -> list[Problem]:
@@ -57,12 +75,30 @@ class TapeImport:
         return "\n".join(lines)
 
 
-def _batch_for(tape_file: TapeFile, *, source: str, by, job: str) -> Batch:
-    """Keep the raw file (always, even when it fails) and open its lineage record."""
+def source_format(source: str) -> tuple[SourceFormat, dict[str, str], str]:
+    """The steward's column map for ``source`` (format, file-name aliases, forced encoding)."""
+    column_map = ColumnMap.objects.filter(source=source).first()
+    if column_map is None:
+        return SourceFormat(), {}, ColumnMap.Encoding.AUTO
+    fmt = SourceFormat(
+        delimiter=column_map.delimiter or ",",
+        decimal_comma=column_map.decimal_comma,
+        day_first=column_map.day_first,
+        headers={k.strip().lower(): v for k, v in column_map.headers.items()},
+    )
+    aliases = {k.strip().lower(): v for k, v in column_map.file_names.items()}
+    return fmt, aliases, column_map.encoding
+
+
+def batch_for(tape_file: TapeFile, *, kind: str, source: str, by, job: str) -> Batch:
+    """Keep the raw file (always, even when it fails) and open its lineage record.
+
+    Bytes already loaded once make a ``duplicate`` batch pointing at the first, with nothing stored.
+    """
     earlier = Batch.objects.filter(sha256=tape_file.sha256, status=Batch.Status.LOADED).first()
     batch = Batch(
         source=source,
-        kind=tape_file.kind,
+        kind=kind,
         original_name=tape_file.name,
         sha256=tape_file.sha256,
         size=tape_file.size,
@@ -72,7 +108,6 @@ def _batch_for(tape_file: TapeFile, *, source: str, by, job: str) -> Batch:
         duplicate_of=earlier,
     )
     if earlier:
-        # Same bytes: point at the earlier batch and its stored file instead of storing a copy.
         batch.file.name = earlier.file.name
     else:
         with tape_file.open() as stream:
@@ -81,24 +116,53 @@ def _batch_for(tape_file: TapeFile, *, source: str, by, job: str) -> Batch:
     return batch
 
 
+def batch_finish(
+    batch: Batch,
+    *,
+    status: str,
+    rows_read: int,
+    inserted: int,
+    updated: int,
+    unchanged: int,
+    rejected: int,
+    problems: list[Problem],
+) -> None:
+    loaded = status == Batch.Status.LOADED
+    batch.status = status
+    batch.finished_at = timezone.now()
+    batch.rows_read = rows_read
+    batch.rows_inserted = inserted if loaded else 0
+    batch.rows_updated = updated if loaded else 0
+    batch.rows_unchanged = unchanged if loaded else 0
+    batch.rows_rejected = rejected
+    batch.errors = [p.as_dict() for p in problems if p.severity == ERROR]
+    batch.warnings = [p.as_dict() for p in problems if p.severity != ERROR]
+    batch.save()
+
+
 def tape_import(
     *,
     path: Path | str,
     source: str,
     by=None,
     job: str = "",
-    fmt: SourceFormat | None = None,
     quarantine: bool = False,
-    aliases: dict[str, str] | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> TapeImport:
     """Load a tape (a folder of CSVs, a ZIP, or one CSV) all or nothing.
 
-    With ``quarantine`` the valid rows load and exactly the bad rows are held back and listed.
+    The source's column map (if the steward made one) says how its files are written. With
+    ``quarantine`` the valid rows load and exactly the bad rows are held back and listed.
     Files whose bytes were loaded before are recognized by SHA-256 and not loaded again.
+    ``dry_run`` validates everything and returns a preview, then rolls back and keeps nothing.
     Raises ``TapeRejected`` (database untouched, batches marked failed) when any file has errors.
     """
-    fmt = fmt or SourceFormat()
+    progress = progress or (lambda fraction, label: None)
+    fmt, aliases, encoding = source_format(source)
     found, skipped = tape_files_find(Path(path), aliases=aliases)
+    if encoding != ColumnMap.Encoding.AUTO:
+        found = [dataclasses.replace(f, encoding=encoding) for f in found]
     result = TapeImport(skipped=skipped)
     if not found:
         problem = Problem(
@@ -110,58 +174,208 @@ def tape_import(
         )
         raise TapeRejected([problem])
 
-    started = timezone.now()
-    to_load: list[tuple[TapeFile, Batch]] = []
+    to_load: list[tuple[TapeFile, Batch | None]] = []
     for tape_file in found:
-        batch = _batch_for(tape_file, source=source, by=by, job=job)
+        if dry_run:
+            earlier = Batch.objects.filter(
+                sha256=tape_file.sha256, status=Batch.Status.LOADED
+            ).first()
+            if earlier:
+                result.already_loaded.append((tape_file.name, earlier))
+            else:
+                to_load.append((tape_file, None))
+            continue
+        batch = batch_for(tape_file, kind=tape_file.kind, source=source, by=by, job=job)
         result.batches.append(batch)
         if batch.status == Batch.Status.DUPLICATE:
             result.duplicates.append(batch)
         else:
             to_load.append((tape_file, batch))
     if not to_load:
+        progress(1.0, "nothing new to load")
         return result
 
-    Batch.objects.filter(pk__in=[b.pk for _, b in to_load]).update(
-        status=Batch.Status.RUNNING, started_at=started
+    batches = [b for _, b in to_load if b is not None]
+    Batch.objects.filter(pk__in=[b.pk for b in batches]).update(
+        status=Batch.Status.RUNNING, started_at=timezone.now()
     )
     loaders = [FileLoader(tape_file, fmt) for tape_file, _ in to_load]
+    steps = 3 * len(loaders)
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
             cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
             loaded_kinds: list[str] = []
-            for loader in loaders:
+            for i, loader in enumerate(loaders):
+                progress(i / steps, f"reading {loader.file.name}")
                 if loader.stage(cursor):
+                    progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
                     loader.validate(cursor, loaded_kinds)
                     loaded_kinds.append(loader.spec.kind)
+                    if loader.result.rejected:
+                        result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
                 result.files.append(loader.result)
-            if result.errors and not quarantine:
+            if dry_run:
+                _preview(cursor, loaders, result)
+                raise _DryRun
+            if (result.errors and not quarantine) or any(not lo.result.rows_read for lo in loaders):
                 raise TapeRejected(result.problems)
-            if any(
-                not lo.result.rows_read for lo in loaders
-            ):  # unreadable file: nothing to quarantine
-                raise TapeRejected(result.problems)
-            for loader, (_, batch) in zip(loaders, to_load, strict=True):
+            for i, (loader, (_, batch)) in enumerate(zip(loaders, to_load, strict=True)):
+                progress((2 * len(loaders) + i) / steps, f"merging {loader.file.name}")
                 loader.merge(cursor, batch_id=batch.pk, quarantine=quarantine)
+    except _DryRun:
+        return result
     except TapeRejected as rejected:
-        for loader, (_, batch) in zip(loaders, to_load, strict=False):
-            _batch_finish(batch, loader.result, Batch.Status.FAILED)
+        for loader, batch in zip(loaders, batches, strict=False):
+            _finish(batch, loader.result, Batch.Status.FAILED)
         logger.info("tape rejected", extra={"errors": len(rejected.problems), "source": source})
+        rejected.result = result
         raise
-    for loader, (_, batch) in zip(loaders, to_load, strict=True):
-        _batch_finish(batch, loader.result, Batch.Status.LOADED)
+    for loader, batch in zip(loaders, batches, strict=True):
+        _finish(batch, loader.result, Batch.Status.LOADED)
+    progress(1.0, "loaded")
     return result
 
 
-def _batch_finish(batch: Batch, load: FileLoad, status: str) -> None:
-    batch.status = status
-    batch.finished_at = timezone.now()
-    batch.rows_read = load.rows_read
-    batch.rows_inserted = load.inserted if status == Batch.Status.LOADED else 0
-    batch.rows_updated = load.updated if status == Batch.Status.LOADED else 0
-    batch.rows_unchanged = load.unchanged if status == Batch.Status.LOADED else 0
-    batch.rows_rejected = load.rejected
-    as_dict = lambda p: {"row": p.row, "column": p.column, "value": p.value, "reason": p.reason}  # noqa: E731
-    batch.errors = [as_dict(p) for p in load.problems if p.severity == ERROR]
-    batch.warnings = [as_dict(p) for p in load.problems if p.severity != ERROR]
-    batch.save()
+def _finish(batch: Batch, load: FileLoad, status: str) -> None:
+    batch_finish(
+        batch,
+        status=status,
+        rows_read=load.rows_read,
+        inserted=load.inserted,
+        updated=load.updated,
+        unchanged=load.unchanged,
+        rejected=load.rejected,
+        problems=load.problems,
+    )
+
+
+def _preview(cursor, loaders: list[FileLoader], result: TapeImport) -> None:
+    """The first rows of each file as parsed, and how its header was mapped."""
+    for loader in loaders:
+        name = loader.file.name
+        header = loader.file.header(loader.fmt.delimiter)
+        result.mapping[name] = [
+            (original, mapped if not mapped.startswith("_ignored_") else "(ignored)")
+            for original, mapped in zip(header, loader.file_columns, strict=False)
+        ]
+        if not loader.result.rows_read:
+            continue
+        columns = [c.name for c in loader.columns]
+        cursor.execute(
+            sql.SQL("SELECT line + 1, {} FROM {} ORDER BY line LIMIT {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.Identifier(loader.typed_table),
+                sql.Literal(PREVIEW_ROWS),
+            )
+        )
+        result.preview[name] = (["row", *columns], cursor.fetchall())
+
+
+def upload_preview(*, upload) -> TapeImport:
+    """Validate an uploaded tape without keeping anything: what would load, and every problem."""
+    return tape_import(
+        path=upload.file.path, source=upload.source, by=upload.created_by, dry_run=True
+    )
+
+
+def upload_load(*, upload) -> None:
+    """Load an upload (run by the task cluster), reporting progress as it goes."""
+    from loans.models import Upload
+
+    progress_rows = Upload.objects.using("progress").filter(pk=upload.pk)
+
+    def report(fraction: float, label: str) -> None:
+        progress_rows.update(progress=round(fraction, 3), progress_label=label[:200])
+
+    Upload.objects.filter(pk=upload.pk).update(
+        status=Upload.Status.RUNNING, started_at=timezone.now(), progress=0
+    )
+    result: TapeImport | None = None
+    problems: list[Problem] = []
+    try:
+        if upload.kind == Upload.Kind.TAPE:
+            result = tape_import(
+                path=upload.file.path,
+                source=upload.source,
+                by=upload.created_by,
+                job=f"upload {upload.pk}",
+                quarantine=upload.quarantine,
+                progress=report,
+            )
+        else:
+            from loans.imports.statements import statements_import
+
+            result = statements_import(
+                path=Path(upload.file.path),
+                kind=upload.kind,
+                source=upload.source,
+                by=upload.created_by,
+                job=f"upload {upload.pk}",
+                quarantine=upload.quarantine,
+            )
+        status = Upload.Status.LOADED
+        problems = result.problems
+    except TapeRejected as rejected:
+        status = Upload.Status.FAILED
+        problems = rejected.problems
+        result = getattr(rejected, "result", None)
+    except Exception:
+        # Never leave the page spinning: say it failed, and let the cluster log the traceback.
+        Upload.objects.filter(pk=upload.pk).update(
+            status=Upload.Status.FAILED,
+            finished_at=timezone.now(),
+            progress_label="failed: an internal error, see the logs",
+        )
+        raise
+    upload.refresh_from_db()
+    upload.status = status
+    upload.finished_at = timezone.now()
+    upload.progress = 1.0
+    upload.progress_label = "done" if status == Upload.Status.LOADED else "rejected"
+    upload.summary = result.summary() if result is not None else ""
+    upload.problems = [p.as_dict() | {"severity": p.severity} for p in problems[:1000]]
+    rejected_rows = getattr(result, "rejected_rows", None) or [
+        p for p in problems if p.severity == ERROR
+    ]
+    if rejected_rows:
+        upload.rejects.save(
+            f"upload-{upload.pk}-rejected-rows.csv", _rejects_csv(rejected_rows), save=False
+        )
+    upload.save()
+    batches = getattr(result, "batches", None) or (
+        [result.batch] if getattr(result, "batch", None) else []
+    )
+    if batches:
+        upload.batches.set(batches)
+
+
+def _rejects_csv(rows: list[Problem]):
+    import csv
+    import io
+
+    from django.core.files.base import ContentFile
+
+    from compliance.exports import cell_safe
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["file", "row", "column", "value", "reason"])
+    for p in rows:
+        writer.writerow([cell_safe(v) for v in (p.file, p.row or "", p.column, p.value, p.reason)])
+    return ContentFile(buffer.getvalue().encode("utf-8"))
+
+
+def batch_changes_review(*, changes, accept: bool, reason: str, by) -> int:
+    """A steward's verdict on flagged changes of a newer tape. The data stays as the tape says
+    (the loan platform is the system of record); a rejection records the dispute for follow-up
+    and keeps KPI snapshots provisional until it is resolved."""
+    from loans.models import BatchChange
+
+    if not reason.strip():
+        raise ValueError("a reason is required")
+    return changes.filter(review=BatchChange.Review.PENDING).update(
+        review=BatchChange.Review.ACCEPTED if accept else BatchChange.Review.REJECTED,
+        review_reason=reason.strip(),
+        reviewed_by=by,
+        reviewed_at=timezone.now(),
+    )

@@ -4,7 +4,7 @@ from django.db import migrations
 def create_roles(apps, schema_editor):
     from abaco.roles import roles_sync
 
-    roles_sync(apps)
+    roles_sync(apps, strict=False)
 
 
 class Migration(migrations.Migration):

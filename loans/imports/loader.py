@@ -47,7 +47,13 @@ class Problem:
         return f"{where}{col}: {self.reason}{value}"
 
     def as_dict(self) -> dict:
-        return {"file": self.file, "row": self.row, "column": self.column, "value": self.value, "reason": self.reason}
+        return {
+            "file": self.file,
+            "row": self.row,
+            "column": self.column,
+            "value": self.value,
+            "reason": self.reason,
+        }
 
 
 class TapeRejected(Exception):
@@ -123,7 +129,9 @@ class FileLoader:
 
     # ---------------------------------------------------------------- problems
     def problem(self, row, column, value, reason, severity=ERROR) -> None:
-        self.result.problems.append(Problem(self.file.name, row, column, str(value or ""), reason, severity))
+        self.result.problems.append(
+            Problem(self.file.name, row, column, str(value or ""), reason, severity)
+        )
 
     @property
     def errors(self) -> list[Problem]:
@@ -158,8 +166,13 @@ class FileLoader:
         return not self.errors
 
     def _copy(self, cursor, table: str) -> None:
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING {})").format(
-            _ident(table), _join(map(_ident, self.file_columns)), sql.Literal(self.fmt.delimiter), sql.Literal(self.file.encoding)
+        copy_sql = sql.SQL(
+            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING {})"
+        ).format(
+            _ident(table),
+            _join(map(_ident, self.file_columns)),
+            sql.Literal(self.fmt.delimiter),
+            sql.Literal(self.file.encoding),
         )
         with cursor.copy(copy_sql) as copy, self.file.open() as stream:
             first = True
@@ -170,9 +183,13 @@ class FileLoader:
                 copy.write(chunk)
 
     def _create(self, cursor, table: str, types: dict[str, str]) -> None:
-        cols = _join(sql.SQL("{} {}").format(_ident(name), sql.SQL(kind)) for name, kind in types.items())
+        cols = _join(
+            sql.SQL("{} {}").format(_ident(name), sql.SQL(kind)) for name, kind in types.items()
+        )
         cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP").format(_ident(table), cols)
+            sql.SQL(
+                "CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
+            ).format(_ident(table), cols)
         )
 
     def _typed_columns(self) -> dict[str, str]:
@@ -204,12 +221,20 @@ class FileLoader:
             self._copy(cursor, self.stage_table)
         except COPY_DATA_ERRORS as exc:
             line = re.search(r"line (\d+)", exc.diag.context or "")
-            self.problem(int(line.group(1)) if line else None, "", "", f"unreadable row: {exc.diag.message_primary}")
+            self.problem(
+                int(line.group(1)) if line else None,
+                "",
+                "",
+                f"unreadable row: {exc.diag.message_primary}",
+            )
             return False
         if not self._count_rows(cursor, self.stage_table):
             return False
         # Parse into the same typed shape the fast path produces; bad values become NULL.
-        selects = [self._parsed(c) if c.name in self.file_columns else sql.SQL("NULL") for c in self.spec.columns]
+        selects = [
+            self._parsed(c) if c.name in self.file_columns else sql.SQL("NULL")
+            for c in self.spec.columns
+        ]
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT line, {} FROM {}").format(
                 _ident(self.typed_table),
@@ -233,7 +258,9 @@ class FileLoader:
     def _parsed(self, column: Column) -> sql.Composable:
         raw = _ident(column.name)
         if column.type in NUMERIC_TYPES:
-            return sql.SQL("abaco_parse_numeric({}, {})").format(raw, sql.Literal(self.fmt.decimal_comma))
+            return sql.SQL("abaco_parse_numeric({}, {})").format(
+                raw, sql.Literal(self.fmt.decimal_comma)
+            )
         if column.type == ColumnType.DATE:
             return sql.SQL("abaco_parse_date({}, {})").format(raw, sql.Literal(self.fmt.day_first))
         return raw
@@ -245,21 +272,47 @@ class FileLoader:
         for column in self.columns:
             col = sql.SQL("t.{}").format(_ident(column.name))
             if column.required:
-                empty = sql.SQL("{} IS NULL") if column.type != ColumnType.TEXT else sql.SQL("NULLIF(btrim({}), '') IS NULL")
-                checks.append((column.name, empty.format(col), sql.Literal("required value is missing")))
+                empty = (
+                    sql.SQL("{} IS NULL")
+                    if column.type != ColumnType.TEXT
+                    else sql.SQL("NULLIF(btrim({}), '') IS NULL")
+                )
+                checks.append(
+                    (column.name, empty.format(col), sql.Literal("required value is missing"))
+                )
             if column.type == ColumnType.TEXT:
                 checks.append(
-                    (column.name, sql.SQL("length(btrim({})) > {}").format(col, sql.Literal(column.max_length)), sql.Literal(f"longer than {column.max_length} characters"))
+                    (
+                        column.name,
+                        sql.SQL("length(btrim({})) > {}").format(
+                            col, sql.Literal(column.max_length)
+                        ),
+                        sql.Literal(f"longer than {column.max_length} characters"),
+                    )
                 )
             if column.type == ColumnType.INTEGER:
-                checks.append((column.name, sql.SQL("{} <> trunc({})").format(col, col), sql.Literal("not a whole number")))
+                checks.append(
+                    (
+                        column.name,
+                        sql.SQL("{} <> trunc({})").format(col, col),
+                        sql.Literal("not a whole number"),
+                    )
+                )
             if column.non_negative:
-                checks.append((column.name, sql.SQL("{} < 0").format(col), sql.Literal("must not be negative")))
+                checks.append(
+                    (
+                        column.name,
+                        sql.SQL("{} < 0").format(col),
+                        sql.Literal("must not be negative"),
+                    )
+                )
             if column.name == "currency":
                 checks.append(
                     (
                         column.name,
-                        sql.SQL("upper(btrim({})) <> ALL({})").format(col, sql.Literal(sorted(ISO_CURRENCIES))),
+                        sql.SQL("upper(btrim({})) <> ALL({})").format(
+                            col, sql.Literal(sorted(ISO_CURRENCIES))
+                        ),
                         sql.Literal("unknown currency (not an ISO 4217 code)"),
                     )
                 )
@@ -267,8 +320,14 @@ class FileLoader:
                 checks.append(
                     (
                         column.name,
-                        sql.SQL("upper(btrim({})) <> ALL({})").format(col, sql.Literal(list(Transaction.Type.values))),
-                        sql.Literal("unknown transaction type (expected one of " + ", ".join(Transaction.Type.values) + ")"),
+                        sql.SQL("upper(btrim({})) <> ALL({})").format(
+                            col, sql.Literal(list(Transaction.Type.values))
+                        ),
+                        sql.Literal(
+                            "unknown transaction type (expected one of "
+                            + ", ".join(Transaction.Type.values)
+                            + ")"
+                        ),
                     )
                 )
         return checks
@@ -281,32 +340,48 @@ class FileLoader:
                 ColumnType.MONEY: "not a number",
                 ColumnType.DECIMAL: "not a number",
                 ColumnType.INTEGER: "not a whole number",
-                ColumnType.DATE: "not a date (expected DD/MM/YYYY)" if self.fmt.day_first else "not a date (expected YYYY-MM-DD)",
+                ColumnType.DATE: "not a date (expected DD/MM/YYYY)"
+                if self.fmt.day_first
+                else "not a date (expected YYYY-MM-DD)",
             }.get(column.type)
             if reason:
-                cond = sql.SQL("NULLIF(btrim(s.{}), '') IS NOT NULL AND t.{} IS NULL").format(_ident(column.name), _ident(column.name))
+                cond = sql.SQL("NULLIF(btrim(s.{}), '') IS NOT NULL AND t.{} IS NULL").format(
+                    _ident(column.name), _ident(column.name)
+                )
                 checks.append((column.name, cond, sql.Literal(reason)))
         return checks
 
     def validate(self, cursor, loaded_kinds: Iterable[str]) -> None:
         """Find every bad row in bulk; they land in ``rejects`` (line, column, value, reason)."""
         cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} (line bigint, col text, value text, reason text) ON COMMIT DROP").format(_ident(self.rejects_table))
+            sql.SQL(
+                "CREATE TEMP TABLE {} (line bigint, col text, value text, reason text) ON COMMIT DROP"
+            ).format(_ident(self.rejects_table))
         )
         checks = self._value_checks()
         source = sql.SQL("{} t").format(_ident(self.typed_table))
         if self.text_staged:
             checks = self._parse_checks() + checks
-            source = sql.SQL("{} t JOIN {} s USING (line)").format(_ident(self.typed_table), _ident(self.stage_table))
-        raw_of = (lambda name: sql.SQL("s.{}::text").format(_ident(name))) if self.text_staged else (lambda name: sql.SQL("t.{}::text").format(_ident(name)))
+            source = sql.SQL("{} t JOIN {} s USING (line)").format(
+                _ident(self.typed_table), _ident(self.stage_table)
+            )
+        raw_of = (
+            (lambda name: sql.SQL("s.{}::text").format(_ident(name)))
+            if self.text_staged
+            else (lambda name: sql.SQL("t.{}::text").format(_ident(name)))
+        )
         if checks:
             # One cheap pass asks whether anything is wrong; only then list every bad value.
             cursor.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(source, _join((sql.SQL("({})").format(c) for _, c, _ in checks), " OR "))
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(
+                    source, _join((sql.SQL("({})").format(c) for _, c, _ in checks), " OR ")
+                )
             )
             if cursor.fetchone()[0]:
                 values = _join(
-                    sql.SQL("({}, {}, CASE WHEN {} THEN {} END)").format(sql.Literal(name), raw_of(name), cond, reason)
+                    sql.SQL("({}, {}, CASE WHEN {} THEN {} END)").format(
+                        sql.Literal(name), raw_of(name), cond, reason
+                    )
                     for name, cond, reason in checks
                 )
                 cursor.execute(
@@ -316,7 +391,11 @@ class FileLoader:
                     ).format(_ident(self.rejects_table), source, values)
                 )
         for check in self._set_checks(set(loaded_kinds)):
-            cursor.execute(sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(_ident(self.rejects_table), check))
+            cursor.execute(
+                sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(
+                    _ident(self.rejects_table), check
+                )
+            )
         self._collect_rejects(cursor)
         self._collect_warnings(cursor)
 
@@ -333,11 +412,18 @@ class FileLoader:
                     "SELECT t.line, {col}, concat_ws(' / ', {tkeys}), 'duplicate key: first seen on row ' || (d.first_line + 1) "
                     "FROM {t} t JOIN (SELECT {keys}, min(line) AS first_line FROM {t} GROUP BY {keys} HAVING count(*) > 1) d "
                     "USING ({keys}) WHERE t.line <> d.first_line"
-                ).format(col=sql.Literal(key[0]), keys=keys, tkeys=_join(sql.SQL("t.{}").format(_ident(k)) for k in key), t=t)
+                ).format(
+                    col=sql.Literal(key[0]),
+                    keys=keys,
+                    tkeys=_join(sql.SQL("t.{}").format(_ident(k)) for k in key),
+                    t=t,
+                )
             )
         if kind == "loans":
             in_file = (
-                sql.SQL("AND NOT EXISTS (SELECT 1 FROM typed_customers c WHERE c.customer_id = btrim(l.customer_id))")
+                sql.SQL(
+                    "AND NOT EXISTS (SELECT 1 FROM typed_customers c WHERE c.customer_id = btrim(l.customer_id))"
+                )
                 if "customers" in loaded_kinds
                 else sql.SQL("")
             )
@@ -380,7 +466,11 @@ class FileLoader:
                 sql.SQL(
                     "SELECT x.line, {col}, x.{d}::text, {reason} FROM {t} x JOIN {loans} l ON l.loan_id = btrim(x.loan_id) WHERE x.{d} < l.disburse_date"
                 ).format(
-                    col=sql.Literal(date_col), d=_ident(date_col), t=t, loans=loan_dates, reason=sql.Literal(f"{what} is before the loan's disbursement date")
+                    col=sql.Literal(date_col),
+                    d=_ident(date_col),
+                    t=t,
+                    loans=loan_dates,
+                    reason=sql.Literal(f"{what} is before the loan's disbursement date"),
                 )
             )
         return checks
@@ -391,26 +481,43 @@ class FileLoader:
         self.result.rejected = cursor.fetchone()[0]
         if not self.result.rejected:
             return
-        cursor.execute(sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col LIMIT {}").format(rejects, sql.Literal(MAX_LISTED)))
+        cursor.execute(
+            sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col LIMIT {}").format(
+                rejects, sql.Literal(MAX_LISTED)
+            )
+        )
         for line, col, value, reason in cursor.fetchall():
             self.problem(line + 1, col, value, reason)
 
     def rejected_rows(self, cursor) -> list[Problem]:
         """Every rejected value (for the downloadable CSV), not only the first MAX_LISTED."""
-        cursor.execute(sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col").format(_ident(self.rejects_table)))
-        return [Problem(self.file.name, line + 1, col, value or "", reason) for line, col, value, reason in cursor.fetchall()]
+        cursor.execute(
+            sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col").format(
+                _ident(self.rejects_table)
+            )
+        )
+        return [
+            Problem(self.file.name, line + 1, col, value or "", reason)
+            for line, col, value, reason in cursor.fetchall()
+        ]
 
     def _collect_warnings(self, cursor) -> None:
         """What loads but a steward should know: float noise, rebates. One pass over the file."""
         typed = _ident(self.typed_table)
         money = [c.name for c in self.columns if c.type == ColumnType.MONEY]
         aggregates = [
-            sql.SQL("count(*) FILTER (WHERE {c} <> round({c}, 2)), min(line) FILTER (WHERE {c} <> round({c}, 2))").format(c=_ident(name))
+            sql.SQL(
+                "count(*) FILTER (WHERE {c} <> round({c}, 2)), min(line) FILTER (WHERE {c} <> round({c}, 2))"
+            ).format(c=_ident(name))
             for name in money
         ]
         rebates = self.spec.kind == "transactions" and "interest" in money
         if rebates:
-            aggregates.append(sql.SQL("count(*) FILTER (WHERE interest < 0), min(line) FILTER (WHERE interest < 0)"))
+            aggregates.append(
+                sql.SQL(
+                    "count(*) FILTER (WHERE interest < 0), min(line) FILTER (WHERE interest < 0)"
+                )
+            )
         if not aggregates:
             return
         cursor.execute(sql.SQL("SELECT {} FROM {}").format(_join(aggregates), typed))
@@ -418,27 +525,53 @@ class FileLoader:
         for i, name in enumerate(money):
             count, first = row[2 * i], row[2 * i + 1]
             if count:
-                self.problem(first + 1, name, "", f"{count} value(s) carry float noise beyond cents; rounded to 2 decimals", WARNING)
+                self.problem(
+                    first + 1,
+                    name,
+                    "",
+                    f"{count} value(s) carry float noise beyond cents; rounded to 2 decimals",
+                    WARNING,
+                )
         if rebates and row[-2]:
-            self.problem(row[-1] + 1, "interest", "", f"{row[-2]} row(s) with negative interest (rebates), loaded as given", WARNING)
+            self.problem(
+                row[-1] + 1,
+                "interest",
+                "",
+                f"{row[-2]} row(s) with negative interest (rebates), loaded as given",
+                WARNING,
+            )
 
     # ---------------------------------------------------------------- merge
     def _merge_value(self, column: Column) -> sql.Composable:
         ref = sql.SQL("x.{}").format(_ident(column.name))
         match column.type:
             case ColumnType.TEXT:
-                text = sql.SQL("upper(btrim({}))") if column.name in ("currency", "transaction_type") else sql.SQL("btrim({})")
+                text = (
+                    sql.SQL("upper(btrim({}))")
+                    if column.name in ("currency", "transaction_type")
+                    else sql.SQL("btrim({})")
+                )
                 default = "USD" if column.name == "currency" else ""
                 return sql.SQL("COALESCE({}, {})").format(text.format(ref), sql.Literal(default))
             case ColumnType.MONEY:
                 rounded = sql.SQL("round({}, 2)").format(ref)
-                return rounded if column.name == "income" else sql.SQL("COALESCE({}, 0)").format(rounded)
+                return (
+                    rounded
+                    if column.name == "income"
+                    else sql.SQL("COALESCE({}, 0)").format(rounded)
+                )
             case ColumnType.INTEGER:
                 cast = sql.SQL("{}::bigint").format(ref)
                 return sql.SQL("COALESCE({}, 0)").format(cast) if column.name == "dpd" else cast
             case ColumnType.DECIMAL:
-                rounded = sql.SQL("round({}, 6)").format(ref)  # the columns' scale: compare what is stored
-                return sql.SQL("COALESCE({}, 0)").format(rounded) if column.name == "interest_rate" else rounded
+                rounded = sql.SQL("round({}, 6)").format(
+                    ref
+                )  # the columns' scale: compare what is stored
+                return (
+                    sql.SQL("COALESCE({}, 0)").format(rounded)
+                    if column.name == "interest_rate"
+                    else rounded
+                )
             case _:
                 return ref
 
@@ -450,7 +583,9 @@ class FileLoader:
         """
         spec = self.spec
         good = (
-            sql.SQL("NOT EXISTS (SELECT 1 FROM {} r WHERE r.line = x.line)").format(_ident(self.rejects_table))
+            sql.SQL("NOT EXISTS (SELECT 1 FROM {} r WHERE r.line = x.line)").format(
+                _ident(self.rejects_table)
+            )
             if quarantine and self.result.rejected
             else sql.SQL("TRUE")
         )
@@ -458,11 +593,20 @@ class FileLoader:
         values: list[sql.Composable] = []
         joins: list[sql.Composable] = []
         for column in spec.columns:
-            reference = {"loan_id": ("loans_loan", "loans"), "customer_id": ("loans_customer", "customers")}.get(column.name)
+            reference = {
+                "loan_id": ("loans_loan", "loans"),
+                "customer_id": ("loans_customer", "customers"),
+            }.get(column.name)
             if reference and reference[1] != spec.kind:
                 table, alias = reference[0], f"ref_{column.name}"
                 joins.append(
-                    sql.SQL("JOIN {} {} ON {}.{} = btrim(x.{})").format(_ident(table), _ident(alias), _ident(alias), _ident(column.name), _ident(column.name))
+                    sql.SQL("JOIN {} {} ON {}.{} = btrim(x.{})").format(
+                        _ident(table),
+                        _ident(alias),
+                        _ident(alias),
+                        _ident(column.name),
+                        _ident(column.name),
+                    )
                 )
                 targets.append(column.name)  # the FK's column: loan_id / customer_id
                 values.append(sql.SQL("{}.id").format(_ident(alias)))
@@ -471,18 +615,29 @@ class FileLoader:
             values.append(self._merge_value(column))
         if spec.kind == "transactions":
             targets.append("sequence")
-            values.append(sql.SQL("(row_number() OVER (PARTITION BY x.loan_id, x.date_paid, upper(btrim(x.transaction_type)) ORDER BY x.line) - 1)"))
+            values.append(
+                sql.SQL(
+                    "(row_number() OVER (PARTITION BY x.loan_id, x.date_paid, upper(btrim(x.transaction_type)) ORDER BY x.line) - 1)"
+                )
+            )
         key_text = {
             "customers": sql.SQL("btrim(x.customer_id)"),
             "loans": sql.SQL("btrim(x.loan_id)"),
             "schedules": sql.SQL("btrim(x.loan_id) || ' due ' || x.date_due"),
-            "transactions": sql.SQL("btrim(x.loan_id) || ' ' || upper(btrim(x.transaction_type)) || ' ' || x.date_paid"),
+            "transactions": sql.SQL(
+                "btrim(x.loan_id) || ' ' || upper(btrim(x.transaction_type)) || ' ' || x.date_paid"
+            ),
         }[spec.kind]
         merge_table = _ident(f"merge_{spec.kind}")
         cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, {} AS _key FROM {} x {} WHERE {}").format(
+            sql.SQL(
+                "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, {} AS _key FROM {} x {} WHERE {}"
+            ).format(
                 merge_table,
-                _join(sql.SQL("{} AS {}").format(v, _ident(c)) for v, c in zip(values, targets, strict=True)),
+                _join(
+                    sql.SQL("{} AS {}").format(v, _ident(c))
+                    for v, c in zip(values, targets, strict=True)
+                ),
                 key_text,
                 _ident(self.typed_table),
                 _join(joins, " "),
@@ -493,10 +648,24 @@ class FileLoader:
         updates = [c for c in targets if c not in conflict]
         cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_ident(spec.table)))
         if cursor.fetchone()[0]:
-            self._record_changes(cursor, batch_id=batch_id, merge_table=merge_table, conflict=conflict, updates=updates)
-        extra = {"name": "", "national_id": "", "email": "", "phone": ""} if spec.kind == "customers" else {}
+            self._record_changes(
+                cursor,
+                batch_id=batch_id,
+                merge_table=merge_table,
+                conflict=conflict,
+                updates=updates,
+            )
+        extra = (
+            {"name": "", "national_id": "", "email": "", "phone": ""}
+            if spec.kind == "customers"
+            else {}
+        )
         insert_cols = [*targets, "batch_id", *extra]
-        insert_vals = [*map(_ident, targets), sql.Literal(batch_id), *(sql.Literal(v) for v in extra.values())]
+        insert_vals = [
+            *map(_ident, targets),
+            sql.Literal(batch_id),
+            *(sql.Literal(v) for v in extra.values()),
+        ]
         set_cols = [*updates, "batch_id"]
         if spec.kind in ("customers", "loans"):
             insert_cols += ["created_at", "updated_at"]
@@ -522,18 +691,23 @@ class FileLoader:
         cursor.execute(query)
         self.result.inserted, self.result.updated = cursor.fetchone()
 
-    def _record_changes(self, cursor, *, batch_id: int, merge_table, conflict: list[str], updates: list[str]) -> None:
+    def _record_changes(
+        self, cursor, *, batch_id: int, merge_table, conflict: list[str], updates: list[str]
+    ) -> None:
         spec = self.spec
         on = _join((sql.SQL("cur.{c} = m.{c}").format(c=_ident(c)) for c in conflict), " AND ")
         diff = _join(
-            sql.SQL("{name}, CASE WHEN cur.{c} IS DISTINCT FROM m.{c} THEN jsonb_build_array(cur.{c}, m.{c}) END").format(
-                name=sql.Literal(c), c=_ident(c)
-            )
+            sql.SQL(
+                "{name}, CASE WHEN cur.{c} IS DISTINCT FROM m.{c} THEN jsonb_build_array(cur.{c}, m.{c}) END"
+            ).format(name=sql.Literal(c), c=_ident(c))
             for c in updates
         )
         historical = [c for c in HISTORICAL_FIELDS.get(spec.kind, ()) if c in updates]
         flagged = (
-            _join((sql.SQL("cur.{c} IS DISTINCT FROM m.{c}").format(c=_ident(c)) for c in historical), " OR ")
+            _join(
+                (sql.SQL("cur.{c} IS DISTINCT FROM m.{c}").format(c=_ident(c)) for c in historical),
+                " OR ",
+            )
             if historical
             else sql.SQL("FALSE")
         )

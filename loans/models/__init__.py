@@ -14,7 +14,7 @@ from loans.models.book import (
     Transaction,
     money_field,
 )
-from loans.models.imports import BatchChange, ColumnMap
+from loans.models.imports import BatchChange, ColumnMap, Upload
 from loans.models.statements import FinancialStatementLine, MarketingSpend
 
 __all__ = [
@@ -32,5 +32,6 @@ __all__ = [
     "LoanQuerySet",
     "MarketingSpend",
     "Transaction",
+    "Upload",
     "money_field",
 ]

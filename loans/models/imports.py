@@ -21,8 +21,12 @@ class ColumnMap(models.Model):
         UTF8 = "UTF8", "UTF-8"
         LATIN1 = "LATIN1", "Latin-1 (ISO 8859-1)"
 
-    source = models.CharField(max_length=64, unique=True, help_text="The source name uploads choose, e.g. 'lender-gt'.")
-    delimiter = models.CharField(max_length=1, default=",", help_text="Field separator: ',' or ';' or a tab.")
+    source = models.CharField(
+        max_length=64, unique=True, help_text="The source name uploads choose, e.g. 'lender-gt'."
+    )
+    delimiter = models.CharField(
+        max_length=1, default=",", help_text="Field separator: ',' or ';' or a tab."
+    )
     decimal_comma = models.BooleanField(default=False, help_text="Numbers written 1.234,56.")
     day_first = models.BooleanField(default=False, help_text="Dates written DD/MM/YYYY.")
     encoding = models.CharField(max_length=8, choices=Encoding.choices, default=Encoding.AUTO)
@@ -47,7 +51,9 @@ class ColumnMap(models.Model):
             raise ValidationError({"headers": f"not tape columns: {', '.join(unknown)}"})
         kinds = sorted(v for v in self.file_names.values() if v not in TAPE_SPECS)
         if kinds:
-            raise ValidationError({"file_names": f"not tape files: {', '.join(kinds)} (use {', '.join(TAPE_SPECS)})"})
+            raise ValidationError(
+                {"file_names": f"not tape files: {', '.join(kinds)} (use {', '.join(TAPE_SPECS)})"}
+            )
 
 
 class BatchChange(models.Model):
@@ -73,9 +79,13 @@ class BatchChange(models.Model):
     key = models.CharField(max_length=160, help_text="The row's natural key in the tape.")
     change = models.CharField(max_length=16, choices=Change.choices, default=Change.UPDATED)
     fields = models.JSONField(default=dict, help_text="field -> [before, after]")
-    review = models.CharField(max_length=16, choices=Review.choices, default=Review.NONE, blank=True)
+    review = models.CharField(
+        max_length=16, choices=Review.choices, default=Review.NONE, blank=True
+    )
     review_reason = models.TextField(blank=True)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -84,8 +94,66 @@ class BatchChange(models.Model):
             # The tape-diff page: a batch's changes, flagged ones first.
             models.Index(fields=["batch", "review"], name="batchchange_batch_review_idx"),
             # Quality gate: is any flag still waiting for a steward?
-            models.Index(fields=["review"], name="batchchange_pending_idx", condition=models.Q(review="pending")),
+            models.Index(
+                fields=["review"],
+                name="batchchange_pending_idx",
+                condition=models.Q(review="pending"),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key} ({self.get_change_display()})"
+
+
+class Upload(models.Model):
+    """A file a person uploaded in the admin: previewed (dry run), then loaded by the task cluster.
+
+    The load writes one Batch per file it contains; this record carries the person's choices, the
+    live progress the page shows, and the outcome (summary, problems, rejected rows as CSV).
+    """
+
+    class Kind(models.TextChoices):
+        TAPE = "tape", "Loan tape (CSV files or a ZIP: customers, loans, schedules, transactions)"
+        STATEMENTS = "statements", "Financial statements (CSV or XLSX)"
+        MARKETING_SPEND = "marketing_spend", "Marketing spend (CSV or XLSX)"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Uploaded, not loaded yet"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Loading"
+        LOADED = "loaded", "Loaded"
+        FAILED = "failed", "Rejected: nothing loaded"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.TAPE)
+    source = models.CharField(
+        max_length=64, default="cascade", help_text="Who sent the file; picks the column map."
+    )
+    file = models.FileField(upload_to="uploads/%Y/%m/%d/", max_length=500)
+    quarantine = models.BooleanField(
+        default=False,
+        verbose_name="Load the valid rows, quarantine the rest",
+        help_text="Otherwise a file with any error loads nothing.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="uploads"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    progress = models.FloatField(default=0)
+    progress_label = models.CharField(max_length=200, blank=True)
+    summary = models.TextField(blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    rejects = models.FileField(upload_to="rejects/%Y/%m/%d/", max_length=500, blank=True)
+    batches = models.ManyToManyField(Batch, blank=True, related_name="uploads")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # An uploader's own uploads, newest first (the admin list for Uploader).
+            models.Index(fields=["created_by", "-created_at"], name="upload_by_latest_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Upload {self.pk} · {self.get_kind_display().split(' (')[0]} · {self.source}"

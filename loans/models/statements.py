@@ -73,9 +73,7 @@ class MarketingSpend(models.Model):
             models.UniqueConstraint(
                 fields=["month", "channel", "segment"], name="marketing_spend_natural_key"
             ),
-            models.CheckConstraint(
-                condition=Q(spend__gte=0), name="marketing_spend_non_negative"
-            ),
+            models.CheckConstraint(condition=Q(spend__gte=0), name="marketing_spend_non_negative"),
             models.CheckConstraint(condition=Q(month__day=1), name="marketing_spend_month_start"),
             models.CheckConstraint(condition=CURRENCY_CODE, name="marketing_spend_currency_iso"),
         ]
