@@ -204,6 +204,8 @@ def tape_import(
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
             cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
+            # One tape import at a time: merges insert new keys without per-row conflict checks.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('abaco.tape_import'))")
             loaded_kinds: list[str] = []
             for i, loader in enumerate(loaders):
                 progress(i / steps, f"reading {loader.file.name}")

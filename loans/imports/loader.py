@@ -647,14 +647,8 @@ class FileLoader:
         conflict = [{"date_due": "due_date", "date_paid": "date"}.get(k, k) for k in spec.key]
         updates = [c for c in targets if c not in conflict]
         cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_ident(spec.table)))
-        if cursor.fetchone()[0]:
-            self._record_changes(
-                cursor,
-                batch_id=batch_id,
-                merge_table=merge_table,
-                conflict=conflict,
-                updates=updates,
-            )
+        book_has_rows = cursor.fetchone()[0]
+        on = _join((sql.SQL("cur.{c} = m.{c}").format(c=_ident(c)) for c in conflict), " AND ")
         extra = (
             {"name": "", "national_id": "", "email": "", "phone": ""}
             if spec.kind == "customers"
@@ -662,34 +656,62 @@ class FileLoader:
         )
         insert_cols = [*targets, "batch_id", *extra]
         insert_vals = [
-            *map(_ident, targets),
+            *(sql.SQL("m.{}").format(_ident(c)) for c in targets),
             sql.Literal(batch_id),
             *(sql.Literal(v) for v in extra.values()),
         ]
-        set_cols = [*updates, "batch_id"]
-        if spec.kind in ("customers", "loans"):
+        stamped = spec.kind in ("customers", "loans")
+        if stamped:
             insert_cols += ["created_at", "updated_at"]
             insert_vals += [sql.SQL("now()"), sql.SQL("now()")]
-            set_cols.append("updated_at")
-        query = sql.SQL(
-            "WITH merged AS ("
-            " INSERT INTO {table} AS cur ({cols}) SELECT {vals} FROM {m}"
-            " ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
-            " WHERE ({cur}) IS DISTINCT FROM ({new})"
-            " RETURNING (xmax = 0) AS inserted)"
-            " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged"
-        ).format(
-            table=_ident(spec.table),
-            cols=_join(map(_ident, insert_cols)),
-            vals=_join(insert_vals),
-            m=merge_table,
-            conflict=_join(map(_ident, conflict)),
-            sets=_join(sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in set_cols),
-            cur=_join(sql.SQL("cur.{}").format(_ident(c)) for c in updates),
-            new=_join(sql.SQL("EXCLUDED.{}").format(_ident(c)) for c in updates),
+        self.result.updated = 0
+        if book_has_rows:
+            self._record_changes(
+                cursor,
+                batch_id=batch_id,
+                merge_table=merge_table,
+                conflict=conflict,
+                updates=updates,
+            )
+            # Changed rows only: an identical row is not rewritten (no new version, no new batch).
+            cursor.execute(
+                sql.SQL(
+                    "UPDATE {table} AS cur SET {sets}{stamp} FROM {m} m WHERE {on} AND ({cur}) IS DISTINCT FROM ({new})"
+                ).format(
+                    table=_ident(spec.table),
+                    sets=_join(
+                        [
+                            *(sql.SQL("{c} = m.{c}").format(c=_ident(c)) for c in updates),
+                            sql.SQL("batch_id = {}").format(sql.Literal(batch_id)),
+                        ]
+                    ),
+                    stamp=sql.SQL(", updated_at = now()") if stamped else sql.SQL(""),
+                    m=merge_table,
+                    on=on,
+                    cur=_join(sql.SQL("cur.{}").format(_ident(c)) for c in updates),
+                    new=_join(sql.SQL("m.{}").format(_ident(c)) for c in updates),
+                )
+            )
+            self.result.updated = cursor.rowcount
+        # New keys: a plain INSERT (no per-row conflict handling) is what makes the bulk path fast;
+        # the advisory lock in tape_import keeps two imports from inserting the same key at once.
+        new_only = (
+            sql.SQL(" WHERE NOT EXISTS (SELECT 1 FROM {table} cur WHERE {on})").format(
+                table=_ident(spec.table), on=on
+            )
+            if book_has_rows
+            else sql.SQL("")
         )
-        cursor.execute(query)
-        self.result.inserted, self.result.updated = cursor.fetchone()
+        cursor.execute(
+            sql.SQL("INSERT INTO {table} ({cols}) SELECT {vals} FROM {m} m{new_only}").format(
+                table=_ident(spec.table),
+                cols=_join(map(_ident, insert_cols)),
+                vals=_join(insert_vals),
+                m=merge_table,
+                new_only=new_only,
+            )
+        )
+        self.result.inserted = cursor.rowcount
 
     def _record_changes(
         self, cursor, *, batch_id: int, merge_table, conflict: list[str], updates: list[str]

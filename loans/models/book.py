@@ -248,11 +248,21 @@ class CashFlowParts(models.Model):
 class Installment(CashFlowParts):
     """One line of a loan's expected schedule (what is due, and when)."""
 
+    # No database FK (like ``batch`` below): the import checks every loan id before merging and
+    # loans are never deleted; a per-row check at commit would cost a third of a tape's load time.
     loan = models.ForeignKey(
-        Loan, on_delete=models.PROTECT, related_name="installments", db_index=False
+        Loan,
+        on_delete=models.PROTECT,
+        related_name="installments",
+        db_index=False,
+        db_constraint=False,
     )
     due_date = models.DateField()
-    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="+")
+    # No database FK: millions of rows per tape would each queue a check at commit. Batches are
+    # never deleted (PROTECT here, no delete in the admin), so the id always resolves.
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
 
     class Meta:
         ordering = ["loan", "due_date"]
@@ -289,14 +299,23 @@ class Transaction(CashFlowParts):
         ADJUSTMENT = "ADJUSTMENT", "Balance adjustment"
         REFUND = "REFUND", "Refund"
 
+    # No database FK, as for installments: the import checks loan ids; loans are never deleted.
     loan = models.ForeignKey(
-        Loan, on_delete=models.PROTECT, related_name="transactions", db_index=False
+        Loan,
+        on_delete=models.PROTECT,
+        related_name="transactions",
+        db_index=False,
+        db_constraint=False,
     )
     transaction_type = models.CharField(max_length=16, choices=Type.choices)
     date = models.DateField(help_text="The tape's date_paid.")
     # The tape has no transaction id: the n-th row of the same loan, type and date is its key.
     sequence = models.PositiveSmallIntegerField(default=0)
-    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="+")
+    # No database FK: millions of rows per tape would each queue a check at commit. Batches are
+    # never deleted (PROTECT here, no delete in the admin), so the id always resolves.
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
 
     class Meta:
         ordering = ["loan", "date", "sequence"]

@@ -4,9 +4,11 @@ All or nothing: any error leaves the database as it was and exits non-zero with 
 (file, row, column). ``--quarantine`` loads the valid rows and holds back exactly the bad ones.
 """
 
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
 from loans.imports.loader import WARNING, TapeRejected
 from loans.services import tape_import
@@ -27,15 +29,34 @@ class Command(BaseCommand):
     def handle(self, *args, path: Path, source: str, quarantine: bool, **options):
         if not path.exists():
             raise CommandError(f"{path} does not exist")
+        bar = tqdm(
+            total=100,
+            unit="%",
+            disable=not sys.stderr.isatty(),
+            bar_format="{l_bar}{bar}| {elapsed}",
+        )
+
+        def progress(fraction: float, label: str) -> None:
+            bar.set_description(label[:40])
+            bar.update(round(fraction * 100) - bar.n)
+
         try:
-            result = tape_import(path=path, source=source, job="import_tape", quarantine=quarantine)
+            result = tape_import(
+                path=path,
+                source=source,
+                job="import_tape",
+                quarantine=quarantine,
+                progress=progress,
+            )
         except TapeRejected as rejected:
+            bar.close()
             for problem in rejected.problems:
                 style = self.style.WARNING if problem.severity == WARNING else self.style.ERROR
                 self.stderr.write(style(str(problem)))
             raise CommandError(
                 f"tape rejected, nothing was loaded: {len(rejected.problems)} problem(s) listed above"
             ) from None
+        bar.close()
         self.stdout.write(result.summary())
         for problem in result.problems:
             style = self.style.WARNING if problem.severity == WARNING else self.style.ERROR
