@@ -196,9 +196,10 @@ def tape_import(
         return result
 
     batches = [b for _, b in to_load if b is not None]
-    Batch.objects.filter(pk__in=[b.pk for b in batches]).update(
-        status=Batch.Status.RUNNING, started_at=timezone.now()
-    )
+    started = timezone.now()
+    for batch in batches:
+        batch.status, batch.started_at = Batch.Status.RUNNING, started
+        batch.save(update_fields=["status", "started_at"])
     loaders = [FileLoader(tape_file, fmt) for tape_file, _ in to_load]
     steps = 3 * len(loaders)
     try:
