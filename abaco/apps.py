@@ -11,8 +11,13 @@ class AbacoConfig(AppConfig):
         post_migrate.connect(_roles_resync, sender=self)
 
 
-def _roles_resync(sender, apps, **kwargs) -> None:
-    """Keep the groups exactly as abaco.roles says, also after later apps add permissions."""
+def _roles_resync(sender, apps=None, **kwargs) -> None:
+    """Keep the groups exactly as abaco.roles says, also after later apps add permissions.
+
+    ``flush`` sends post_migrate without ``apps``: then the live registry is the state.
+    """
+    from django.apps import apps as live_apps
+
     from abaco.roles import roles_sync
 
-    roles_sync(apps)
+    roles_sync(apps or live_apps)

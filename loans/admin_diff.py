@@ -27,7 +27,8 @@ class ReviewForm(forms.Form):
 def batch_diff_view(model_admin: admin.ModelAdmin, request, pk: int):
     if not request.user.has_perm("loans.view_batchchange"):
         raise PermissionDenied
-    batch = get_object_or_404(Batch, pk=pk)
+    # The same rows the batch list shows: uploaders see the batches they brought.
+    batch = get_object_or_404(model_admin.get_queryset(request), pk=pk)
     pending = batch.changes.filter(review=BatchChange.Review.PENDING)
     form = ReviewForm(request.POST or None)
     form.fields["changes"].queryset = pending

@@ -210,9 +210,14 @@ def tape_import(
             loaded_kinds: list[str] = []
             for i, loader in enumerate(loaders):
                 progress(i / steps, f"reading {loader.file.name}")
-                if loader.stage(cursor):
+                if any(not lo.result.rows_read for lo in loaders[:i]):
+                    # An earlier file could not be read: checks against it would only bury its error.
+                    loader.problem(
+                        None, "", "", "not checked: an earlier file of this tape could not be read"
+                    )
+                elif loader.stage(cursor):
                     progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
-                    loader.validate(cursor, loaded_kinds)
+                    loader.validate(cursor, loaded_kinds, quarantine=quarantine)
                     loaded_kinds.append(loader.spec.kind)
                     if loader.result.rejected:
                         result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]

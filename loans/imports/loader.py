@@ -186,6 +186,8 @@ class FileLoader:
         cols = _join(
             sql.SQL("{} {}").format(_ident(name), sql.SQL(kind)) for name, kind in types.items()
         )
+        # An earlier import in the same outer transaction leaves its ON COMMIT DROP tables behind.
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(table)))
         cursor.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY, {}) ON COMMIT DROP"
@@ -217,9 +219,12 @@ class FileLoader:
     def _stage_text(self, cursor) -> bool:
         self.text_staged = True
         self._create(cursor, self.stage_table, dict.fromkeys(self.file_columns, "text"))
+        cursor.execute("SAVEPOINT text_copy")
         try:
             self._copy(cursor, self.stage_table)
         except COPY_DATA_ERRORS as exc:
+            # Keep the transaction usable so the other files are still checked and reported.
+            cursor.execute("ROLLBACK TO SAVEPOINT text_copy")
             line = re.search(r"line (\d+)", exc.diag.context or "")
             self.problem(
                 int(line.group(1)) if line else None,
@@ -235,6 +240,7 @@ class FileLoader:
             self._parsed(c) if c.name in self.file_columns else sql.SQL("NULL")
             for c in self.spec.columns
         ]
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.typed_table)))
         cursor.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT line, {} FROM {}").format(
                 _ident(self.typed_table),
@@ -272,14 +278,14 @@ class FileLoader:
         for column in self.columns:
             col = sql.SQL("t.{}").format(_ident(column.name))
             if column.required:
-                empty = (
-                    sql.SQL("{} IS NULL")
-                    if column.type != ColumnType.TEXT
-                    else sql.SQL("NULLIF(btrim({}), '') IS NULL")
-                )
-                checks.append(
-                    (column.name, empty.format(col), sql.Literal("required value is missing"))
-                )
+                # On the text path a value that did not parse is NULL in t: ask the raw text, so
+                # a bad date is reported once, as a bad date.
+                raw = sql.SQL("s.{}").format(_ident(column.name)) if self.text_staged else col
+                if column.type == ColumnType.TEXT or self.text_staged:
+                    empty = sql.SQL("NULLIF(btrim({}::text), '') IS NULL").format(raw)
+                else:
+                    empty = sql.SQL("{} IS NULL").format(col)
+                checks.append((column.name, empty, sql.Literal("required value is missing")))
             if column.type == ColumnType.TEXT:
                 checks.append(
                     (
@@ -351,8 +357,9 @@ class FileLoader:
                 checks.append((column.name, cond, sql.Literal(reason)))
         return checks
 
-    def validate(self, cursor, loaded_kinds: Iterable[str]) -> None:
+    def validate(self, cursor, loaded_kinds: Iterable[str], *, quarantine: bool = False) -> None:
         """Find every bad row in bulk; they land in ``rejects`` (line, column, value, reason)."""
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.rejects_table)))
         cursor.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} (line bigint, col text, value text, reason text) ON COMMIT DROP"
@@ -390,7 +397,7 @@ class FileLoader:
                         "CROSS JOIN LATERAL (VALUES {}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
                     ).format(_ident(self.rejects_table), source, values)
                 )
-        for check in self._set_checks(set(loaded_kinds)):
+        for check in self._set_checks(set(loaded_kinds), quarantine):
             cursor.execute(
                 sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(
                     _ident(self.rejects_table), check
@@ -399,30 +406,41 @@ class FileLoader:
         self._collect_rejects(cursor)
         self._collect_warnings(cursor)
 
-    def _set_checks(self, loaded_kinds: set[str]) -> list[sql.Composable]:
+    def _set_checks(self, loaded_kinds: set[str], quarantine: bool = False) -> list[sql.Composable]:
         """Checks across rows and tables: duplicate keys, references, date order."""
         t = _ident(self.typed_table)
         kind = self.spec.kind
         checks: list[sql.Composable] = []
         key = [c for c in self.spec.key if c != "sequence"]
         if kind != "transactions":
-            keys = _join(map(_ident, key))
+            # Keys compare as stored: text trimmed, so "L1" and "L1 " are the same loan.
+            exprs = [
+                sql.SQL("btrim({})").format(_ident(k))
+                if self.spec.column(k).type == ColumnType.TEXT
+                else _ident(k)
+                for k in key
+            ]
+            names = [_ident(f"k{i}") for i in range(len(key))]
             checks.append(
                 sql.SQL(
-                    "SELECT t.line, {col}, concat_ws(' / ', {tkeys}), 'duplicate key: first seen on row ' || (d.first_line + 1) "
-                    "FROM {t} t JOIN (SELECT {keys}, min(line) AS first_line FROM {t} GROUP BY {keys} HAVING count(*) > 1) d "
-                    "USING ({keys}) WHERE t.line <> d.first_line"
+                    "WITH k AS (SELECT line, {exprs} FROM {t}) "
+                    "SELECT k.line, {col}, concat_ws(' / ', {knames}), 'duplicate key: first seen on row ' || (d.first_line + 1) "
+                    "FROM k JOIN (SELECT {names}, min(line) AS first_line FROM k GROUP BY {names} HAVING count(*) > 1) d "
+                    "USING ({names}) WHERE k.line <> d.first_line"
                 ).format(
-                    col=sql.Literal(key[0]),
-                    keys=keys,
-                    tkeys=_join(sql.SQL("t.{}").format(_ident(k)) for k in key),
+                    exprs=_join(
+                        sql.SQL("{} AS {}").format(e, n) for e, n in zip(exprs, names, strict=True)
+                    ),
                     t=t,
+                    col=sql.Literal(key[0]),
+                    knames=_join(sql.SQL("k.{}").format(n) for n in names),
+                    names=_join(names),
                 )
             )
         if kind == "loans":
             in_file = (
                 sql.SQL(
-                    "AND NOT EXISTS (SELECT 1 FROM typed_customers c WHERE c.customer_id = btrim(l.customer_id))"
+                    "AND NOT EXISTS (SELECT 1 FROM typed_customers c WHERE btrim(c.customer_id) = btrim(l.customer_id))"
                 )
                 if "customers" in loaded_kinds
                 else sql.SQL("")
@@ -473,7 +491,36 @@ class FileLoader:
                     reason=sql.Literal(f"{what} is before the loan's disbursement date"),
                 )
             )
+        if quarantine:
+            checks += self._held_back_checks(loaded_kinds)
         return checks
+
+    def _held_back_checks(self, loaded_kinds: set[str]) -> list[sql.Composable]:
+        """Quarantine: rows whose customer or loan is only in this tape, on a row held back."""
+        parent = {
+            "loans": ("customers", "customer_id", "loans_customer"),
+            "schedules": ("loans", "loan_id", "loans_loan"),
+            "transactions": ("loans", "loan_id", "loans_loan"),
+        }.get(self.spec.kind)
+        if parent is None or parent[0] not in loaded_kinds:
+            return []
+        kind, key, table = parent
+        return [
+            sql.SQL(
+                "SELECT x.line, {key}, x.{k}, {reason} FROM {t} x "
+                "WHERE EXISTS (SELECT 1 FROM {typed} p JOIN {rejects} r ON r.line = p.line WHERE btrim(p.{k}) = btrim(x.{k})) "
+                "AND NOT EXISTS (SELECT 1 FROM {typed} p WHERE btrim(p.{k}) = btrim(x.{k}) AND NOT EXISTS (SELECT 1 FROM {rejects} r WHERE r.line = p.line)) "
+                "AND NOT EXISTS (SELECT 1 FROM {table} b WHERE b.{k} = btrim(x.{k}))"
+            ).format(
+                key=sql.Literal(key),
+                k=_ident(key),
+                reason=sql.Literal(f"held back: its row in {kind}.csv was rejected"),
+                t=_ident(self.typed_table),
+                typed=_ident(f"typed_{kind}"),
+                rejects=_ident(f"rejects_{kind}"),
+                table=_ident(table),
+            )
+        ]
 
     def _collect_rejects(self, cursor) -> None:
         rejects = _ident(self.rejects_table)
@@ -629,6 +676,7 @@ class FileLoader:
             ),
         }[spec.kind]
         merge_table = _ident(f"merge_{spec.kind}")
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(merge_table))
         cursor.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, {} AS _key FROM {} x {} WHERE {}"
@@ -720,7 +768,7 @@ class FileLoader:
         on = _join((sql.SQL("cur.{c} = m.{c}").format(c=_ident(c)) for c in conflict), " AND ")
         diff = _join(
             sql.SQL(
-                "{name}, CASE WHEN cur.{c} IS DISTINCT FROM m.{c} THEN jsonb_build_array(cur.{c}, m.{c}) END"
+                "{name}, CASE WHEN cur.{c} IS DISTINCT FROM m.{c} THEN jsonb_build_array(cur.{c}::text, m.{c}::text) END"
             ).format(name=sql.Literal(c), c=_ident(c))
             for c in updates
         )
@@ -766,7 +814,7 @@ class FileLoader:
                 sql.SQL(
                     "INSERT INTO loans_batchchange (batch_id, kind, key, change, fields, review, review_reason) "
                     "SELECT {batch}, 'transactions', l.loan_id || ' ' || cur.transaction_type || ' ' || cur.date, 'vanished', "
-                    "jsonb_build_object('principal', jsonb_build_array(cur.principal, NULL)), 'pending', '' "
+                    "jsonb_build_object('principal', jsonb_build_array(cur.principal::text, NULL)), 'pending', '' "
                     "FROM loans_transaction cur JOIN loans_loan l ON l.id = cur.loan_id "
                     "WHERE cur.loan_id IN (SELECT DISTINCT loan_id FROM {m}) "
                     "AND NOT EXISTS (SELECT 1 FROM {m} m WHERE {on})"

@@ -1,0 +1,960 @@
+"""The loan tape import: every check with the message a person reads, all or nothing, quarantine,
+re-imports that touch only what changed, other sources through a column map, ZIPs, the command."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+
+from loans.imports.loader import ERROR, WARNING, Problem, TapeRejected
+from loans.models import (
+    Batch,
+    BatchChange,
+    ColumnMap,
+    Customer,
+    Installment,
+    Loan,
+    Transaction,
+)
+from loans.services import TapeImport, batch_changes_review, tape_import
+from tests.factories import customer_create, installment_create, loan_create, transaction_create
+from tests.loans.tape_files import HEADERS, Tape, tape_valid, tape_write, tape_zip
+
+pytestmark = pytest.mark.django_db
+
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    """Raw files land in the test's own folder, not the project's media/."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def book() -> Loan:
+    """A loan already in the book (with a schedule line and a payment) that tapes must not touch."""
+    loan = loan_create(
+        loan_id="DB-LOAN-1",
+        disburse_date=date(2025, 1, 15),
+        customer=customer_create(customer_id="DB-CUST-1"),
+    )
+    installment_create(loan=loan)
+    transaction_create(loan=loan)
+    return loan
+
+
+def book_counts() -> dict[str, int]:
+    return {
+        "customers": Customer.objects.count(),
+        "loans": Loan.objects.count(),
+        "installments": Installment.objects.count(),
+        "transactions": Transaction.objects.count(),
+    }
+
+
+def load(folder: Path, **kwargs) -> TapeImport:
+    kwargs.setdefault("source", "cascade")
+    return tape_import(path=folder, **kwargs)
+
+
+def committed() -> None:
+    """Production runs each import in its own transaction, whose COMMIT drops the loader's
+    ``ON COMMIT DROP`` staging tables; a test is one transaction, so a second import in the same
+    test drops them the same way first (see the xfail below for imports sharing a transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DISCARD TEMP")
+
+
+def reload(folder: Path, **kwargs) -> TapeImport:
+    committed()
+    return load(folder, **kwargs)
+
+
+def rejection(folder: Path, **kwargs) -> list[Problem]:
+    """The errors of a rejected tape, after checking it changed nothing in the book and that each
+    file's batch is marked failed with its own errors recorded."""
+    before = book_counts()
+    earlier = set(Batch.objects.values_list("pk", flat=True))
+    with pytest.raises(TapeRejected) as rejected:
+        load(folder, **kwargs)
+    assert book_counts() == before
+    batches = Batch.objects.exclude(pk__in=earlier)
+    assert batches.exists()
+    assert {b.status for b in batches} == {Batch.Status.FAILED}
+    errors = [p for p in rejected.value.problems if p.severity == ERROR]
+    for batch in batches:
+        assert batch.errors == [p.as_dict() for p in errors if p.file == batch.original_name]
+        assert batch.rows_inserted == batch.rows_updated == 0
+    return errors
+
+
+def messages(problems: list[Problem]) -> list[str]:
+    return [str(p) for p in problems]
+
+
+def write(tmp_path: Path, tape: Tape, name: str = "tape", **kwargs) -> Path:
+    return tape_write(tmp_path / name, **tape, **kwargs)
+
+
+def file_load(result: TapeImport, name: str):
+    return next(f for f in result.files if f.tape_file.name == name)
+
+
+def counts(result: TapeImport, name: str) -> tuple[int, int, int, int, int]:
+    """(read, inserted, updated, unchanged, rejected) of one file, as the summary prints them."""
+    f = file_load(result, name)
+    return f.rows_read, f.inserted, f.updated, f.unchanged, f.rejected
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def test_it_rejects_a_loans_file_without_the_disburse_date_column(tmp_path, book):
+    tape = tape_valid(3)
+    header = [name for name in HEADERS["loans"] if name != "disburse_date"]
+    folder = tape_write(
+        tmp_path / "tape",
+        customers=tape["customers"],
+        loans=tape["loans"],
+        headers={"loans": header},
+    )
+
+    errors = rejection(folder)
+
+    assert messages(errors) == [
+        "loans.csv, row 1, column disburse_date: required column is missing from the header"
+    ]
+    assert errors[0].as_dict() == {
+        "file": "loans.csv",
+        "row": 1,
+        "column": "disburse_date",
+        "value": "",
+        "reason": "required column is missing from the header",
+    }
+
+
+def test_it_rejects_a_word_in_a_money_column(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["outstanding_balance"] = "abc"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column outstanding_balance: not a number (value 'abc')"
+    ]
+    assert (errors[0].file, errors[0].row, errors[0].column, errors[0].value) == (
+        "loans.csv",
+        3,
+        "outstanding_balance",
+        "abc",
+    )
+
+
+def test_it_rejects_february_30th(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["maturity_date"] = "2023-02-30"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column maturity_date: not a date (expected YYYY-MM-DD) "
+        "(value '2023-02-30')"
+    ]
+
+
+def test_it_rejects_a_day_first_date_in_a_cascade_file(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][2]["pledge_date"] = "31/12/2023"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 4, column pledge_date: not a date (expected YYYY-MM-DD) (value '31/12/2023')"
+    ]
+
+
+def test_an_unparseable_required_date_is_reported_once_as_not_a_date(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["disburse_date"] = "31/12/2023"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column disburse_date: not a date (expected YYYY-MM-DD) "
+        "(value '31/12/2023')"
+    ]
+
+
+def test_it_rejects_a_negative_disbursed_principal(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["disburse_principal"] = "-5.00"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column disburse_principal: must not be negative (value '-5.00')"
+    ]
+
+
+def test_it_rejects_an_unknown_currency(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["currency"] = "XXX"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column currency: unknown currency (not an ISO 4217 code) (value 'XXX')"
+    ]
+
+
+def test_it_rejects_a_loan_that_matures_before_it_is_disbursed(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["maturity_date"] = "2023-01-01"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column maturity_date: maturity date is before the disbursement date "
+        "(value '2023-01-01')"
+    ]
+
+
+def test_it_rejects_a_loan_applied_for_after_it_was_disbursed(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][0]["application_date"] = "2025-01-01"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 2, column application_date: application date is after the disbursement "
+        "date (value '2025-01-01')"
+    ]
+
+
+def test_it_rejects_a_fractional_term(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][2]["term"] = "60.5"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == ["loans.csv, row 4, column term: not a whole number (value '60.5')"]
+
+
+def test_it_rejects_an_installment_due_before_its_loan_was_disbursed(tmp_path, book):
+    tape = tape_valid(3)
+    tape["schedules"][2]["date_due"] = "2023-01-01"  # L00002's first installment
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "schedules.csv, row 4, column date_due: due date is before the loan's disbursement date "
+        "(value '2023-01-01')"
+    ]
+
+
+def test_it_rejects_a_transaction_for_a_loan_neither_in_the_tape_nor_in_the_book(tmp_path, book):
+    tape = tape_valid(3)
+    tape["transactions"][3]["loan_id"] = "GHOST"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "transactions.csv, row 5, column loan_id: loan is neither in this tape nor in the "
+        "database (value 'GHOST')"
+    ]
+
+
+def test_a_transaction_for_a_loan_already_in_the_book_loads_without_the_loan_in_the_tape(
+    tmp_path, book
+):
+    payment = {
+        "loan_id": "DB-LOAN-1",
+        "transaction_type": "PAYMENT",
+        "date_paid": "2025-03-01",
+        "principal": "250.00",
+        "interest": "12.50",
+        "currency": "USD",
+    }
+
+    load(tape_write(tmp_path / "tape", transactions=[payment]))
+
+    stored = book.transactions.get(date=date(2025, 3, 1))
+    assert (stored.principal, stored.interest) == (Decimal("250.00"), Decimal("12.50"))
+
+
+def test_it_rejects_a_loan_for_a_customer_neither_in_the_tape_nor_in_the_book(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"][1]["customer_id"] = "NOBODY"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 3, column customer_id: customer is neither in this tape nor in the "
+        "database (value 'NOBODY')"
+    ]
+
+
+def test_it_rejects_a_loan_id_that_appears_twice_in_the_file(tmp_path, book):
+    tape = tape_valid(3)
+    tape["loans"].append(dict(tape["loans"][0]))
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 5, column loan_id: duplicate key: first seen on row 2 (value 'L00001')"
+    ]
+
+
+def test_a_loan_id_repeated_with_a_trailing_space_is_rejected_as_a_duplicate(tmp_path, book):
+    tape = tape_valid(2)
+    tape["loans"].append(dict(tape["loans"][0], loan_id="L00001 "))
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "loans.csv, row 4, column loan_id: duplicate key: first seen on row 2 (value 'L00001')"
+    ]
+
+
+def test_it_rejects_an_unknown_transaction_type(tmp_path, book):
+    tape = tape_valid(3)
+    tape["transactions"][3]["transaction_type"] = "GIFT"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "transactions.csv, row 5, column transaction_type: unknown transaction type (expected one "
+        "of DISBURSEMENT, PAYMENT, WRITE_OFF, REVERSAL, FEE, INTEREST, ADJUSTMENT, REFUND) "
+        "(value 'GIFT')"
+    ]
+
+
+def test_it_rejects_a_binary_file_named_loans_csv(tmp_path, book):
+    tape = tape_valid(3)
+    folder = tape_write(tmp_path / "tape", customers=tape["customers"])
+    (folder / "loans.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01")
+
+    errors = rejection(folder)
+
+    assert messages(errors) == ["loans.csv: this is a binary file, not a CSV text file"]
+    assert errors[0].row is None
+
+
+def test_it_rejects_an_empty_file(tmp_path, book):
+    folder = tmp_path / "tape"
+    folder.mkdir()
+    (folder / "loans.csv").write_bytes(b"")
+
+    errors = rejection(folder)
+
+    assert messages(errors) == ["loans.csv: the file is empty (no header line)"]
+
+
+def test_it_rejects_a_file_with_a_header_and_no_rows(tmp_path, book):
+    folder = tape_write(tmp_path / "tape", loans=[])
+
+    errors = rejection(folder)
+
+    assert messages(errors) == ["loans.csv: the file has a header but no rows"]
+
+
+def test_it_rejects_a_row_with_too_many_fields(tmp_path, book):
+    folder = write(tmp_path, tape_valid(3))
+    lines = (folder / "transactions.csv").read_text().splitlines()
+    lines[3] += ",extra,fields"
+    (folder / "transactions.csv").write_text("\n".join(lines) + "\n")
+
+    errors = rejection(folder)
+
+    assert messages(errors) == [
+        "transactions.csv, row 4: unreadable row: extra data after last expected column"
+    ]
+
+
+def test_a_row_with_too_many_fields_in_loans_csv_rejects_the_whole_tape_with_its_row(
+    tmp_path, book
+):
+    folder = write(tmp_path, tape_valid(3))
+    lines = (folder / "loans.csv").read_text().splitlines()
+    lines[2] += ",extra,fields"
+    (folder / "loans.csv").write_text("\n".join(lines) + "\n")
+
+    errors = rejection(folder)
+
+    assert messages(errors)[0] == (
+        "loans.csv, row 3: unreadable row: extra data after last expected column"
+    )
+
+
+# ------------------------------------------------------------------------------------ warnings
+
+
+def test_float_noise_is_rounded_to_cents_and_listed_as_a_warning(tmp_path):
+    tape = tape_valid(3)
+    tape["loans"][1]["outstanding_balance"] = "18.50000000000001"
+
+    result = load(write(tmp_path, tape))
+
+    assert Loan.objects.get(loan_id="L00002").outstanding_balance == Decimal("18.50")
+    assert result.errors == []
+    assert messages(result.problems) == [
+        "loans.csv, row 3, column outstanding_balance: 1 value(s) carry float noise beyond cents; "
+        "rounded to 2 decimals"
+    ]
+    batch = Batch.objects.get(original_name="loans.csv")
+    assert batch.status == Batch.Status.LOADED
+    assert batch.warnings == [result.problems[0].as_dict()]
+
+
+def test_a_negative_interest_rebate_on_a_payment_loads_as_given_with_a_warning(tmp_path):
+    tape = tape_valid(3)
+    tape["transactions"][1]["interest"] = "-3.25"  # L00001's payment
+
+    result = load(write(tmp_path, tape))
+
+    payment = Transaction.objects.get(loan__loan_id="L00001", transaction_type="PAYMENT")
+    assert payment.interest == Decimal("-3.25")
+    assert [(p.severity, str(p)) for p in result.problems] == [
+        (
+            WARNING,
+            "transactions.csv, row 3, column interest: 1 row(s) with negative interest (rebates), "
+            "loaded as given",
+        )
+    ]
+
+
+def test_lowercase_types_and_currencies_are_stored_upper_case(tmp_path):
+    tape = tape_valid(2)
+    tape["transactions"][1].update(transaction_type="payment", currency="usd")
+
+    load(write(tmp_path, tape))
+
+    payment = Transaction.objects.get(loan__loan_id="L00001", date=date(2024, 2, 10))
+    assert (payment.transaction_type, payment.currency) == ("PAYMENT", "USD")
+
+
+def test_two_identical_payments_on_the_same_day_both_load(tmp_path):
+    tape = tape_valid(2)
+    tape["transactions"].append(dict(tape["transactions"][1]))
+
+    load(write(tmp_path, tape))
+
+    payments = Transaction.objects.filter(loan__loan_id="L00001", transaction_type="PAYMENT")
+    assert [(p.sequence, p.principal) for p in payments] == [
+        (0, Decimal("500.50")),
+        (1, Decimal("500.50")),
+    ]
+
+
+# ------------------------------------------------------------------------------ all or nothing
+
+
+def test_one_bad_value_in_the_last_transaction_of_a_2000_loan_tape_loads_nothing(tmp_path, book):
+    tape = tape_valid(2000)
+    tape["transactions"][-1]["principal"] = "12,50"
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        "transactions.csv, row 4001, column principal: not a number (value '12,50')"
+    ]
+    assert not Loan.objects.filter(loan_id__startswith="L0").exists()
+    assert not Customer.objects.filter(customer_id__startswith="C0").exists()
+    assert Batch.objects.filter(status=Batch.Status.FAILED).count() == 4
+
+
+# ---------------------------------------------------------------------------------- quarantine
+
+
+def test_quarantine_loads_the_valid_rows_and_holds_back_exactly_the_bad_ones(tmp_path):
+    tape = tape_valid(6)
+    tape["loans"][1]["disburse_principal"] = "-1.00"  # L00002, without schedule or cash flows
+    tape["schedules"] = [s for s in tape["schedules"] if s["loan_id"] != "L00002"]
+    tape["transactions"] = [t for t in tape["transactions"] if t["loan_id"] != "L00002"]
+    tape["schedules"][5]["principal"] = "n/a"  # L00004's second installment
+    tape["transactions"][7]["transaction_type"] = "GIFT"  # L00005's payment
+
+    result = load(write(tmp_path, tape), quarantine=True)
+
+    assert list(Loan.objects.values_list("loan_id", flat=True)) == [
+        "L00001",
+        "L00003",
+        "L00004",
+        "L00005",
+        "L00006",
+    ]
+    assert Installment.objects.filter(loan__loan_id="L00004").count() == 1
+    assert list(
+        Transaction.objects.filter(loan__loan_id="L00005").values_list(
+            "transaction_type", flat=True
+        )
+    ) == ["DISBURSEMENT"]
+    expected = [
+        Problem("loans.csv", 3, "disburse_principal", "-1.00", "must not be negative"),
+        Problem("schedules.csv", 7, "principal", "n/a", "not a number"),
+        Problem(
+            "transactions.csv",
+            9,
+            "transaction_type",
+            "GIFT",
+            "unknown transaction type (expected one of DISBURSEMENT, PAYMENT, WRITE_OFF, "
+            "REVERSAL, FEE, INTEREST, ADJUSTMENT, REFUND)",
+        ),
+    ]
+    assert result.errors == expected
+    assert result.rejected_rows == expected
+    assert counts(result, "loans.csv") == (6, 5, 0, 0, 1)
+    assert counts(result, "schedules.csv") == (10, 9, 0, 0, 1)
+    assert counts(result, "transactions.csv") == (10, 9, 0, 0, 1)
+    loans_batch = Batch.objects.get(original_name="loans.csv")
+    assert (loans_batch.status, loans_batch.rows_rejected, loans_batch.rows_inserted) == (
+        Batch.Status.LOADED,
+        1,
+        5,
+    )
+    assert loans_batch.errors == [expected[0].as_dict()]
+
+
+def test_quarantine_counts_the_rows_of_a_held_back_loan_as_rejected(tmp_path):
+    tape = tape_valid(3)
+    tape["loans"][1]["currency"] = "XXX"  # L00002 has two installments and two transactions
+
+    result = load(write(tmp_path, tape), quarantine=True)
+
+    assert Installment.objects.count() == 4
+    assert counts(result, "schedules.csv") == (6, 4, 0, 0, 2)
+    assert {(p.file, p.row) for p in result.rejected_rows} >= {
+        ("schedules.csv", 4),
+        ("schedules.csv", 5),
+    }
+
+
+# ------------------------------------------------------------------------ same bytes, no-op
+
+
+def test_importing_the_same_folder_twice_loads_nothing_the_second_time(tmp_path):
+    folder = write(tmp_path, tape_valid(20))
+    first = load(folder)
+    first_batches = {b.original_name: b for b in first.batches}
+    loan_batches = dict(Loan.objects.values_list("loan_id", "batch_id"))
+    before = book_counts()
+
+    started = time.perf_counter()
+    second = load(folder)
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 1.0
+    assert second.files == []
+    assert [(b.original_name, b.status, b.duplicate_of_id) for b in second.batches] == [
+        (name, Batch.Status.DUPLICATE, first_batches[name].pk)
+        for name in ("customers.csv", "loans.csv", "schedules.csv", "transactions.csv")
+    ]
+    assert book_counts() == before
+    assert dict(Loan.objects.values_list("loan_id", "batch_id")) == loan_batches
+    assert (
+        f"loans.csv                        same bytes as batch {first_batches['loans.csv'].pk}: "
+        "nothing to load"
+    ) in second.summary()
+
+
+# -------------------------------------------------------------------------------- re-imports
+
+
+def _first_import(tmp_path: Path, tape: Tape) -> Batch:
+    """Load ``tape`` and age its rows, so a second import's writes are told apart by time."""
+    result = load(write(tmp_path, tape, name="first"))
+    Loan.objects.update(updated_at=LONG_AGO)
+    return next(b for b in result.batches if b.kind == Batch.Kind.LOANS)
+
+
+def test_a_newer_tape_updates_the_changed_loan_inserts_the_new_one_and_leaves_the_rest(tmp_path):
+    tape = tape_valid(5)
+    first_loans = _first_import(tmp_path, tape)
+    tape["loans"][0]["outstanding_balance"] = "120.00"
+    tape["loans"].append(dict(tape["loans"][4], loan_id="L00006"))
+
+    result = reload(write(tmp_path, tape, name="second"))
+
+    assert counts(result, "loans.csv") == (6, 1, 1, 4, 0)
+    assert [f.tape_file.name for f in result.files] == ["loans.csv"]  # the rest: same bytes
+    new_loans = Batch.objects.get(pk=file_batch(result, "loans.csv"))
+    assert (new_loans.rows_inserted, new_loans.rows_updated, new_loans.rows_unchanged) == (1, 1, 4)
+    stored = {loan.loan_id: loan for loan in Loan.objects.all()}
+    assert stored["L00001"].outstanding_balance == Decimal("120.00")
+    assert stored["L00001"].batch_id == new_loans.pk
+    assert stored["L00001"].updated_at > LONG_AGO
+    assert stored["L00006"].batch_id == new_loans.pk
+    for loan_id in ("L00002", "L00003", "L00004", "L00005"):
+        assert stored[loan_id].batch_id == first_loans.pk
+        assert stored[loan_id].updated_at == LONG_AGO
+    change = BatchChange.objects.get(batch=new_loans)
+    assert (change.kind, change.key, change.change, change.review) == (
+        "loans",
+        "L00001",
+        BatchChange.Change.UPDATED,
+        "",
+    )
+    assert {f: [Decimal(str(v)) for v in vs] for f, vs in change.fields.items()} == {
+        "outstanding_balance": [Decimal("500.50"), Decimal("120.00")]
+    }
+
+
+def file_batch(result: TapeImport, name: str) -> int:
+    return next(b.pk for b in result.batches if b.original_name == name)
+
+
+def test_a_changed_disbursed_principal_waits_for_a_stewards_review(tmp_path):
+    tape = tape_valid(3)
+    _first_import(tmp_path, tape)
+    tape["loans"][1]["disburse_principal"] = "1500.00"
+
+    result = reload(write(tmp_path, tape, name="second"))
+
+    change = BatchChange.objects.get(batch_id=file_batch(result, "loans.csv"))
+    assert (change.key, change.review) == ("L00002", BatchChange.Review.PENDING)
+    assert {f: [Decimal(str(v)) for v in vs] for f, vs in change.fields.items()} == {
+        "disburse_principal": [Decimal("1002.00"), Decimal("1500.00")]
+    }
+    assert Loan.objects.get(loan_id="L00002").disburse_principal == Decimal("1500.00")
+
+
+def test_a_loan_missing_from_the_newer_tape_is_recorded_as_vanished(tmp_path):
+    tape = tape_valid(3)
+    _first_import(tmp_path, tape)
+    del tape["loans"][2]
+
+    result = reload(write(tmp_path, tape, name="second"))
+
+    changes = BatchChange.objects.filter(batch_id=file_batch(result, "loans.csv"))
+    assert [(c.key, c.change, c.review) for c in changes] == [
+        ("L00003", BatchChange.Change.VANISHED, BatchChange.Review.PENDING)
+    ]
+    assert Loan.objects.filter(
+        loan_id="L00003"
+    ).exists()  # the book keeps it; a steward reviews the flag
+
+
+def test_a_steward_accepts_or_rejects_flagged_changes_and_must_give_a_reason(
+    tmp_path, django_user_model
+):
+    steward = django_user_model.objects.create_user(username="sam.steward")
+    tape = tape_valid(3)
+    _first_import(tmp_path, tape)
+    tape["loans"][0]["disburse_principal"] = "2000.00"
+    del tape["loans"][2]
+    result = reload(write(tmp_path, tape, name="second"))
+    changes = BatchChange.objects.filter(batch_id=file_batch(result, "loans.csv"))
+    updated = changes.filter(change=BatchChange.Change.UPDATED)
+    vanished = changes.filter(change=BatchChange.Change.VANISHED)
+
+    with pytest.raises(ValueError, match="a reason is required"):
+        batch_changes_review(changes=updated, accept=True, reason="  ", by=steward)
+    assert set(changes.values_list("review", flat=True)) == {BatchChange.Review.PENDING}
+
+    accepted = batch_changes_review(
+        changes=updated, accept=True, reason=" Lender restated the principal ", by=steward
+    )
+    rejected = batch_changes_review(
+        changes=vanished, accept=False, reason="Still open at the lender", by=steward
+    )
+    again = batch_changes_review(changes=updated, accept=False, reason="late", by=steward)
+
+    assert (accepted, rejected, again) == (1, 1, 0)
+    assert [(c.key, c.review, c.review_reason, c.reviewed_by) for c in changes.order_by("key")] == [
+        ("L00001", "accepted", "Lender restated the principal", steward),
+        ("L00003", "rejected", "Still open at the lender", steward),
+    ]
+    assert all(c.reviewed_at is not None for c in changes)
+
+
+def test_two_tapes_can_be_imported_inside_one_outer_transaction(tmp_path):
+    tape = tape_valid(2)
+    with transaction.atomic():
+        load(write(tmp_path, tape, name="first"))
+        tape["loans"][0]["outstanding_balance"] = "1.00"
+        load(write(tmp_path, tape, name="second"))
+
+    assert Loan.objects.get(loan_id="L00001").outstanding_balance == Decimal("1.00")
+
+
+# ---------------------------------------------------------------------- other sources' formats
+
+SPANISH_LOANS = [
+    "id_prestamo",
+    "id_cliente",
+    "fecha_desembolso",
+    "fecha_vencimiento",
+    "monto_desembolso",
+    "tasa_interes",
+    "plazo",
+    "entidad",
+]
+SPANISH_PAYMENTS = ["id_prestamo", "tipo", "fecha_pago", "capital_pagado", "moneda"]
+
+
+@pytest.fixture
+def lender_sv() -> ColumnMap:
+    """How a Salvadoran lender writes its tape: Spanish names, ';', 1.234,56 and 29/02/2024."""
+    return ColumnMap.objects.create(
+        source="lender-sv",
+        delimiter=";",
+        decimal_comma=True,
+        day_first=True,
+        headers={
+            "ID_Prestamo": "loan_id",
+            "id_cliente": "customer_id",
+            "fecha_desembolso": "disburse_date",
+            "fecha_vencimiento": "maturity_date",
+            "monto_desembolso": "disburse_principal",
+            "tasa_interes": "interest_rate",
+            "plazo": "term",
+            "entidad": "company",
+            "ciudad": "geography_city",
+            "tipo": "transaction_type",
+            "fecha_pago": "date_paid",
+            "capital_pagado": "principal",
+            "moneda": "currency",
+        },
+        file_names={"clientes": "customers", "prestamos": "loans", "pagos": "transactions"},
+    )
+
+
+def spanish_tape(folder: Path, *, loan: dict | None = None, **kwargs) -> Path:
+    row = {
+        "id_prestamo": "P-001",
+        "id_cliente": "C-001",
+        "fecha_desembolso": "29/02/2024",
+        "fecha_vencimiento": "29/05/2024",
+        "monto_desembolso": "1.234,56",
+        "tasa_interes": "0,185",
+        "plazo": "90",
+        "entidad": "Abaco SV",
+    }
+    row.update(loan or {})
+    return tape_write(
+        folder,
+        customers=[{"id_cliente": "C-001", "ciudad": "Cuscatlán"}],
+        loans=[row],
+        transactions=[
+            {
+                "id_prestamo": "P-001",
+                "tipo": "PAYMENT",
+                "fecha_pago": "15/03/2024",
+                "capital_pagado": "1.000,50",
+                "moneda": "USD",
+            }
+        ],
+        headers={
+            "customers": ["id_cliente", "ciudad"],
+            "loans": SPANISH_LOANS,
+            "transactions": SPANISH_PAYMENTS,
+        },
+        names={"customers": "clientes.csv", "loans": "prestamos.csv", "transactions": "pagos.csv"},
+        delimiter=";",
+        **kwargs,
+    )
+
+
+def test_a_spanish_source_loads_through_its_column_map(tmp_path, lender_sv):
+    result = load(spanish_tape(tmp_path / "tape"), source="lender-sv")
+
+    assert [(f.tape_file.name, f.tape_file.kind) for f in result.files] == [
+        ("clientes.csv", "customers"),
+        ("prestamos.csv", "loans"),
+        ("pagos.csv", "transactions"),
+    ]
+    loan = Loan.objects.select_related("customer").get(loan_id="P-001")
+    assert loan.disburse_principal == Decimal("1234.56")
+    assert loan.disburse_date == date(2024, 2, 29)
+    assert loan.maturity_date == date(2024, 5, 29)
+    assert loan.interest_rate == Decimal("0.185")
+    assert (loan.term, loan.company, loan.customer.customer_id) == (90, "Abaco SV", "C-001")
+    payment = loan.transactions.get()
+    assert (payment.date, payment.principal) == (date(2024, 3, 15), Decimal("1000.50"))
+
+
+def test_a_latin1_file_with_crlf_line_endings_keeps_accented_city_names(tmp_path, lender_sv):
+    folder = spanish_tape(tmp_path / "tape", encoding="latin-1", newline="\r\n")
+    assert "Cuscatl\xe1n".encode("latin-1") in (folder / "clientes.csv").read_bytes()
+
+    load(folder, source="lender-sv")
+
+    assert Customer.objects.get(customer_id="C-001").geography_city == "Cuscatlán"
+    assert (
+        Loan.objects.get(loan_id="P-001").company == "Abaco SV"
+    )  # no '\r' left on the last column
+
+
+def test_a_utf8_tape_with_a_bom_and_crlf_line_endings_loads_its_first_and_last_columns(tmp_path):
+    tape = tape_valid(2)
+    tape["customers"][0]["geography_city"] = "Usulután"
+
+    load(write(tmp_path, tape, bom=True, newline="\r\n"))
+
+    customer = Customer.objects.get(customer_id="C00001")
+    assert (customer.geography_city, customer.geography_country) == ("Usulután", "SLV")
+    assert list(Loan.objects.values_list("loan_id", "location_state_province")) == [
+        ("L00001", "San Salvador"),
+        ("L00002", "San Salvador"),
+    ]
+
+
+def test_a_day_first_source_rejects_a_date_that_does_not_exist(tmp_path, lender_sv):
+    folder = spanish_tape(tmp_path / "tape", loan={"fecha_vencimiento": "31/04/2024"})
+
+    errors = rejection(folder, source="lender-sv")
+
+    assert messages(errors) == [
+        "prestamos.csv, row 2, column maturity_date: not a date (expected DD/MM/YYYY) "
+        "(value '31/04/2024')"
+    ]
+
+
+def test_a_decimal_comma_source_rejects_a_word_as_a_rate(tmp_path, lender_sv):
+    folder = spanish_tape(tmp_path / "tape", loan={"tasa_interes": "alta"})
+
+    errors = rejection(folder, source="lender-sv")
+
+    assert messages(errors) == [
+        "prestamos.csv, row 2, column interest_rate: not a number (value 'alta')"
+    ]
+
+
+def test_a_file_name_the_column_map_does_not_know_is_skipped_not_loaded(tmp_path, lender_sv):
+    folder = spanish_tape(tmp_path / "tape")
+    (folder / "notas.csv").write_text("nota\nhola\n")
+
+    result = load(folder, source="lender-sv")
+
+    assert result.skipped == ["notas.csv"]
+    assert "notas.csv                        not a tape file: skipped" in result.summary()
+
+
+# ------------------------------------------------------------------------------------ ZIP
+
+
+def _book_snapshot() -> dict[str, list[tuple]]:
+    return {
+        "customers": list(
+            Customer.objects.values_list("customer_id", "income", "birth_date", "geography_city")
+        ),
+        "loans": list(
+            Loan.objects.values_list(
+                "loan_id",
+                "customer__customer_id",
+                "disburse_date",
+                "disburse_principal",
+                "outstanding_balance",
+                "interest_rate",
+            )
+        ),
+        "installments": list(
+            Installment.objects.values_list("loan__loan_id", "due_date", "principal", "interest")
+        ),
+        "transactions": list(
+            Transaction.objects.values_list(
+                "loan__loan_id", "transaction_type", "date", "principal", "interest"
+            )
+        ),
+    }
+
+
+class _Undo(Exception):
+    pass
+
+
+def test_a_zip_of_the_four_files_loads_the_same_as_the_folder(tmp_path):
+    folder = write(tmp_path, tape_valid(25))
+    archive = tape_zip(tmp_path / "export" / "tape.zip", folder)
+    # The same bytes would be recognized as already loaded: load the folder, look, roll back.
+    with pytest.raises(_Undo), transaction.atomic():
+        load(folder)
+        from_folder = _book_snapshot()
+        raise _Undo
+
+    result = load(archive)
+
+    assert _book_snapshot() == from_folder
+    assert len(from_folder["loans"]) == 25
+    assert [f.tape_file.name for f in result.files] == [
+        "tape.zip:customers.csv",
+        "tape.zip:loans.csv",
+        "tape.zip:schedules.csv",
+        "tape.zip:transactions.csv",
+    ]
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+def _summary_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = re.split(r"\s+", line.strip())
+        if cells and cells[0].endswith(".csv") and len(cells) == 6:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_import_tape_command_prints_what_each_file_did(tmp_path):
+    tape = tape_valid(3)
+    tape["loans"][0]["outstanding_balance"] = "0.100000000000001"
+    out = io.StringIO()
+
+    call_command("import_tape", str(write(tmp_path, tape)), stdout=out)
+
+    text = out.getvalue()
+    assert _summary_rows(text) == {
+        "customers.csv": ["2", "2", "0", "0", "0"],
+        "loans.csv": ["3", "3", "0", "0", "0"],
+        "schedules.csv": ["6", "6", "0", "0", "0"],
+        "transactions.csv": ["6", "6", "0", "0", "0"],
+    }
+    assert "carry float noise beyond cents" in text
+    assert text.rstrip().endswith("Tape loaded.")
+    assert Loan.objects.count() == 3
+    assert set(Batch.objects.values_list("job", flat=True)) == {"import_tape"}
+
+
+def test_the_import_tape_command_fails_with_the_reasons_and_loads_nothing(tmp_path):
+    tape = tape_valid(3)
+    tape["loans"][1]["currency"] = "XXX"
+    err = io.StringIO()
+
+    with pytest.raises(CommandError) as failed:
+        call_command("import_tape", str(write(tmp_path, tape)), stderr=err)
+
+    assert str(failed.value) == "tape rejected, nothing was loaded: 1 problem(s) listed above"
+    assert (
+        "loans.csv, row 3, column currency: unknown currency (not an ISO 4217 code) (value 'XXX')"
+        in err.getvalue()
+    )
+    assert Loan.objects.count() == 0
+
+
+def test_the_import_tape_command_with_quarantine_loads_the_rest_and_says_so(tmp_path):
+    tape = tape_valid(3)
+    tape["transactions"][3]["transaction_type"] = "GIFT"
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as failed:
+        call_command("import_tape", str(write(tmp_path, tape)), "--quarantine", stdout=out)
+
+    assert str(failed.value) == "1 row(s) quarantined; the rest loaded"
+    assert _summary_rows(out.getvalue())["transactions.csv"] == ["6", "5", "0", "0", "1"]
+    assert Transaction.objects.count() == 5
+
+
+def test_the_import_tape_command_refuses_a_path_that_does_not_exist(tmp_path):
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("import_tape", str(tmp_path / "nowhere"))
