@@ -18,7 +18,6 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", "1000000")))
-    parser.add_argument("--only", choices=["tape_import"], default=None)
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "abaco.settings")

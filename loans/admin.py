@@ -237,6 +237,9 @@ class LoanAdmin(HistoryMixin, LoanBookAdmin):
 
 @admin.register(Installment)
 class InstallmentAdmin(HistoryMixin, LoanBookAdmin):
+    # Newest first by primary key: the model's (loan, date) ordering would sort millions of rows
+    # through a join to loans on every list page.
+    ordering = ["-id"]
     list_display = ["loan", "due_date", "principal", "interest", "fees", "batch"]
     search_fields = ["=loan__loan_id"]
     raw_id_fields = ["loan", "batch"]
@@ -252,6 +255,9 @@ class InstallmentAdmin(HistoryMixin, LoanBookAdmin):
 
 @admin.register(Transaction)
 class TransactionAdmin(HistoryMixin, ReadOnlyAdmin):
+    # Newest first by primary key: the model's (loan, date) ordering would sort millions of rows
+    # through a join to loans on every list page.
+    ordering = ["-id"]
     list_display = ["loan", "date", "transaction_type", "principal", "interest", "fees", "batch"]
     list_filter = ["transaction_type"]
     search_fields = ["=loan__loan_id"]
