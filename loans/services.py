@@ -207,6 +207,9 @@ def tape_import(
             cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
             # One tape import at a time: merges insert new keys without per-row conflict checks.
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('abaco.tape_import'))")
+            # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
+            # them memory for this transaction instead of spilling to disk at the 4 MB default.
+            cursor.execute("SET LOCAL work_mem = '256MB'")
             loaded_kinds: list[str] = []
             for i, loader in enumerate(loaders):
                 progress(i / steps, f"reading {loader.file.name}")
