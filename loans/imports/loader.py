@@ -15,7 +15,8 @@ and the database is exactly as before.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -377,26 +378,34 @@ class FileLoader:
             if self.text_staged
             else (lambda name: sql.SQL("t.{}::text").format(_ident(name)))
         )
-        if checks:
-            # One cheap pass asks whether anything is wrong; only then list every bad value.
-            cursor.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(
-                    source, _join((sql.SQL("({})").format(c) for _, c, _ in checks), " OR ")
-                )
+        # One pass over the file asks whether any value is wrong and gathers the warnings; only
+        # when something is wrong does a second pass list every bad value.
+        warning_aggregates, warnings_report = self._warnings()
+        any_bad = (
+            sql.SQL("coalesce(bool_or({}), false)").format(
+                _join((sql.SQL("({})").format(c) for _, c, _ in checks), " OR ")
             )
-            if cursor.fetchone()[0]:
-                values = _join(
-                    sql.SQL("({}, {}, CASE WHEN {} THEN {} END)").format(
-                        sql.Literal(name), raw_of(name), cond, reason
-                    )
-                    for name, cond, reason in checks
+            if checks
+            else sql.SQL("false")
+        )
+        cursor.execute(
+            sql.SQL("SELECT {} FROM {}").format(_join([any_bad, *warning_aggregates]), source)
+        )
+        row = cursor.fetchone()
+        warnings_report(row[1:])
+        if row[0]:
+            values = _join(
+                sql.SQL("({}, {}, CASE WHEN {} THEN {} END)").format(
+                    sql.Literal(name), raw_of(name), cond, reason
                 )
-                cursor.execute(
-                    sql.SQL(
-                        "INSERT INTO {} SELECT t.line, v.col, v.value, v.reason FROM {} "
-                        "CROSS JOIN LATERAL (VALUES {}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
-                    ).format(_ident(self.rejects_table), source, values)
-                )
+                for name, cond, reason in checks
+            )
+            cursor.execute(
+                sql.SQL(
+                    "INSERT INTO {} SELECT t.line, v.col, v.value, v.reason FROM {} "
+                    "CROSS JOIN LATERAL (VALUES {}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
+                ).format(_ident(self.rejects_table), source, values)
+            )
         for check in self._set_checks(set(loaded_kinds), quarantine):
             cursor.execute(
                 sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(
@@ -404,7 +413,6 @@ class FileLoader:
                 )
             )
         self._collect_rejects(cursor)
-        self._collect_warnings(cursor)
 
     def _set_checks(self, loaded_kinds: set[str], quarantine: bool = False) -> list[sql.Composable]:
         """Checks across rows and tables: duplicate keys, references, date order."""
@@ -474,15 +482,14 @@ class FileLoader:
                 else sql.SQL("(SELECT loan_id, disburse_date FROM loans_loan)")
             )
             what = "due date" if kind == "schedules" else "payment date"
+            # One join answers both: is the loan known, and is the date on or after its disbursement.
             checks.append(
                 sql.SQL(
-                    "SELECT x.line, 'loan_id', x.loan_id, 'loan is neither in this tape nor in the database' FROM {t} x "
-                    "WHERE NULLIF(btrim(x.loan_id), '') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {loans} l WHERE l.loan_id = btrim(x.loan_id))"
-                ).format(t=t, loans=loan_dates)
-            )
-            checks.append(
-                sql.SQL(
-                    "SELECT x.line, {col}, x.{d}::text, {reason} FROM {t} x JOIN {loans} l ON l.loan_id = btrim(x.loan_id) WHERE x.{d} < l.disburse_date"
+                    "SELECT x.line, CASE WHEN l.loan_id IS NULL THEN 'loan_id' ELSE {col} END, "
+                    "CASE WHEN l.loan_id IS NULL THEN x.loan_id ELSE x.{d}::text END, "
+                    "CASE WHEN l.loan_id IS NULL THEN 'loan is neither in this tape nor in the database' ELSE {reason} END "
+                    "FROM {t} x LEFT JOIN {loans} l ON l.loan_id = btrim(x.loan_id) "
+                    "WHERE NULLIF(btrim(x.loan_id), '') IS NOT NULL AND (l.loan_id IS NULL OR x.{d} < l.disburse_date)"
                 ).format(
                     col=sql.Literal(date_col),
                     d=_ident(date_col),
@@ -548,13 +555,13 @@ class FileLoader:
             for line, col, value, reason in cursor.fetchall()
         ]
 
-    def _collect_warnings(self, cursor) -> None:
-        """What loads but a steward should know: float noise, rebates. One pass over the file."""
-        typed = _ident(self.typed_table)
+    def _warnings(self):
+        """Aggregates for what loads but a steward should know (float noise, rebates), and the
+        function that turns their values into warnings."""
         money = [c.name for c in self.columns if c.type == ColumnType.MONEY]
         aggregates = [
             sql.SQL(
-                "count(*) FILTER (WHERE {c} <> round({c}, 2)), min(line) FILTER (WHERE {c} <> round({c}, 2))"
+                "count(*) FILTER (WHERE t.{c} <> round(t.{c}, 2)), min(t.line) FILTER (WHERE t.{c} <> round(t.{c}, 2))"
             ).format(c=_ident(name))
             for name in money
         ]
@@ -562,31 +569,31 @@ class FileLoader:
         if rebates:
             aggregates.append(
                 sql.SQL(
-                    "count(*) FILTER (WHERE interest < 0), min(line) FILTER (WHERE interest < 0)"
+                    "count(*) FILTER (WHERE t.interest < 0), min(t.line) FILTER (WHERE t.interest < 0)"
                 )
             )
-        if not aggregates:
-            return
-        cursor.execute(sql.SQL("SELECT {} FROM {}").format(_join(aggregates), typed))
-        row = cursor.fetchone()
-        for i, name in enumerate(money):
-            count, first = row[2 * i], row[2 * i + 1]
-            if count:
+
+        def report(row) -> None:
+            for i, name in enumerate(money):
+                count, first = row[2 * i], row[2 * i + 1]
+                if count:
+                    self.problem(
+                        first + 1,
+                        name,
+                        "",
+                        f"{count} value(s) carry float noise beyond cents; rounded to 2 decimals",
+                        WARNING,
+                    )
+            if rebates and row[-2]:
                 self.problem(
-                    first + 1,
-                    name,
+                    row[-1] + 1,
+                    "interest",
                     "",
-                    f"{count} value(s) carry float noise beyond cents; rounded to 2 decimals",
+                    f"{row[-2]} row(s) with negative interest (rebates), loaded as given",
                     WARNING,
                 )
-        if rebates and row[-2]:
-            self.problem(
-                row[-1] + 1,
-                "interest",
-                "",
-                f"{row[-2]} row(s) with negative interest (rebates), loaded as given",
-                WARNING,
-            )
+
+        return aggregates, report
 
     # ---------------------------------------------------------------- merge
     def _merge_value(self, column: Column) -> sql.Composable:
@@ -675,27 +682,30 @@ class FileLoader:
                 "btrim(x.loan_id) || ' ' || upper(btrim(x.transaction_type)) || ' ' || x.date_paid"
             ),
         }[spec.kind]
-        merge_table = _ident(f"merge_{spec.kind}")
-        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(merge_table))
-        cursor.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {}, {} AS _key FROM {} x {} WHERE {}"
-            ).format(
-                merge_table,
-                _join(
-                    sql.SQL("{} AS {}").format(v, _ident(c))
-                    for v, c in zip(values, targets, strict=True)
-                ),
-                key_text,
-                _ident(self.typed_table),
-                _join(joins, " "),
-                good,
-            )
-        )
         conflict = [{"date_due": "due_date", "date_paid": "date"}.get(k, k) for k in spec.key]
         updates = [c for c in targets if c not in conflict]
         cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_ident(spec.table)))
         book_has_rows = cursor.fetchone()[0]
+        incoming = sql.SQL("SELECT {}, {} AS _key FROM {} x {} WHERE {}").format(
+            _join(
+                sql.SQL("{} AS {}").format(v, _ident(c))
+                for v, c in zip(values, targets, strict=True)
+            ),
+            key_text,
+            _ident(self.typed_table),
+            _join(joins, " "),
+            good,
+        )
+        if book_has_rows:
+            # Read twice (changes, then update and insert): materialize once.
+            merge_table = _ident(f"merge_{spec.kind}")
+            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(merge_table))
+            cursor.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(merge_table, incoming)
+            )
+        else:
+            # First load into an empty table: stream straight from staging into the insert.
+            merge_table = sql.SQL("({})").format(incoming)
         on = _join((sql.SQL("cur.{c} = m.{c}").format(c=_ident(c)) for c in conflict), " AND ")
         extra = (
             {"name": "", "national_id": "", "email": "", "phone": ""}
@@ -750,16 +760,20 @@ class FileLoader:
             if book_has_rows
             else sql.SQL("")
         )
-        cursor.execute(
-            sql.SQL("INSERT INTO {table} ({cols}) SELECT {vals} FROM {m} m{new_only}").format(
-                table=_ident(spec.table),
-                cols=_join(map(_ident, insert_cols)),
-                vals=_join(insert_vals),
-                m=merge_table,
-                new_only=new_only,
-            )
+        insert = sql.SQL("INSERT INTO {table} ({cols}) SELECT {vals} FROM {m} m{new_only}").format(
+            table=_ident(spec.table),
+            cols=_join(map(_ident, insert_cols)),
+            vals=_join(insert_vals),
+            m=merge_table,
+            new_only=new_only,
         )
-        self.result.inserted = cursor.rowcount
+        if book_has_rows:
+            cursor.execute(insert)
+            self.result.inserted = cursor.rowcount
+        else:
+            with _indexes_built_after(cursor, spec.table):
+                cursor.execute(insert)
+                self.result.inserted = cursor.rowcount
 
     def _record_changes(
         self, cursor, *, batch_id: int, merge_table, conflict: list[str], updates: list[str]
@@ -820,6 +834,46 @@ class FileLoader:
                     "AND NOT EXISTS (SELECT 1 FROM {m} m WHERE {on})"
                 ).format(batch=sql.Literal(batch_id), m=merge_table, on=on)
             )
+
+
+@contextmanager
+def _indexes_built_after(cursor, table: str) -> Iterator[None]:
+    """Load an empty table the way PostgreSQL loads fastest: without its secondary indexes,
+    then build each in one sort.
+
+    Same end state and the same guarantees (a duplicate key still fails the transaction), several
+    times faster than maintaining the indexes row by row. The table is locked until the import
+    commits, which only matters for an empty table nobody reads yet.
+    """
+    cursor.execute(
+        "SELECT c.conname, pg_get_constraintdef(c.oid), i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) "
+        "FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid "
+        "WHERE i.indrelid = %s::regclass AND NOT i.indisprimary",
+        [table],
+    )
+    indexes = cursor.fetchall()
+    # ALTER TABLE refuses a table with reference checks queued: run this transaction's now.
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    for constraint, _, index, _ in indexes:
+        if constraint:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    _ident(table), _ident(constraint)
+                )
+            )
+        else:
+            cursor.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(index)))
+    yield
+    for constraint, definition, _, index_definition in indexes:
+        if constraint:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    _ident(table), _ident(constraint), sql.SQL(definition)
+                )
+            )
+        else:
+            cursor.execute(sql.SQL(index_definition))
+    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 # Fields that describe the past: a newer tape changing them needs a steward's review.
