@@ -225,6 +225,9 @@ def tape_import(
                     if loader.result.rejected:
                         result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
                 result.files.append(loader.result)
+            by_kind = {lo.spec.kind: lo for lo in loaders if lo.spec.kind in loaded_kinds}
+            if "loans" in by_kind and "transactions" in by_kind:
+                by_kind["loans"].balance_warning(cursor)
             if dry_run:
                 _preview(cursor, loaders, result)
                 raise _DryRun

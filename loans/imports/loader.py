@@ -498,9 +498,68 @@ class FileLoader:
                     reason=sql.Literal(f"{what} is before the loan's disbursement date"),
                 )
             )
+        if kind in ("schedules", "transactions") and "loans" in loaded_kinds:
+            checks.append(self._reconcile_check())
         if quarantine:
             checks += self._held_back_checks(loaded_kinds)
         return checks
+
+    def _reconcile_check(self) -> sql.Composable:
+        """Totals against the loans of the same tape: a loan's schedule principal must add up to
+        its disbursed principal, and its payments' principal must not exceed it (to the cent).
+        The problem is reported on the loan's first row of this file."""
+        if self.spec.kind == "schedules":
+            total, where, reason = (
+                sql.SQL("sum(principal)"),
+                sql.SQL("TRUE"),
+                "schedule principal {} does not add up to the loan's disbursed principal {}",
+            )
+            compare = sql.SQL("abs(round(s.total, 2) - round(l.disburse_principal, 2)) > 0.01")
+        else:
+            total, where, reason = (
+                sql.SQL("sum(principal)"),
+                sql.SQL("upper(btrim(transaction_type)) = 'PAYMENT'"),
+                "payments' principal {} exceeds the loan's disbursed principal {}",
+            )
+            compare = sql.SQL("round(s.total, 2) > round(l.disburse_principal, 2) + 0.01")
+        before, after = reason.split("{}", 1)[0], reason.split("{}")[1]
+        return sql.SQL(
+            "SELECT s.first_line, 'principal', btrim(s.loan_id), {before} || round(s.total, 2) || {after} || round(l.disburse_principal, 2) "
+            "FROM (SELECT btrim(loan_id) AS loan_id, {total} AS total, min(line) AS first_line FROM {t} x WHERE {where} GROUP BY btrim(loan_id) "
+            # A loan with a rejected row here already has its problem; its total is incomplete.
+            "HAVING NOT bool_or(EXISTS (SELECT 1 FROM {rejects} r WHERE r.line = x.line))) s "
+            "JOIN (SELECT DISTINCT ON (btrim(loan_id)) btrim(loan_id) AS loan_id, disburse_principal FROM typed_loans tl "
+            "WHERE NOT EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = tl.line) ORDER BY btrim(loan_id), line) l "
+            "USING (loan_id) WHERE {compare}"
+        ).format(
+            before=sql.Literal(before),
+            after=sql.Literal(after),
+            total=total,
+            t=_ident(self.typed_table),
+            where=where,
+            compare=compare,
+            rejects=_ident(self.rejects_table),
+        )
+
+    def balance_warning(self, cursor) -> None:
+        """The tape's outstanding balance against disbursed minus paid principal (warning)."""
+        cursor.execute(
+            "SELECT count(*), min(l.line) FROM typed_loans l LEFT JOIN ("
+            " SELECT btrim(loan_id) AS loan_id, sum(principal) AS paid FROM typed_transactions"
+            " WHERE upper(btrim(transaction_type)) = 'PAYMENT' GROUP BY 1) p ON p.loan_id = btrim(l.loan_id)"
+            " WHERE l.outstanding_balance IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = l.line)"
+            " AND abs(round(l.outstanding_balance, 2) - greatest(round(l.disburse_principal, 2) - round(coalesce(p.paid, 0), 2), 0)) > 0.01"
+        )
+        count, first = cursor.fetchone()
+        if count:
+            self.problem(
+                first + 1,
+                "outstanding_balance",
+                "",
+                f"{count} loan(s) whose outstanding balance differs from disbursed minus paid principal in this tape; loaded as given",
+                WARNING,
+            )
 
     def _held_back_checks(self, loaded_kinds: set[str]) -> list[sql.Composable]:
         """Quarantine: rows whose customer or loan is only in this tape, on a row held back."""
