@@ -92,7 +92,8 @@ def _bulk_create_rate(sample: int = 100_000) -> float:
     started = time.perf_counter()
     Installment.objects.bulk_create(rows, batch_size=5000)
     seconds = time.perf_counter() - started
-    Installment.objects.filter(due_date__gte="2030-01-01").delete()
+    with connection.cursor() as cursor:  # raw: the ORM's delete would write an audit entry per row
+        cursor.execute("DELETE FROM loans_installment WHERE due_date >= '2030-01-01'")
     return sample / seconds
 
 
