@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from django.core.files import File
 from django.db import connection, transaction
@@ -116,27 +117,29 @@ def batch_for(tape_file: TapeFile, *, kind: str, source: str, by, job: str) -> B
     return batch
 
 
-def batch_finish(
-    batch: Batch,
-    *,
-    status: str,
-    rows_read: int,
-    inserted: int,
-    updated: int,
-    unchanged: int,
-    rejected: int,
-    problems: list[Problem],
-) -> None:
+class LoadCounts(Protocol):
+    """What a file's load counted: ``FileLoad`` (tapes) and ``StatementsImport`` both are one."""
+
+    rows_read: int
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int
+    problems: list[Problem]
+
+
+def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
+    """Close a batch's lineage record with what its load counted and found."""
     loaded = status == Batch.Status.LOADED
     batch.status = status
     batch.finished_at = timezone.now()
-    batch.rows_read = rows_read
-    batch.rows_inserted = inserted if loaded else 0
-    batch.rows_updated = updated if loaded else 0
-    batch.rows_unchanged = unchanged if loaded else 0
-    batch.rows_rejected = rejected
-    batch.errors = [p.as_dict() for p in problems if p.severity == ERROR]
-    batch.warnings = [p.as_dict() for p in problems if p.severity != ERROR]
+    batch.rows_read = load.rows_read
+    batch.rows_inserted = load.inserted if loaded else 0
+    batch.rows_updated = load.updated if loaded else 0
+    batch.rows_unchanged = load.unchanged if loaded else 0
+    batch.rows_rejected = load.rejected
+    batch.errors = [p.as_dict() for p in load.problems if p.severity == ERROR]
+    batch.warnings = [p.as_dict() for p in load.problems if p.severity != ERROR]
     batch.save()
 
 
@@ -240,27 +243,14 @@ def tape_import(
         return result
     except TapeRejected as rejected:
         for loader, batch in zip(loaders, batches, strict=False):
-            _finish(batch, loader.result, Batch.Status.FAILED)
+            batch_finish(batch, status=Batch.Status.FAILED, load=loader.result)
         logger.info("tape rejected", extra={"errors": len(rejected.problems), "source": source})
         rejected.result = result
         raise
     for loader, batch in zip(loaders, batches, strict=True):
-        _finish(batch, loader.result, Batch.Status.LOADED)
+        batch_finish(batch, status=Batch.Status.LOADED, load=loader.result)
     progress(1.0, "loaded")
     return result
-
-
-def _finish(batch: Batch, load: FileLoad, status: str) -> None:
-    batch_finish(
-        batch,
-        status=status,
-        rows_read=load.rows_read,
-        inserted=load.inserted,
-        updated=load.updated,
-        unchanged=load.unchanged,
-        rejected=load.rejected,
-        problems=load.problems,
-    )
 
 
 def _preview(cursor, loaders: list[FileLoader], result: TapeImport) -> None:

@@ -515,25 +515,12 @@ def statements_import(
             raise TapeRejected(result.problems)
         with transaction.atomic():  # the rows and their batch's LOADED status commit together
             result.inserted, result.updated, result.unchanged = _upsert(spec, checked.good, batch)
-            _finish(batch, result, Batch.Status.LOADED)
+            batch_finish(batch, status=Batch.Status.LOADED, load=result)
     except TapeRejected as rejected:
-        _finish(batch, result, Batch.Status.FAILED)
+        batch_finish(batch, status=Batch.Status.FAILED, load=result)
         logger.info(
             "statements rejected",
             extra={"errors": len(rejected.problems), "source": source, "kind": kind},
         )
         raise
     return result
-
-
-def _finish(batch: Batch, result: StatementsImport, status: str) -> None:
-    batch_finish(
-        batch,
-        status=status,
-        rows_read=result.rows_read,
-        inserted=result.inserted,
-        updated=result.updated,
-        unchanged=result.unchanged,
-        rejected=result.rejected,
-        problems=result.problems,
-    )
