@@ -527,10 +527,11 @@ class FileLoader:
             "SELECT s.first_line, 'principal', btrim(s.loan_id), {before} || round(s.total, 2) || {after} || round(l.disburse_principal, 2) "
             "FROM (SELECT btrim(loan_id) AS loan_id, {total} AS total, min(line) AS first_line FROM {t} x WHERE {where} GROUP BY btrim(loan_id) "
             # A loan with a rejected row here already has its problem; its total is incomplete.
-            "HAVING NOT bool_or(EXISTS (SELECT 1 FROM {rejects} r WHERE r.line = x.line))) s "
+            ") s "
             "JOIN (SELECT DISTINCT ON (btrim(loan_id)) btrim(loan_id) AS loan_id, disburse_principal FROM typed_loans tl "
             "WHERE NOT EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = tl.line) ORDER BY btrim(loan_id), line) l "
-            "USING (loan_id) WHERE {compare}"
+            "USING (loan_id) WHERE {compare} "
+            "AND s.loan_id NOT IN (SELECT btrim(x.loan_id) FROM {t} x JOIN {rejects} r ON r.line = x.line)"
         ).format(
             before=sql.Literal(before),
             after=sql.Literal(after),
