@@ -213,6 +213,8 @@ def tape_import(
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
+            # Lookups shared by the files of one import; an earlier import in this transaction left its own.
+            cursor.execute("DROP TABLE IF EXISTS tape_loans, tape_payments")
             loaded_kinds: list[str] = []
             for i, loader in enumerate(loaders):
                 progress(i / steps, f"reading {loader.file.name}")

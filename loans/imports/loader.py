@@ -406,6 +406,7 @@ class FileLoader:
                     "CROSS JOIN LATERAL (VALUES {}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
                 ).format(_ident(self.rejects_table), source, values)
             )
+        self.prepare_lookups(cursor, set(loaded_kinds))
         for check in self._set_checks(set(loaded_kinds), quarantine):
             cursor.execute(
                 sql.SQL("INSERT INTO {} (line, col, value, reason) {}").format(
@@ -472,15 +473,6 @@ class FileLoader:
             )
         if kind in ("schedules", "transactions"):
             date_col = "date_due" if kind == "schedules" else "date_paid"
-            # The loan's disbursement date: from this tape when it carries the loan, else the database.
-            loan_dates = (
-                sql.SQL(
-                    "(SELECT btrim(loan_id) AS loan_id, disburse_date FROM typed_loans UNION ALL "
-                    "SELECT loan_id, disburse_date FROM loans_loan db WHERE NOT EXISTS (SELECT 1 FROM typed_loans tl WHERE btrim(tl.loan_id) = db.loan_id))"
-                )
-                if "loans" in loaded_kinds
-                else sql.SQL("(SELECT loan_id, disburse_date FROM loans_loan)")
-            )
             what = "due date" if kind == "schedules" else "payment date"
             # One join answers both: is the loan known, and is the date on or after its disbursement.
             checks.append(
@@ -488,13 +480,12 @@ class FileLoader:
                     "SELECT x.line, CASE WHEN l.loan_id IS NULL THEN 'loan_id' ELSE {col} END, "
                     "CASE WHEN l.loan_id IS NULL THEN x.loan_id ELSE x.{d}::text END, "
                     "CASE WHEN l.loan_id IS NULL THEN 'loan is neither in this tape nor in the database' ELSE {reason} END "
-                    "FROM {t} x LEFT JOIN {loans} l ON l.loan_id = btrim(x.loan_id) "
+                    "FROM {t} x LEFT JOIN tape_loans l ON l.loan_id = btrim(x.loan_id) "
                     "WHERE NULLIF(btrim(x.loan_id), '') IS NOT NULL AND (l.loan_id IS NULL OR x.{d} < l.disburse_date)"
                 ).format(
                     col=sql.Literal(date_col),
                     d=_ident(date_col),
                     t=t,
-                    loans=loan_dates,
                     reason=sql.Literal(f"{what} is before the loan's disbursement date"),
                 )
             )
@@ -509,48 +500,70 @@ class FileLoader:
         its disbursed principal, and its payments' principal must not exceed it (to the cent).
         The problem is reported on the loan's first row of this file."""
         if self.spec.kind == "schedules":
-            total, where, reason = (
-                sql.SQL("sum(principal)"),
-                sql.SQL("TRUE"),
-                "schedule principal {} does not add up to the loan's disbursed principal {}",
-            )
+            totals = sql.SQL(
+                "(SELECT btrim(loan_id) AS loan_id, sum(principal) AS total, min(line) AS first_line FROM {} GROUP BY 1)"
+            ).format(_ident(self.typed_table))
+            reason = "schedule principal {} does not add up to the loan's disbursed principal {}"
             compare = sql.SQL("abs(round(s.total, 2) - round(l.disburse_principal, 2)) > 0.01")
         else:
-            total, where, reason = (
-                sql.SQL("sum(principal)"),
-                sql.SQL("upper(btrim(transaction_type)) = 'PAYMENT'"),
-                "payments' principal {} exceeds the loan's disbursed principal {}",
-            )
+            totals = sql.SQL("tape_payments")
+            reason = "payments' principal {} exceeds the loan's disbursed principal {}"
             compare = sql.SQL("round(s.total, 2) > round(l.disburse_principal, 2) + 0.01")
         before, after = reason.split("{}", 1)[0], reason.split("{}")[1]
         return sql.SQL(
-            "SELECT s.first_line, 'principal', btrim(s.loan_id), {before} || round(s.total, 2) || {after} || round(l.disburse_principal, 2) "
-            "FROM (SELECT btrim(loan_id) AS loan_id, {total} AS total, min(line) AS first_line FROM {t} x WHERE {where} GROUP BY btrim(loan_id) "
+            "SELECT s.first_line, 'principal', s.loan_id, {before} || round(s.total, 2) || {after} || round(l.disburse_principal, 2) "
+            "FROM {totals} s JOIN tape_loans l ON l.loan_id = s.loan_id AND l.in_tape AND NOT l.rejected "
+            "WHERE {compare} "
             # A loan with a rejected row here already has its problem; its total is incomplete.
-            ") s "
-            "JOIN (SELECT DISTINCT ON (btrim(loan_id)) btrim(loan_id) AS loan_id, disburse_principal FROM typed_loans tl "
-            "WHERE NOT EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = tl.line) ORDER BY btrim(loan_id), line) l "
-            "USING (loan_id) WHERE {compare} "
             "AND s.loan_id NOT IN (SELECT btrim(x.loan_id) FROM {t} x JOIN {rejects} r ON r.line = x.line)"
         ).format(
             before=sql.Literal(before),
             after=sql.Literal(after),
-            total=total,
-            t=_ident(self.typed_table),
-            where=where,
+            totals=totals,
             compare=compare,
+            t=_ident(self.typed_table),
             rejects=_ident(self.rejects_table),
         )
+
+    def prepare_lookups(self, cursor, loaded_kinds: set[str]) -> None:
+        """Per-import lookups the checks of schedules and transactions share, built once:
+        ``tape_loans`` (every loan this tape or the book knows, with its disbursement facts) and
+        ``tape_payments`` (each loan's paid principal in this tape, for totals and balances)."""
+        if self.spec.kind not in ("schedules", "transactions"):
+            return
+        cursor.execute("SELECT to_regclass('pg_temp.tape_loans') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            if "loans" in loaded_kinds:
+                cursor.execute(
+                    "CREATE TEMP TABLE tape_loans ON COMMIT DROP AS "
+                    "SELECT DISTINCT ON (btrim(t.loan_id)) btrim(t.loan_id) AS loan_id, t.disburse_date, t.disburse_principal, "
+                    "true AS in_tape, EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = t.line) AS rejected "
+                    "FROM typed_loans t WHERE NULLIF(btrim(t.loan_id), '') IS NOT NULL ORDER BY btrim(t.loan_id), t.line"
+                )
+            else:
+                cursor.execute(
+                    "CREATE TEMP TABLE tape_loans (loan_id text, disburse_date date, disburse_principal numeric, "
+                    "in_tape boolean, rejected boolean) ON COMMIT DROP"
+                )
+            cursor.execute(
+                "INSERT INTO tape_loans SELECT loan_id, disburse_date, disburse_principal, false, false FROM loans_loan db "
+                "WHERE NOT EXISTS (SELECT 1 FROM tape_loans t WHERE t.loan_id = db.loan_id)"
+            )
+            cursor.execute("ANALYZE tape_loans")
+        if self.spec.kind == "transactions":
+            cursor.execute(
+                "CREATE TEMP TABLE tape_payments ON COMMIT DROP AS "
+                "SELECT btrim(loan_id) AS loan_id, sum(principal) AS total, min(line) AS first_line FROM typed_transactions "
+                "WHERE upper(btrim(transaction_type)) = 'PAYMENT' GROUP BY 1"
+            )
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""
         cursor.execute(
-            "SELECT count(*), min(l.line) FROM typed_loans l LEFT JOIN ("
-            " SELECT btrim(loan_id) AS loan_id, sum(principal) AS paid FROM typed_transactions"
-            " WHERE upper(btrim(transaction_type)) = 'PAYMENT' GROUP BY 1) p ON p.loan_id = btrim(l.loan_id)"
+            "SELECT count(*), min(l.line) FROM typed_loans l LEFT JOIN tape_payments p ON p.loan_id = btrim(l.loan_id)"
             " WHERE l.outstanding_balance IS NOT NULL"
             " AND NOT EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = l.line)"
-            " AND abs(round(l.outstanding_balance, 2) - greatest(round(l.disburse_principal, 2) - round(coalesce(p.paid, 0), 2), 0)) > 0.01"
+            " AND abs(round(l.outstanding_balance, 2) - greatest(round(l.disburse_principal, 2) - round(coalesce(p.total, 0), 2), 0)) > 0.01"
         )
         count, first = cursor.fetchone()
         if count:
