@@ -17,4 +17,11 @@ class Job:
     doc: str
 
 
-JOBS: list[Job] = []
+JOBS: list[Job] = [
+    Job(
+        name="kpi_daily",
+        func="kpis.tasks.kpi_daily_task",
+        cron="30 7 * * *",
+        doc="Loan states and KPI snapshots for yesterday and any missing month-end.",
+    ),
+]

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -14,3 +15,119 @@ class Dashboard(models.Model):
 
     def __str__(self) -> str:
         return "dashboards"
+
+
+class SnapshotRun(models.Model):
+    """One computation of loan states and KPI values for an as-of date (end of day R).
+
+    A date keeps its first computation as *as reported*; recomputing it after the data changed
+    (a late correction) writes a *restated* run beside it, replacing an earlier restatement.
+    Recomputing on the same data replaces the run in place.
+    """
+
+    class Basis(models.TextChoices):
+        AS_REPORTED = "as_reported", "As reported"
+        RESTATED = "restated", "Restated"
+
+    as_of = models.DateField()
+    basis = models.CharField(max_length=16, choices=Basis.choices, default=Basis.AS_REPORTED)
+    definition_version = models.PositiveSmallIntegerField()
+    computed_at = models.DateTimeField()
+    computed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    job = models.CharField(
+        max_length=64, blank=True, help_text="The command or scheduled job that computed it."
+    )
+    batches = models.ManyToManyField(
+        "loans.Batch", blank=True, related_name="+", help_text="The loaded batches it read."
+    )
+    data_fingerprint = models.CharField(
+        max_length=64, help_text="Hash of the batches read: equal means same inputs."
+    )
+    provisional = models.BooleanField(default=False)
+    provisional_reasons = models.JSONField(default=list, blank=True)
+    loans = models.PositiveIntegerField(default=0, help_text="Loans with a balance at R.")
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-as_of", "basis"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["as_of", "basis"], name="snapshot_one_per_date_and_basis"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.as_of:%Y-%m-%d} ({self.get_basis_display()})"
+
+
+class LoanState(models.Model):
+    """A loan's state at a run's as-of date: only loans with a balance (live or written off)."""
+
+    run = models.ForeignKey(
+        SnapshotRun, on_delete=models.CASCADE, related_name="loan_states", db_index=False
+    )
+    # No database FK: a million rows per date are written in one statement (see docs/data-model.md).
+    loan = models.ForeignKey(
+        "loans.Loan",
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    customer_id = models.BigIntegerField()
+    company = models.CharField(max_length=32)
+    product_type = models.CharField(max_length=64)
+    currency = models.CharField(max_length=3)
+    interest_rate = models.DecimalField(max_digits=12, decimal_places=6)
+    outstanding_principal = models.DecimalField(max_digits=18, decimal_places=2)
+    dpd = models.IntegerField()
+    bucket = models.CharField(max_length=16)
+    written_off = models.BooleanField()
+    written_off_balance = models.DecimalField(max_digits=18, decimal_places=2)
+
+    class Meta:
+        indexes = [
+            # Drill-down: the loans behind a number, worst first.
+            models.Index(fields=["run", "dpd"], name="loanstate_run_dpd_idx"),
+            # A loan's state over time (loan page).
+            models.Index(fields=["loan", "run"], name="loanstate_loan_run_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"loan {self.loan_id} at run {self.run_id}"
+
+
+class KpiValue(models.Model):
+    """One KPI for one slice of the portfolio at a run's date (ratios as fractions)."""
+
+    run = models.ForeignKey(SnapshotRun, on_delete=models.CASCADE, related_name="values")
+    as_of = models.DateField()
+    code = models.CharField(max_length=64)
+    dimension = models.CharField(max_length=16, help_text="portfolio, company, product or currency")
+    member = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The slice: an entity, product or currency; '' for the portfolio.",
+    )
+    value = models.DecimalField(max_digits=28, decimal_places=10, null=True)
+    numerator = models.DecimalField(max_digits=28, decimal_places=10, null=True)
+    denominator = models.DecimalField(max_digits=28, decimal_places=10, null=True)
+    definition_version = models.PositiveSmallIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "code", "dimension", "member"], name="kpivalue_one_per_slice"
+            ),
+        ]
+        indexes = [
+            # Trends: a KPI's values over dates for one slice.
+            models.Index(
+                fields=["code", "dimension", "member", "as_of"], name="kpivalue_trend_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.dimension}:{self.member or '-'} @ {self.as_of:%Y-%m-%d}"

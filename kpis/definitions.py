@@ -1,0 +1,206 @@
+"""KPI definitions, version 1 (DESIGN.md): each KPI's code, name, unit, formula and thresholds.
+
+The engine computes exactly these; dashboards show ``formula`` next to the number; ``docs/kpis.md``
+is generated from this module (``manage.py kpi_docs``) and a test fails when the two differ. A
+change of meaning is a new version: snapshots record the version that made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+VERSION = 1
+
+PAR_DAYS = (1, 7, 30, 60, 90)
+# (code suffix, label, lowest DPD, highest DPD); written-off loans are their own bucket.
+BUCKETS = (
+    ("current", "Current (0 DPD)", 0, 0),
+    ("1_7", "1–7 DPD", 1, 7),
+    ("8_30", "8–30 DPD", 8, 30),
+    ("31_60", "31–60 DPD", 31, 60),
+    ("61_90", "61–90 DPD", 61, 90),
+    ("91_180", "91–180 DPD", 91, 180),
+    ("written_off", "Written off", None, None),
+)
+DIMENSIONS = ("portfolio", "company", "product", "currency")
+
+
+@dataclass(frozen=True)
+class Kpi:
+    code: str
+    name: str
+    unit: str  # "USD", "ratio" (a fraction), "count", "index"
+    formula: str
+    example: str = ""
+    edge_cases: str = ""
+    amber: Decimal | None = None  # thresholds, in the KPI's unit
+    red: Decimal | None = None
+    higher_is_worse: bool = True
+    version: int = VERSION
+    dimensions: tuple[str, ...] = field(default=DIMENSIONS)
+
+    def status(self, value: Decimal | None) -> str:
+        """ "red", "amber" or "ok" against the thresholds ("" when the KPI has none)."""
+        if value is None or self.amber is None:
+            return ""
+        worse = (lambda a, b: a >= b) if self.higher_is_worse else (lambda a, b: a <= b)
+        if self.red is not None and worse(value, self.red):
+            return "red"
+        return "amber" if worse(value, self.amber) else "ok"
+
+
+OB_RULE = (
+    "OB(R) = principal disbursed on or before R − principal of PAYMENT transactions on or before R, "
+    "floored at 0 (below 0.01 counts as 0); a written-off loan's balance leaves OB."
+)
+DPD_RULE = (
+    "DPD(R): principal paid up to R is applied to the installments in due-date order; DPD = R − due date "
+    "of the oldest installment still unpaid whose due date is before R; 0 when none. A loan with DPD > "
+    "WRITE_OFF_DPD (180) or a WRITE_OFF transaction on or before R is written off."
+)
+
+KPIS: list[Kpi] = [
+    Kpi(
+        "outstanding_principal",
+        "Outstanding principal",
+        "USD",
+        "Σ OB(R) over loans disbursed on or before R and not written off. " + OB_RULE,
+        example="Loan A: 1,000 lent, 400 repaid → 600; loan B written off with 300 left → 0. OB = 600.",
+        edge_cases="A loan disbursed on R counts in full; a payment dated R reduces OB on R; overpayment floors at 0.",
+    ),
+    Kpi(
+        "written_off_balance",
+        "Written-off balance",
+        "USD",
+        "Σ (principal disbursed − principal paid) on or before R over written-off loans. "
+        + DPD_RULE,
+        example="Loan B: 1,000 lent, 700 repaid, 181 days past due → 300 written off.",
+        edge_cases="Recoveries after write-off (payments) reduce the written-off balance.",
+    ),
+    *[
+        Kpi(
+            f"par_{n}",
+            f"Portfolio at risk {n}+",
+            "ratio",
+            f"Σ OB of loans with DPD ≥ {n} / Σ OB, both net of write-offs. " + DPD_RULE,
+            example=f"OB 1,000 of which 150 on loans {n}+ days past due → {Decimal('0.15')}.",
+            edge_cases="An empty portfolio (Σ OB = 0) has no PAR (no value is stored).",
+            amber=Decimal(amber),
+            red=Decimal(red),
+        )
+        for n, amber, red in (
+            (1, "0.15", "0.25"),
+            (7, "0.10", "0.18"),
+            (30, "0.05", "0.10"),
+            (60, "0.04", "0.08"),
+            (90, "0.03", "0.06"),
+        )
+    ],
+    *[
+        Kpi(
+            f"bucket_balance_{code}",
+            f"Balance {label}",
+            "USD",
+            (
+                f"Σ OB of loans with {low} ≤ DPD ≤ {high} at R, not written off."
+                if low is not None
+                else "Σ written-off balance at R (see written_off_balance)."
+            ),
+        )
+        for code, label, low, high in BUCKETS
+    ],
+    *[
+        Kpi(
+            f"bucket_count_{code}",
+            f"Loans {label}",
+            "count",
+            (
+                f"Number of loans with OB > 0, {low} ≤ DPD ≤ {high} at R, not written off."
+                if low is not None
+                else "Number of written-off loans with a balance at R."
+            ),
+        )
+        for code, label, low, high in BUCKETS
+    ],
+    Kpi(
+        "disbursements",
+        "Disbursements (month to date)",
+        "USD",
+        "Σ disbursed principal of loans with a disbursement date in the calendar month of R, up to R.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "disbursement_count",
+        "Loans disbursed (month to date)",
+        "count",
+        "Number of loans with a disbursement date in the calendar month of R, up to R.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "average_ticket",
+        "Average ticket (month to date)",
+        "USD",
+        "disbursements / disbursement_count for the calendar month of R, up to R.",
+        edge_cases="No disbursements in the month: no value.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "collection_rate",
+        "Collection rate (month to date)",
+        "ratio",
+        "Σ paid (principal + interest + fees + other) of PAYMENT transactions dated in the month of R up to R"
+        " / Σ scheduled (same parts) of installments due in the month of R up to R.",
+        example="Due 1,000 this month, collected 930 → 0.93. Prepayments can push it above 1.",
+        edge_cases="A month with nothing due: no value.",
+        amber=Decimal("0.90"),
+        red=Decimal("0.80"),
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "weighted_average_interest_rate",
+        "Weighted average interest rate",
+        "ratio",
+        "Σ (interest rate × OB) / Σ OB over loans with OB > 0 at R (the tape's rate, as a fraction).",
+    ),
+    Kpi(
+        "active_borrowers",
+        "Active borrowers",
+        "count",
+        "Distinct customers with OB > 0 at R.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "repeat_borrower_rate",
+        "Repeat-borrower rate",
+        "ratio",
+        "Customers with more than one loan disbursed on or before R / customers with a loan disbursed on or before R.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "top_1_share",
+        "Largest borrower's share",
+        "ratio",
+        "OB of the customer with the largest OB / Σ OB at R.",
+        amber=Decimal("0.05"),
+        red=Decimal("0.10"),
+    ),
+    Kpi(
+        "top_10_share",
+        "Top-10 borrowers' share",
+        "ratio",
+        "Σ OB of the ten customers with the largest OB / Σ OB at R.",
+        amber=Decimal("0.25"),
+        red=Decimal("0.40"),
+    ),
+    Kpi(
+        "hhi",
+        "Herfindahl–Hirschman index",
+        "index",
+        "Σ over customers of (customer OB / Σ OB × 100)² at R; 10,000 = one borrower.",
+        amber=Decimal("1000"),
+        red=Decimal("1800"),
+    ),
+]
+
+BY_CODE: dict[str, Kpi] = {kpi.code: kpi for kpi in KPIS}

@@ -1,0 +1,78 @@
+"""Compute loan states and KPI snapshots: one date, or every month-end since the first
+disbursement plus the latest day (``--backfill``). Operators run it by hand after corrections;
+the scheduled ``kpi_daily`` job runs it for yesterday and any missing month-end."""
+
+import json
+import sys
+from datetime import date
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from kpis.engine import snapshot_compute
+from kpis.models import KpiValue
+from kpis.services import backfill_dates
+
+
+def _as_of(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise CommandError(f"--as-of expects YYYY-MM-DD, not {value!r}") from exc
+
+
+class Command(BaseCommand):
+    help = "Compute and store loan states and KPI values for a date (--as-of) or all month-ends (--backfill)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--as-of", type=_as_of, help="End of day R to compute (YYYY-MM-DD).")
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print the portfolio-level values as one JSON object.",
+        )
+        parser.add_argument(
+            "--backfill",
+            action="store_true",
+            help="Every month-end since the first disbursement, and the latest day.",
+        )
+
+    def handle(self, *args, as_of, json: bool, backfill: bool, **options):
+        if bool(as_of) == bool(backfill):
+            raise CommandError("give either --as-of YYYY-MM-DD or --backfill")
+        if as_of:
+            run = snapshot_compute(as_of=as_of, job="compute_kpis")
+            if json:
+                self.stdout.write(_portfolio_json(run))
+            else:
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"{run}: {run.loans:,} loans with a balance, {run.duration_ms:,} ms"
+                    )
+                )
+                for reason in run.provisional_reasons:
+                    self.stdout.write(self.style.WARNING(f"provisional: {reason}"))
+            return
+        dates = backfill_dates()
+        if not dates:
+            raise CommandError("no loans yet: nothing to backfill")
+        for day in tqdm(dates, unit="date", disable=not sys.stderr.isatty()):
+            run = snapshot_compute(as_of=day, job="compute_kpis --backfill")
+            self.stdout.write(f"{run}: {run.loans:,} loans, {run.duration_ms:,} ms")
+        self.stdout.write(self.style.SUCCESS(f"{len(dates)} snapshot(s) computed."))
+
+
+def _portfolio_json(run) -> str:
+    """Ratios as fractions, money and counts as decimal strings (exact, no floats)."""
+    values = KpiValue.objects.filter(run=run, dimension="portfolio").order_by("code")
+    payload = {v.code: (None if v.value is None else _plain(v.value)) for v in values}
+    payload["_as_of"] = run.as_of.isoformat()
+    payload["_basis"] = run.basis
+    payload["_provisional"] = run.provisional
+    payload["_definition_version"] = run.definition_version
+    return json.dumps(payload, sort_keys=True)
+
+
+def _plain(value) -> str:
+    text = format(value.normalize(), "f")
+    return text

@@ -1,0 +1,47 @@
+"""KPI snapshot scheduling: which dates to compute (the engine itself is kpis.engine)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from django.db.models import Max, Min
+from django.utils import timezone
+
+from kpis.engine import snapshot_compute
+from kpis.models import SnapshotRun
+from loans.models import Loan, Transaction
+
+
+def month_ends(start: date, end: date) -> list[date]:
+    """Every month-end from start's month through end (inclusive when end is a month-end)."""
+    days = []
+    cursor = start.replace(day=1)
+    while True:
+        last = (cursor.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        if last > end:
+            return days
+        days.append(last)
+        cursor = last + timedelta(days=1)
+
+
+def backfill_dates(*, today: date | None = None) -> list[date]:
+    """Month-ends since the first disbursement plus the latest day with data (not after yesterday)."""
+    bounds = Loan.objects.aggregate(first=Min("disburse_date"), last=Max("disburse_date"))
+    if bounds["first"] is None:
+        return []
+    last_cash = Transaction.objects.aggregate(last=Max("date"))["last"] or bounds["last"]
+    yesterday = (today or timezone.localdate()) - timedelta(days=1)
+    latest = min(max(bounds["last"], last_cash), yesterday)
+    dates = month_ends(bounds["first"], latest)
+    if latest not in dates:
+        dates.append(latest)
+    return dates
+
+
+def kpi_daily(*, today: date | None = None) -> list[SnapshotRun]:
+    """The daily job: yesterday's snapshot and any month-end that has none yet."""
+    yesterday = (today or timezone.localdate()) - timedelta(days=1)
+    have = set(SnapshotRun.objects.values_list("as_of", flat=True))
+    wanted = [day for day in backfill_dates(today=today) if day not in have and day != yesterday]
+    wanted.append(yesterday)
+    return [snapshot_compute(as_of=day, job="kpi_daily") for day in wanted]
