@@ -18,6 +18,11 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=int(os.environ.get("BENCH_LOANS", "1000000")))
+    parser.add_argument(
+        "--skip-import",
+        action="store_true",
+        help="Reuse the book already loaded; only the KPI benchmark.",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "abaco.settings")
@@ -33,9 +38,11 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import tape_import
+    from benchmarks import kpi_snapshots, tape_import
 
-    tape_import.run(loans=args.loans)
+    if not args.skip_import:
+        tape_import.run(loans=args.loans)
+    kpi_snapshots.run()
 
 
 if __name__ == "__main__":

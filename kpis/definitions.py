@@ -203,4 +203,53 @@ KPIS: list[Kpi] = [
     ),
 ]
 
+MONTHLY = (
+    "The month is the calendar month of R up to R, measured from the previous month-end's snapshot"
+    " (no value when that snapshot does not exist: run the backfill in date order)."
+)
+KPIS += [
+    Kpi(
+        "liquidation_rate",
+        "Liquidation rate (monthly)",
+        "ratio",
+        "Principal written off in the month (balance of loans written off at R but not at the previous month-end)"
+        " / OB at the previous month-end. " + MONTHLY,
+    ),
+    Kpi(
+        "cdr",
+        "Constant default rate (annualized)",
+        "ratio",
+        "CDR = 1 − (1 − liquidation rate)^12. " + MONTHLY,
+        example="1% of the opening balance written off in a month → CDR 1 − 0.99^12 = 0.1136.",
+        amber=Decimal("0.10"),
+        red=Decimal("0.20"),
+    ),
+    Kpi(
+        "smm",
+        "Single monthly mortality (prepayment)",
+        "ratio",
+        "SMM = (principal paid in the month − principal scheduled in the month) / (OB at the previous month-end"
+        " − principal scheduled in the month). " + MONTHLY,
+        edge_cases="Negative when borrowers paid less than scheduled (arrears), by definition.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "cpr",
+        "Constant prepayment rate (annualized)",
+        "ratio",
+        "CPR = 1 − (1 − SMM)^12. " + MONTHLY,
+        edge_cases="No value when SMM is outside [−1, 1]: in a short-tenor book the month's scheduled principal can"
+        " come close to the opening balance, and the annualized power then means nothing.",
+        higher_is_worse=False,
+    ),
+    Kpi(
+        "cac",
+        "Customer acquisition cost",
+        "USD",
+        "Marketing spend of the month of R / customers whose first loan was disbursed in the month of R, up to R.",
+        edge_cases="No marketing spend loaded for the month, or no new customers: no value. Portfolio level only.",
+        dimensions=("portfolio",),
+    ),
+]
+
 BY_CODE: dict[str, Kpi] = {kpi.code: kpi for kpi in KPIS}

@@ -38,6 +38,16 @@ def kpi_docs_render() -> str:
         lines.append(
             f"| `{kpi.code}` | {kpi.name} | {kpi.unit} | {kpi.amber if kpi.amber is not None else ''} | {kpi.red if kpi.red is not None else ''} |"
         )
+    lines += [
+        "",
+        "## Tables stored with each snapshot",
+        "",
+        "- **Roll rates** (`kpis.RollRate`): for the previous month-end's loans, the share of each DPD bucket's"
+        " balance found in each bucket at R (or repaid), weighted by the balance at the previous month-end.",
+        "- **Vintages** (`kpis.VintagePoint`, month-ends only): per disbursement-month cohort and months on book,"
+        " the cohort's disbursed principal, its written-off balance at R, and the principal of its loans that were"
+        " 30+ DPD at any month-end up to R (ever-30+). Curves divide both by the disbursed principal.",
+    ]
     for kpi in d.KPIS:
         lines += [
             "",

@@ -131,3 +131,58 @@ class KpiValue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} {self.dimension}:{self.member or '-'} @ {self.as_of:%Y-%m-%d}"
+
+
+class RollRate(models.Model):
+    """Balance-weighted move of loans between DPD buckets from the previous month-end to R."""
+
+    run = models.ForeignKey(SnapshotRun, on_delete=models.CASCADE, related_name="roll_rates")
+    from_bucket = models.CharField(max_length=16)
+    to_bucket = models.CharField(
+        max_length=16, help_text="A bucket, or 'repaid' when the loan has no balance left."
+    )
+    balance = models.DecimalField(
+        max_digits=18, decimal_places=2, help_text="Balance at the previous month-end."
+    )
+    share = models.DecimalField(
+        max_digits=12, decimal_places=10, help_text="balance / the from-bucket's balance"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "from_bucket", "to_bucket"], name="rollrate_one_per_cell"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.from_bucket} → {self.to_bucket} @ run {self.run_id}"
+
+
+class VintagePoint(models.Model):
+    """One cohort (disbursement month) at a month-end: how much of it went bad so far."""
+
+    run = models.ForeignKey(SnapshotRun, on_delete=models.CASCADE, related_name="vintage_points")
+    cohort = models.DateField(help_text="First day of the disbursement month.")
+    months_on_book = models.PositiveSmallIntegerField()
+    disbursed = models.DecimalField(max_digits=18, decimal_places=2)
+    written_off = models.DecimalField(
+        max_digits=18, decimal_places=2, help_text="Written-off balance of the cohort at R."
+    )
+    ever_30 = models.DecimalField(
+        max_digits=18,
+        decimal_places=2,
+        help_text="Principal of cohort loans 30+ DPD at any month-end up to R.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "cohort"], name="vintage_one_per_cohort")
+        ]
+        indexes = [
+            # Vintage curves: a cohort's points over months on book.
+            models.Index(fields=["cohort", "months_on_book"], name="vintage_curve_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"cohort {self.cohort:%Y-%m} at {self.months_on_book} months"

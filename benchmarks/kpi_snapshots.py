@@ -1,0 +1,43 @@
+"""KPI engine speed (issue: KPI engine): one as-of date for the whole portfolio, all KPIs and
+slices, and a backfill of every month-end plus the latest day, on the benchmark tape's book
+(loaded by tape_import.py; run that first, or `make bench` runs both in order)."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+from django.db import connection
+
+from kpis.engine import snapshot_compute
+from kpis.services import backfill_dates
+from loans.models import Installment, Loan, Transaction
+
+
+def run() -> None:
+    loans = Loan.objects.count()
+    if not loans:
+        print(
+            "kpi_snapshots: no loans in the benchmark database; run the tape_import benchmark first"
+        )
+        return
+    rows = Installment.objects.count() + Transaction.objects.count()
+    print(f"book: {loans:,} loans, {rows:,} installments and transactions")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE kpis_loanstate, kpis_kpivalue, kpis_snapshotrun_batches, kpis_snapshotrun CASCADE"
+        )
+    dates = backfill_dates(today=date(2025, 12, 1))
+    started = time.perf_counter()
+    run = snapshot_compute(as_of=dates[-1], job="bench")
+    one = time.perf_counter() - started
+    print(
+        f"one as-of date ({run.as_of}, {run.loans:,} loans with a balance): {one:.1f} s (target < 10 s)"
+    )
+    started = time.perf_counter()
+    for day in dates[:-1]:
+        snapshot_compute(as_of=day, job="bench")
+    backfill = time.perf_counter() - started + one
+    print(
+        f"backfill of {len(dates)} dates ({len(dates) - 1} month-ends + latest day): {backfill:.0f} s (target < 300 s)"
+    )
