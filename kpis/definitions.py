@@ -157,6 +157,28 @@ KPIS: list[Kpi] = [
         red=Decimal("0.80"),
         higher_is_worse=False,
     ),
+    *[
+        Kpi(
+            f"collections_{kind}",
+            f"Collections: {kind} (month to date)",
+            "USD",
+            "Σ paid (principal + interest + fees + other) of PAYMENT transactions dated in the month of R up to R, "
+            f"where {rule}. A payment meets the oldest installment its loan's earlier principal payments have not covered.",
+            example="A payment on 03-20 against an installment due 03-01 is overdue; due 03-25 current; due 04-15 advance.",
+            higher_is_worse=kind == "overdue",
+        )
+        for kind, rule in (
+            ("overdue", "the installment the payment meets fell due before the payment date"),
+            (
+                "current",
+                "that installment falls due on or after the payment date, within the month of R",
+            ),
+            (
+                "advance",
+                "that installment falls due after the month of R, or nothing is left to cover (prepayment)",
+            ),
+        )
+    ],
     Kpi(
         "weighted_average_interest_rate",
         "Weighted average interest rate",

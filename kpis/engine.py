@@ -143,9 +143,35 @@ WITH disbursed AS (
         ) per_slice
         GROUP BY GROUPING SETS ((customer_id), (company, customer_id), (product_type, customer_id), (currency, customer_id))
     ) per_customer GROUP BY dimension, member
+), payments AS (
+    -- Each payment of the month with the principal paid on its loan before it (earlier payments).
+    SELECT t.id, t.loan_id, t.date, t.principal + t.interest + t.fees + t.other AS amount,
+           coalesce(sum(t.principal) OVER (PARTITION BY t.loan_id ORDER BY t.date, t.sequence, t.id
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS paid_before
+    FROM loans_transaction t
+    WHERE t.transaction_type = 'PAYMENT' AND t.date <= %(as_of)s
+      AND t.loan_id IN (SELECT loan_id FROM loans_transaction
+                        WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s)
+), classified AS (
+    -- The installment a payment meets first: the oldest one not yet covered by earlier principal.
+    SELECT p.id, p.loan_id, p.amount,
+           (SELECT min(s.due_date) FROM (
+                SELECT i.due_date, sum(i.principal) OVER (ORDER BY i.due_date) AS due_so_far
+                FROM loans_installment i WHERE i.loan_id = p.loan_id) s
+            WHERE s.due_so_far > p.paid_before + 0.005) AS meets
+    FROM payments p WHERE p.date BETWEEN %(month_start)s AND %(as_of)s
+), split AS (
+    SELECT {_slice_columns("l")},
+           sum(c.amount) FILTER (WHERE c.meets < p.date) AS collected_overdue,
+           sum(c.amount) FILTER (WHERE c.meets >= p.date AND c.meets <= %(month_end)s) AS collected_current,
+           sum(c.amount) FILTER (WHERE c.meets IS NULL OR c.meets > %(month_end)s) AS collected_advance
+    FROM classified c JOIN payments p ON p.id = c.id JOIN loans_loan l ON l.id = c.loan_id
+    GROUP BY {SLICES_L}
 )
-SELECT dimension, member, disbursements, disbursement_count, collected, scheduled, borrowers, repeaters
+SELECT dimension, member, disbursements, disbursement_count, collected, scheduled, borrowers, repeaters,
+       collected_overdue, collected_current, collected_advance
 FROM borrowers
+FULL JOIN split USING (dimension, member)
 FULL JOIN disbursed USING (dimension, member)
 FULL JOIN collected USING (dimension, member)
 FULL JOIN scheduled USING (dimension, member)
@@ -262,6 +288,9 @@ VALUES: list[_Value] = [
     _Value("disbursement_count", "coalesce(f.disbursement_count, 0)"),
     _ratio("average_ticket", "f.disbursements", "f.disbursement_count"),
     _ratio("collection_rate", "coalesce(f.collected, 0)", "f.scheduled"),
+    _Value("collections_overdue", "coalesce(f.collected_overdue, 0)"),
+    _Value("collections_current", "coalesce(f.collected_current, 0)"),
+    _Value("collections_advance", "coalesce(f.collected_advance, 0)"),
     _ratio("weighted_average_interest_rate", "s.rate_x_ob", "s.ob"),
     _Value("active_borrowers", "coalesce(s.active_borrowers, 0)"),
     _ratio("repeat_borrower_rate", "coalesce(f.repeaters, 0)", "f.borrowers"),
@@ -391,6 +420,7 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
             "as_of": as_of,
             "month_start": as_of.replace(day=1),
             "month_before": as_of.replace(day=1) - timedelta(days=1),
+            "month_end": month_end(as_of),
             "write_off_dpd": settings.WRITE_OFF_DPD,
             "version": d.VERSION,
         }
