@@ -220,6 +220,9 @@ SPECTACULAR_SETTINGS = {"TITLE": "Abaco Loans Analytics API", "VERSION": "1"}
 
 # Data rules (KPI definitions version 1, DESIGN.md).
 WRITE_OFF_DPD = env.int("WRITE_OFF_DPD", default=180)
+if not 0 < WRITE_OFF_DPD <= 180:
+    # Definitions v1 bucket live loans up to 91-180 DPD; a later write-off has no bucket to go to.
+    raise ImproperlyConfigured("WRITE_OFF_DPD must be between 1 and 180 (KPI definitions v1)")
 
 EMAIL_CONFIG = env.email_url(
     "EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"

@@ -266,7 +266,7 @@ def _ratio(code: str, numerator: str, denominator: str) -> _Value:
     return _Value(
         code,
         # numeric division: counts are bigint, and bigint / bigint truncates to 0
-        f"CASE WHEN {denominator} > 0 THEN ({numerator})::numeric / {denominator} END",
+        f"CASE WHEN ({denominator}) > 0 THEN ({numerator})::numeric / ({denominator}) END",
         numerator,
         denominator,
     )
@@ -363,6 +363,10 @@ def snapshot_quality(*, as_of: date) -> list[str]:
     return reasons
 
 
+# KPIs measured from the previous month-end's snapshot (no value until that snapshot exists).
+FROM_PREVIOUS_MONTH_END = ("liquidation_rate", "cdr", "smm", "cpr")
+
+
 def month_end(day: date) -> date:
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
@@ -440,6 +444,9 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
         if reported is not None and not _values_differ(cursor, run, reported):
             if not _adds_values(cursor, run, reported):
                 _run_delete(cursor, run)
+                # The numbers stand; whether they are provisional is a fact of now.
+                reported.provisional, reported.provisional_reasons = bool(reasons), reasons
+                reported.save(update_fields=["provisional", "provisional_reasons"])
                 logger.info("snapshot unchanged", extra={"as_of": str(as_of)})
                 return reported
             # Same numbers plus KPIs that did not exist when it was reported: nothing is restated,
@@ -457,12 +464,14 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
 
 
 def _values_differ(cursor, run: SnapshotRun, reported: SnapshotRun) -> bool:
-    """Did any number that was reported change? (KPIs added since are not a restatement.)"""
+    """Did any number that was reported change? KPIs added since are not a restatement, and
+    neither is a monthly rate appearing because the previous month-end was computed later."""
     cursor.execute(
         "SELECT EXISTS (SELECT 1 FROM kpis_kpivalue b LEFT JOIN kpis_kpivalue a "
         "ON a.run_id = %s AND a.code = b.code AND a.dimension = b.dimension AND a.member = b.member "
-        "WHERE b.run_id = %s AND a.value IS DISTINCT FROM b.value)",
-        [run.pk, reported.pk],
+        "WHERE b.run_id = %s AND a.value IS DISTINCT FROM b.value "
+        "AND NOT (b.value IS NULL AND b.code = ANY(%s)))",
+        [run.pk, reported.pk, list(FROM_PREVIOUS_MONTH_END)],
     )
     return cursor.fetchone()[0]
 

@@ -41,7 +41,11 @@ def backfill_dates(*, today: date | None = None) -> list[date]:
 def kpi_daily(*, today: date | None = None) -> list[SnapshotRun]:
     """The daily job: yesterday's snapshot and any month-end that has none yet."""
     yesterday = (today or timezone.localdate()) - timedelta(days=1)
+    first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
+    if first is None:
+        return []
     have = set(SnapshotRun.objects.values_list("as_of", flat=True))
-    wanted = [day for day in backfill_dates(today=today) if day not in have and day != yesterday]
+    # Every month-end up to yesterday, even past the last day with data: the book still stands then.
+    wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
     wanted.append(yesterday)
     return [snapshot_compute(as_of=day, job="kpi_daily") for day in wanted]

@@ -1,0 +1,44 @@
+"""Settings refuse values the product cannot honour, at start-up, with the reason."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_import(**env: str) -> subprocess.CompletedProcess:
+    # A DATABASE_URL that is never connected to: importing settings must not start a server.
+    environment = {
+        **os.environ,
+        "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none",
+        "DEBUG": "true",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import abaco.settings"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_write_off_threshold_beyond_the_last_bucket_is_refused():
+    result = settings_import(WRITE_OFF_DPD="360")
+    assert result.returncode != 0
+    assert "WRITE_OFF_DPD must be between 1 and 180" in result.stderr
+
+
+def test_production_refuses_to_start_without_its_secrets():
+    result = settings_import(DEBUG="false", DATABASE_URL="", SECRET_KEY="", ALLOWED_HOSTS="")
+    assert result.returncode != 0
+    assert "set SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL" in result.stderr
+
+
+def test_a_retry_shorter_than_the_task_timeout_is_refused():
+    result = settings_import(Q_TIMEOUT="600", Q_RETRY="300")
+    assert result.returncode != 0
+    assert "Q_RETRY must be longer than Q_TIMEOUT" in result.stderr

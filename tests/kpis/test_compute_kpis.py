@@ -1,0 +1,195 @@
+"""The compute_kpis command, the daily job (kpi_daily) and its schedule and task."""
+
+from __future__ import annotations
+
+import json
+import pydoc
+from datetime import date, datetime
+from decimal import Decimal
+from io import StringIO
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django_q.models import Schedule, Task
+from django_q.tasks import async_task
+
+from integrations.schedules import JOBS
+from kpis.engine import snapshot_compute
+from kpis.models import SnapshotRun
+from kpis.services import kpi_daily
+from kpis.tasks import kpi_daily_task
+from loans.models import Batch
+from tests.factories import batch_create
+from tests.kpis import portfolios as p
+from tests.kpis.test_engine import GOLDEN_PORTFOLIO
+
+pytestmark = pytest.mark.django_db
+
+MADRID = ZoneInfo("Europe/Madrid")
+TODAY = date(2025, 4, 10)
+YESTERDAY = date(2025, 4, 9)
+
+
+def run_command(*args: str) -> str:
+    out = StringIO()
+    call_command("compute_kpis", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def as_of_dates() -> set[date]:
+    return set(SnapshotRun.objects.values_list("as_of", flat=True))
+
+
+def book_with_cash_until(last_payment: date) -> p.Book:
+    """First disbursement 2025-01-15 (L1), a second loan 2025-02-20 (L2), a payment on 03-10 and
+    the last one on ``last_payment``."""
+    book = p.Book()
+    book.lend("L1", customer="C1", principal="5000", on=date(2025, 1, 15))
+    book.due("L1", date(2025, 3, 15), "5000", interest="100")
+    book.lend("L2", customer="C2", principal="2000", on=date(2025, 2, 20))
+    book.due("L2", date(2025, 5, 20), "2000", interest="60")
+    book.cash("L1", date(2025, 3, 10), "1000", interest="100")
+    book.cash("L1", last_payment, "500")
+    return book
+
+
+# --- compute_kpis --as-of -------------------------------------------------------------------------
+
+
+def test_it_prints_the_portfolio_as_one_json_object_of_exact_decimal_strings():
+    p.golden_book()
+    payload = json.loads(run_command("--as-of", "2025-03-31", "--json"))
+    kpis = {code: v for code, v in payload.items() if not code.startswith("_")}
+    # Strings or null, never floats: every number reads back as the exact Decimal.
+    assert all(v is None or isinstance(v, str) for v in kpis.values())
+    assert {code: None if v is None else Decimal(v) for code, v in kpis.items()} == GOLDEN_PORTFOLIO
+    # Ratios are fractions, money and counts plain decimals without padding zeros.
+    assert [
+        kpis[code] for code in ("par_30", "collection_rate", "outstanding_principal", "hhi")
+    ] == [
+        "0.1",
+        "0.2",
+        "10000",
+        "3800",
+    ]
+    assert {code: payload[code] for code in payload if code.startswith("_")} == {
+        "_as_of": "2025-03-31",
+        "_basis": "as_reported",
+        "_provisional": False,
+        "_definition_version": 1,
+    }
+    run = SnapshotRun.objects.get()
+    assert (run.as_of, run.job) == (p.GOLDEN_AS_OF, "compute_kpis")
+
+
+def test_it_reports_the_run_and_why_it_is_provisional():
+    p.golden_book()
+    failed = batch_create(kind=Batch.Kind.LOANS, status=Batch.Status.FAILED)
+    out = run_command("--as-of", "2025-03-31")
+    assert "2025-03-31 (As reported): 5 loans with a balance" in out
+    assert (
+        f"provisional: the latest loans import from cascade (batch {failed.pk}) failed with errors"
+        in out
+    )
+
+
+@pytest.mark.parametrize("bad", ["2025-13-01", "31/03/2025", "yesterday"])
+def test_it_rejects_an_as_of_that_is_not_an_iso_date(bad):
+    with pytest.raises(CommandError, match="YYYY-MM-DD"):
+        run_command("--as-of", bad)
+    assert not SnapshotRun.objects.exists()
+
+
+@pytest.mark.parametrize("args", [(), ("--json",), ("--as-of", "2025-03-31", "--backfill")])
+def test_it_needs_exactly_one_of_as_of_and_backfill(args):
+    p.golden_book()
+    with pytest.raises(CommandError, match="either --as-of"):
+        run_command(*args)
+    assert not SnapshotRun.objects.exists()
+
+
+# --- compute_kpis --backfill ----------------------------------------------------------------------
+
+
+def test_backfill_computes_every_month_end_since_the_first_disbursement_and_the_latest_day():
+    # A payment dated after today (a tape error) does not pull the latest day past yesterday.
+    book_with_cash_until(date(2025, 4, 20))
+    with time_machine.travel(datetime(2025, 4, 10, 9, 0, tzinfo=MADRID)):
+        out = run_command("--backfill")
+    assert as_of_dates() == {date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31), YESTERDAY}
+    assert set(SnapshotRun.objects.values_list("basis", "job")) == {
+        (SnapshotRun.Basis.AS_REPORTED, "compute_kpis --backfill")
+    }
+    assert "4 snapshot(s) computed." in out
+
+
+def test_backfill_of_an_empty_book_is_an_error():
+    with pytest.raises(CommandError, match="no loans yet"):
+        run_command("--backfill")
+
+
+# --- kpi_daily ------------------------------------------------------------------------------------
+
+
+def test_kpi_daily_computes_yesterday_and_the_missing_month_ends_only():
+    book_with_cash_until(YESTERDAY)
+    february = snapshot_compute(as_of=date(2025, 2, 28), job="compute_kpis")
+    runs = kpi_daily(today=TODAY)
+    assert [run.as_of for run in runs] == [date(2025, 1, 31), date(2025, 3, 31), YESTERDAY]
+    assert {run.job for run in runs} == {"kpi_daily"}
+    # The month-end that existed is left alone.
+    assert SnapshotRun.objects.get(as_of=date(2025, 2, 28)) == february
+    assert SnapshotRun.objects.get(as_of=date(2025, 2, 28)).job == "compute_kpis"
+    assert as_of_dates() == {date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31), YESTERDAY}
+    # Run again the same day: only yesterday is recomputed, and it has not changed.
+    again = kpi_daily(today=TODAY)
+    assert [run.pk for run in again] == [runs[-1].pk]
+    assert SnapshotRun.objects.count() == 4
+
+
+def test_kpi_daily_computes_a_month_end_that_had_no_new_data():
+    book_with_cash_until(date(2025, 3, 20))
+    runs = kpi_daily(today=TODAY)
+    assert [run.as_of for run in runs] == [
+        date(2025, 1, 31),
+        date(2025, 2, 28),
+        date(2025, 3, 31),
+        YESTERDAY,
+    ]
+
+
+def test_kpi_daily_is_a_declared_schedule():
+    job = next(job for job in JOBS if job.name == "kpi_daily")
+    assert (job.func, job.cron) == ("kpis.tasks.kpi_daily_task", "30 7 * * *")
+    assert pydoc.locate(job.func) is kpi_daily_task
+
+
+def test_setup_schedules_creates_the_kpi_daily_schedule_once():
+    first, second = StringIO(), StringIO()
+    call_command("setup_schedules", stdout=first)
+    call_command("setup_schedules", stdout=second)
+    assert "created kpi_daily" in first.getvalue()
+    assert "updated kpi_daily" in second.getvalue()
+    schedule = Schedule.objects.get(name="kpi_daily")
+    assert (schedule.func, schedule.schedule_type, schedule.cron, schedule.repeats) == (
+        "kpis.tasks.kpi_daily_task",
+        Schedule.CRON,
+        "30 7 * * *",
+        -1,
+    )
+
+
+def test_the_kpi_daily_task_runs_through_the_cluster_in_sync_mode():
+    book_with_cash_until(YESTERDAY)
+    with time_machine.travel(datetime(2025, 4, 10, 7, 30, tzinfo=MADRID)):
+        task_id = async_task("kpis.tasks.kpi_daily_task")
+    task = Task.objects.get(id=task_id)
+    assert task.success, task.result
+    assert task.result == (
+        "2025-01-31 (As reported), 2025-02-28 (As reported), 2025-03-31 (As reported), "
+        "2025-04-09 (As reported)"
+    )
+    assert SnapshotRun.objects.get(as_of=YESTERDAY).job == "kpi_daily"
