@@ -28,9 +28,13 @@ BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batc
 # (live or written off). Principal paid is applied to installments in due-date order: the oldest
 # installment whose cumulative principal exceeds what was paid, and that fell due before R, sets DPD.
 LOAN_STATES_SQL = """
-WITH paid AS (
-    SELECT loan_id, sum(principal) AS paid FROM loans_transaction
-    WHERE transaction_type = 'PAYMENT' AND date <= %(as_of)s GROUP BY loan_id
+WITH candidates AS (
+    -- Loans that can have a balance at R: disbursed by then and not known to be repaid by then.
+    SELECT id FROM loans_loan
+    WHERE disburse_date <= %(as_of)s AND (repaid_on IS NULL OR repaid_on > %(as_of)s)
+), paid AS (
+    SELECT t.loan_id, sum(t.principal) AS paid FROM loans_transaction t JOIN candidates c ON c.id = t.loan_id
+    WHERE t.transaction_type = 'PAYMENT' AND t.date <= %(as_of)s GROUP BY t.loan_id
 ), written_off AS (
     SELECT DISTINCT loan_id FROM loans_transaction WHERE transaction_type = 'WRITE_OFF' AND date <= %(as_of)s
 ), open AS (
@@ -39,6 +43,7 @@ WITH paid AS (
            coalesce(p.paid, 0) AS paid, l.disburse_principal - coalesce(p.paid, 0) AS balance
     FROM loans_loan l LEFT JOIN paid p ON p.loan_id = l.id
     WHERE l.disburse_date <= %(as_of)s AND l.disburse_principal - coalesce(p.paid, 0) >= 0.01
+      AND (l.repaid_on IS NULL OR l.repaid_on > %(as_of)s)
 ), overdue AS (
     SELECT s.loan_id, min(s.due_date) AS oldest_unpaid
     FROM (

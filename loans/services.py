@@ -214,7 +214,7 @@ def tape_import(
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
             # Lookups shared by the files of one import; an earlier import in this transaction left its own.
-            cursor.execute("DROP TABLE IF EXISTS tape_loans, tape_payments")
+            cursor.execute("DROP TABLE IF EXISTS tape_loans, tape_payments, tape_repaid")
             loaded_kinds: list[str] = []
             for i, loader in enumerate(loaders):
                 progress(i / steps, f"reading {loader.file.name}")
@@ -241,6 +241,12 @@ def tape_import(
             for i, (loader, (_, batch)) in enumerate(zip(loaders, to_load, strict=True)):
                 progress((2 * len(loaders) + i) / steps, f"merging {loader.file.name}")
                 loader.merge(cursor, batch_id=batch.pk, quarantine=quarantine)
+            if "transactions" in loaded_kinds and "loans" not in loaded_kinds:
+                # Payments without their loans' file: bring those loans' repaid_on up to date.
+                cursor.execute(
+                    "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM tape_repaid rp "
+                    "WHERE l.loan_id = rp.loan_id AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
+                )
     except _DryRun:
         return result
     except TapeRejected as rejected:

@@ -556,6 +556,17 @@ class FileLoader:
                 "SELECT btrim(loan_id) AS loan_id, sum(principal) AS total, min(line) AS first_line FROM typed_transactions "
                 "WHERE upper(btrim(transaction_type)) = 'PAYMENT' GROUP BY 1"
             )
+            # The day each loan's payments in this tape first covered its principal (Loan.repaid_on):
+            # never earlier than the truth, so the KPI engine may skip the loan after it.
+            cursor.execute(
+                "CREATE TEMP TABLE tape_repaid ON COMMIT DROP AS "
+                "SELECT r.loan_id, min(r.date_paid) AS repaid_on FROM ("
+                " SELECT btrim(x.loan_id) AS loan_id, x.date_paid,"
+                " sum(x.principal) OVER (PARTITION BY btrim(x.loan_id) ORDER BY x.date_paid, x.line) AS paid"
+                " FROM typed_transactions x WHERE upper(btrim(x.transaction_type)) = 'PAYMENT') r "
+                "JOIN tape_loans l ON l.loan_id = r.loan_id AND NOT l.rejected "
+                "WHERE r.paid >= l.disburse_principal - 0.005 GROUP BY r.loan_id"
+            )
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""
@@ -747,6 +758,15 @@ class FileLoader:
                     "(row_number() OVER (PARTITION BY x.loan_id, x.date_paid, upper(btrim(x.transaction_type)) ORDER BY x.line) - 1)"
                 )
             )
+        if spec.kind == "loans":
+            cursor.execute("SELECT to_regclass('pg_temp.tape_repaid') IS NOT NULL")
+            if cursor.fetchone()[0]:  # the tape carries the loans' payments too
+                targets.append("repaid_on")
+                values.append(
+                    sql.SQL(
+                        "(SELECT rp.repaid_on FROM tape_repaid rp WHERE rp.loan_id = btrim(x.loan_id))"
+                    )
+                )
         key_text = {
             "customers": sql.SQL("btrim(x.customer_id)"),
             "loans": sql.SQL("btrim(x.loan_id)"),

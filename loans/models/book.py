@@ -191,6 +191,9 @@ class Loan(models.Model):
     )
     term_buckets = models.CharField(max_length=32, blank=True)
     location_state_province = models.CharField(max_length=128, blank=True)
+    # Derived by the import: the day payments first covered the disbursed principal. Lets the KPI
+    # engine skip repaid loans instead of summing every payment of the book for each date.
+    repaid_on = models.DateField(null=True, blank=True, editable=False)
 
     batch = models.ForeignKey(
         Batch, on_delete=models.PROTECT, related_name="+", db_constraint=False

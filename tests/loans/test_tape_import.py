@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -1001,3 +1001,16 @@ def test_an_outstanding_balance_that_disagrees_with_the_cash_flows_loads_with_a_
             "differs from disbursed minus paid principal in this tape; loaded as given",
         )
     ]
+
+
+def test_the_import_records_the_day_payments_covered_a_loans_principal(tmp_path):
+    tape = tape_valid(3)
+    # L00002 (1002.00 lent): half on day 30, then the other half 10 days later.
+    second = dict(tape["transactions"][3], principal="501.00")
+    second["date_paid"] = tape["transactions"][3]["date_paid"] + timedelta(days=10)
+    tape["transactions"].append(second)
+
+    load(write(tmp_path, tape))
+
+    repaid = dict(Loan.objects.values_list("loan_id", "repaid_on"))
+    assert repaid == {"L00001": None, "L00002": second["date_paid"], "L00003": None}
