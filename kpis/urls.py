@@ -3,4 +3,10 @@ from django.urls import path
 from kpis import views
 
 app_name = "kpis"
-urlpatterns = [path("", views.overview, name="overview")]
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("risk/", views.risk, name="risk"),
+    path("concentration/", views.concentration, name="concentration"),
+    path("loans/", views.loans, name="loans"),
+    path("loans/<int:pk>/", views.loan, name="loan"),
+]
