@@ -19,13 +19,14 @@ install: $(STAMP)
 .env:
 	cp .env.example .env
 
-# Installs, migrates, loads demo data into an empty database, then serves web and task cluster
+# Installs, migrates, loads demo data and its KPI snapshots into an empty database, then serves web and task cluster
 # until Ctrl-C (the cluster stops with the server).
 run: $(STAMP) .env
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py setup_schedules
 	$(BIN)/python manage.py demo_data --if-empty
+	$(BIN)/python manage.py compute_kpis --backfill --if-empty
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)

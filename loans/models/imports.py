@@ -93,6 +93,10 @@ class BatchChange(models.Model):
         indexes = [
             # The tape-diff page: a batch's changes, flagged ones first.
             models.Index(fields=["batch", "review"], name="batchchange_batch_review_idx"),
+            # A loan's page: its changes by key ("L1", "L1 due ...", "L1 PAYMENT ...", prefix search).
+            models.Index(
+                fields=["key"], name="batchchange_key_idx", opclasses=["varchar_pattern_ops"]
+            ),
             # Quality gate: is any flag still waiting for a steward?
             models.Index(
                 fields=["review"],

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from kpis.engine import snapshot_compute
-from kpis.models import KpiValue
+from kpis.models import KpiValue, SnapshotRun
 from kpis.services import backfill_dates
 
 
@@ -36,8 +36,13 @@ class Command(BaseCommand):
             action="store_true",
             help="Every month-end since the first disbursement, and the latest day.",
         )
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="With --backfill: only when no snapshot exists yet (make run).",
+        )
 
-    def handle(self, *args, as_of, json: bool, backfill: bool, **options):
+    def handle(self, *args, as_of, json: bool, backfill: bool, if_empty: bool, **options):
         if bool(as_of) == bool(backfill):
             raise CommandError("give either --as-of YYYY-MM-DD or --backfill")
         if as_of:
@@ -52,6 +57,9 @@ class Command(BaseCommand):
                 )
                 for reason in run.provisional_reasons:
                     self.stdout.write(self.style.WARNING(f"provisional: {reason}"))
+            return
+        if if_empty and SnapshotRun.objects.exists():
+            self.stdout.write("Snapshots exist: nothing to backfill.")
             return
         dates = backfill_dates()
         if not dates:
