@@ -126,6 +126,15 @@ def test_backfill_computes_every_month_end_since_the_first_disbursement_and_the_
     assert "4 snapshot(s) computed." in out
 
 
+def test_backfill_if_empty_leaves_existing_snapshots_alone():
+    book_with_cash_until(date(2025, 4, 5))
+    with time_machine.travel(datetime(2025, 4, 10, 9, 0, tzinfo=MADRID)):
+        run_command("--as-of", "2025-03-31")
+        out = run_command("--backfill", "--if-empty")
+    assert as_of_dates() == {date(2025, 3, 31)}
+    assert "Snapshots exist: nothing to backfill." in out
+
+
 def test_backfill_of_an_empty_book_is_an_error():
     with pytest.raises(CommandError, match="no loans yet"):
         run_command("--backfill")
