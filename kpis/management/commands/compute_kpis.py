@@ -4,28 +4,21 @@ the scheduled ``kpi_daily`` job runs it for yesterday and any missing month-end.
 
 import json
 import sys
-from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from abaco.cli import iso_date
 from kpis.engine import snapshot_compute
 from kpis.models import KpiValue, SnapshotRun
 from kpis.services import backfill_dates
-
-
-def _as_of(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise CommandError(f"--as-of expects YYYY-MM-DD, not {value!r}") from exc
 
 
 class Command(BaseCommand):
     help = "Compute and store loan states and KPI values for a date (--as-of) or all month-ends (--backfill)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--as-of", type=_as_of, help="End of day R to compute (YYYY-MM-DD).")
+        parser.add_argument("--as-of", type=iso_date, help="End of day R to compute (YYYY-MM-DD).")
         parser.add_argument(
             "--json",
             action="store_true",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from argparse import ArgumentTypeError
 from datetime import date
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from abaco.cli import iso_date
 from abaco.roles import STAFF_ROLES, Role
 from loans.demo import tape_generate
 from loans.models import Loan
@@ -62,13 +62,6 @@ def demo_users_ensure() -> dict[str, str | None]:
     return passwords
 
 
-def as_of_date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise ArgumentTypeError(f"expected a date like 2025-11-30, not {value!r}") from exc
-
-
 class Command(BaseCommand):
     help = (
         "Write a synthetic Cascade loan tape (customers, loans, schedules, transactions), load it "
@@ -94,7 +87,7 @@ class Command(BaseCommand):
             "--no-load", action="store_true", help="Only write the files and print their sizes."
         )
         parser.add_argument(
-            "--as-of", type=as_of_date, default=date(2025, 11, 30), help="Tape date (YYYY-MM-DD)."
+            "--as-of", type=iso_date, default=date(2025, 11, 30), help="Tape date (YYYY-MM-DD)."
         )
         parser.add_argument(
             "--force", action="store_true", help="Load even if the database already has loans."
