@@ -157,14 +157,19 @@ WITH disbursed AS (
     WHERE t.transaction_type = 'PAYMENT' AND t.date <= %(as_of)s
       AND t.loan_id IN (SELECT loan_id FROM loans_transaction
                         WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s)
+), schedule AS (
+    -- Cumulative principal due, installment by installment, for the loans that paid this month.
+    SELECT i.loan_id, i.due_date, sum(i.principal) OVER (PARTITION BY i.loan_id ORDER BY i.due_date) AS due_so_far
+    FROM loans_installment i
+    WHERE i.loan_id IN (SELECT loan_id FROM loans_transaction
+                        WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s)
 ), classified AS (
     -- The installment a payment meets first: the oldest one not yet covered by earlier principal.
     SELECT p.id, p.loan_id, p.amount,
-           (SELECT min(s.due_date) FROM (
-                SELECT i.due_date, sum(i.principal) OVER (ORDER BY i.due_date) AS due_so_far
-                FROM loans_installment i WHERE i.loan_id = p.loan_id) s
-            WHERE s.due_so_far > p.paid_before + 0.005) AS meets
-    FROM payments p WHERE p.date BETWEEN %(month_start)s AND %(as_of)s
+           min(s.due_date) FILTER (WHERE s.due_so_far > p.paid_before + 0.005) AS meets
+    FROM payments p LEFT JOIN schedule s ON s.loan_id = p.loan_id
+    WHERE p.date BETWEEN %(month_start)s AND %(as_of)s
+    GROUP BY p.id, p.loan_id, p.amount
 ), split AS (
     SELECT {_slice_columns("l")},
            sum(c.amount) FILTER (WHERE c.meets < p.date) AS collected_overdue,
