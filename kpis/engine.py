@@ -19,6 +19,7 @@ from django.utils import timezone
 from kpis import definitions as d
 from kpis.models import SnapshotRun
 from loans.models import Batch, BatchChange
+from loans.selectors import batches_latest_per_source
 
 logger = logging.getLogger(__name__)
 
@@ -354,19 +355,11 @@ def _insert_values_sql() -> str:
 def snapshot_quality(*, as_of: date) -> list[str]:
     """Why a snapshot would be provisional: a source whose latest import failed, or tape-diff
     flags still waiting for a steward."""
-    reasons = []
-    latest: dict[tuple[str, str], Batch] = {}
-    for batch in (
-        Batch.objects.filter(kind__in=BOOK_KINDS)
-        .exclude(status=Batch.Status.DUPLICATE)
-        .order_by("created_at")
-    ):
-        latest[(batch.source, batch.kind)] = batch
-    for (source, kind), batch in sorted(latest.items()):
-        if batch.status == Batch.Status.FAILED:
-            reasons.append(
-                f"the latest {kind} import from {source} (batch {batch.pk}) failed with errors"
-            )
+    reasons = [
+        f"the latest {batch.kind} import from {batch.source} (batch {batch.pk}) failed with errors"
+        for batch in batches_latest_per_source(kinds=BOOK_KINDS)
+        if batch.status == Batch.Status.FAILED
+    ]
     pending = BatchChange.objects.filter(review=BatchChange.Review.PENDING).count()
     if pending:
         reasons.append(f"{pending} tape-diff change(s) wait for a steward's review")

@@ -22,6 +22,7 @@ from kpis import definitions as d
 from kpis.engine import month_end
 from kpis.models import KpiValue, LoanState, RollRate, SnapshotRun, VintagePoint
 from loans.models import Batch, BatchChange, Customer, Loan
+from loans.selectors import batches_latest_per_source
 
 PAGE_SIZE = 50
 TREND_MONTHS = 24
@@ -256,11 +257,7 @@ def _year_ago(day: date) -> date:
 def overview_read(*, as_of: date | None, basis: str, dimension: str, member: str) -> Overview:
     """Headline KPIs with their changes, 24 month-end trends and the data status."""
     selection = _selection(as_of=as_of, basis=basis, dimension=dimension, member=member)
-    batches = list(
-        Batch.objects.exclude(status=Batch.Status.DUPLICATE)
-        .order_by("source", "kind", "-created_at")
-        .distinct("source", "kind")
-    )
+    batches = batches_latest_per_source()
     if selection.run is None:
         return Overview(selection, Loan.objects.exists(), [], None, None, {}, batches)
     previous_day = selection.as_of.replace(day=1) - timedelta(days=1)

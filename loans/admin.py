@@ -106,7 +106,6 @@ class BatchAdmin(ReadOnlyAdmin):
     list_filter = ["status", "kind", "source"]
     search_fields = ["=sha256", "original_name"]
     raw_id_fields = ["created_by", "duplicate_of"]
-    date_hierarchy = None
 
     readonly_fields = ["diff_link"]
 
@@ -169,16 +168,17 @@ class CustomerAdmin(HistoryMixin, PiiMaskingMixin, LoanBookAdmin):
     search_fields = ["=customer_id"]
     raw_id_fields = ["batch"]
     readonly_fields = ["customer_id", "batch", "created_at", "updated_at", "field_history"]
-    exclude = []
-
-    for _field in RESTRICTED_FIELDS["loans.Customer"]:
-        locals()[f"{_field}_masked"] = _masked(_field)
 
     def has_add_permission(self, request) -> bool:
         return False  # customers arrive through imports, with lineage
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# The masked stand-ins PiiMaskingMixin shows instead of each restricted field.
+for _field in RESTRICTED_FIELDS["loans.Customer"]:
+    setattr(CustomerAdmin, f"{_field}_masked", _masked(_field))
 
 
 class InstallmentInline(admin.TabularInline):

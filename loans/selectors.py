@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Max, Min, Sum
+from collections.abc import Iterable
 
-from loans.models import Batch, Customer, Loan
-
-
-def loan_book_totals() -> dict:
-    """Counts and disbursed principal per lending entity, straight from the normalized tables."""
-    by_entity = list(
-        Loan.objects.values("company")
-        .annotate(
-            loans=Count("id"),
-            disbursed=Sum("disburse_principal"),
-            first=Min("disburse_date"),
-            last=Max("disburse_date"),
-        )
-        .order_by("company")
-    )
-    return {
-        "customers": Customer.objects.count(),
-        "loans": sum(row["loans"] for row in by_entity),
-        "by_entity": by_entity,
-    }
+from loans.models import Batch
 
 
-def batches_latest(*, limit: int = 10) -> list[Batch]:
-    """The most recent batches, newest first, for the data-status panel."""
-    return list(Batch.objects.select_related("created_by").order_by("-created_at")[:limit])
+def batches_latest_per_source(*, kinds: Iterable[str] | None = None) -> list[Batch]:
+    """The newest batch of each source and kind (duplicates of earlier bytes left out): the data
+    status managers read, and what the KPI quality gate checks."""
+    batches = Batch.objects.exclude(status=Batch.Status.DUPLICATE)
+    if kinds is not None:
+        batches = batches.filter(kind__in=list(kinds))
+    return list(batches.order_by("source", "kind", "-created_at").distinct("source", "kind"))

@@ -10,7 +10,6 @@ from loans.models.book import (
     Customer,
     Installment,
     Loan,
-    LoanQuerySet,
     Transaction,
     money_field,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "FinancialStatementLine",
     "Installment",
     "Loan",
-    "LoanQuerySet",
     "MarketingSpend",
     "Transaction",
     "Upload",

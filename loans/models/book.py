@@ -140,14 +140,6 @@ class Customer(models.Model):
         return self.customer_id
 
 
-class LoanQuerySet(models.QuerySet):
-    def disbursed_between(self, start, end):
-        return self.filter(disburse_date__gte=start, disburse_date__lte=end)
-
-    def for_entity(self, company: str):
-        return self.filter(company=company)
-
-
 class Loan(models.Model):
     """A loan as the tape describes it; the tape's as-of columns are kept for reconciliation."""
 
@@ -200,8 +192,6 @@ class Loan(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-
-    objects = LoanQuerySet.as_manager()
 
     class Meta:
         ordering = ["loan_id"]

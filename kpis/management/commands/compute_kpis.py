@@ -66,14 +66,11 @@ class Command(BaseCommand):
 def _portfolio_json(run) -> str:
     """Ratios as fractions, money and counts as decimal strings (exact, no floats)."""
     values = KpiValue.objects.filter(run=run, dimension="portfolio").order_by("code")
-    payload = {v.code: (None if v.value is None else _plain(v.value)) for v in values}
+    payload = {
+        v.code: (None if v.value is None else format(v.value.normalize(), "f")) for v in values
+    }
     payload["_as_of"] = run.as_of.isoformat()
     payload["_basis"] = run.basis
     payload["_provisional"] = run.provisional
     payload["_definition_version"] = run.definition_version
     return json.dumps(payload, sort_keys=True)
-
-
-def _plain(value) -> str:
-    text = format(value.normalize(), "f")
-    return text
