@@ -35,12 +35,18 @@ READ_LOAN_BOOK = [
 
 UPLOAD = ["loans.add_batch", "loans.add_upload", "loans.view_upload", "loans.view_batchchange"]
 
+# Staff see the pipelines and re-run them; managers see how fresh their numbers are.
+PIPELINES = ["integrations.view_pipelines", "integrations.run_pipelines"]
+
 # role -> permission codenames ("app_label.codename"); "*" means every permission.
 ROLES: dict[Role, list[str]] = {
-    Role.UPLOADER: [*READ_LOAN_BOOK, *UPLOAD],
+    Role.UPLOADER: [*READ_LOAN_BOOK, *UPLOAD, *PIPELINES],
     Role.STEWARD: [
         *READ_LOAN_BOOK,
         *UPLOAD,
+        *PIPELINES,
+        "integrations.view_crmrecord",
+        "integrations.view_adinsight",
         "loans.add_columnmap",
         "loans.change_columnmap",
         "loans.view_columnmap",
@@ -50,7 +56,12 @@ ROLES: dict[Role, list[str]] = {
         "loans.change_installment",
         "loans.view_pii",
     ],
-    Role.MANAGER: [*READ_LOAN_BOOK, "kpis.view_dashboard", "kpis.export_data"],
+    Role.MANAGER: [
+        *READ_LOAN_BOOK,
+        "kpis.view_dashboard",
+        "kpis.export_data",
+        "integrations.view_pipelines",
+    ],
     Role.AUDITOR: [
         *READ_LOAN_BOOK,
         "compliance.view_audit",

@@ -232,6 +232,51 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="abaco@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ADMINS = [("Operations", addr) for addr in env.list("ALERT_EMAILS", default=[])]
 
+# Integrations (DESIGN.md, "Scheduled work"). Each stays off until it is enabled *and* its
+# credentials are set: the product works fully on uploads alone.
+HTTP_CONNECT_TIMEOUT = env.float("HTTP_CONNECT_TIMEOUT", default=5.0)
+HTTP_READ_TIMEOUT = env.float("HTTP_READ_TIMEOUT", default=60.0)
+HTTP_MAX_ATTEMPTS = env.int("HTTP_MAX_ATTEMPTS", default=5)
+HTTP_BACKOFF_BASE = env.float("HTTP_BACKOFF_BASE", default=1.0)  # seconds, doubled per attempt
+HTTP_BACKOFF_MAX = env.float("HTTP_BACKOFF_MAX", default=60.0)
+
+CASCADE_BASE_URL = env.str("CASCADE_BASE_URL", default="").rstrip("/")
+CASCADE_PORTFOLIO_ID = env.str("CASCADE_PORTFOLIO_ID", default="")
+CASCADE_TOKEN = secret("CASCADE_TOKEN")
+CASCADE_SESSION_COOKIE = secret("CASCADE_SESSION_COOKIE")
+CASCADE_ENABLED = env.bool("CASCADE_ENABLED", default=False) and bool(
+    CASCADE_BASE_URL and CASCADE_PORTFOLIO_ID and (CASCADE_TOKEN or CASCADE_SESSION_COOKIE)
+)
+CASCADE_RATE_PER_SECOND = env.float("CASCADE_RATE_PER_SECOND", default=2.0)
+
+HUBSPOT_BASE_URL = env.str("HUBSPOT_BASE_URL", default="https://api.hubapi.com").rstrip("/")
+HUBSPOT_TOKEN = secret("HUBSPOT_TOKEN")
+HUBSPOT_ENABLED = env.bool("HUBSPOT_ENABLED", default=False) and bool(HUBSPOT_TOKEN)
+# The CRM property (on companies and contacts) that holds our tape's customer_id.
+HUBSPOT_CUSTOMER_ID_PROPERTY = env.str("HUBSPOT_CUSTOMER_ID_PROPERTY", default="abaco_customer_id")
+# Private apps: 100 requests per 10 s (190 on Professional/Enterprise); search: 5 per second.
+HUBSPOT_RATE_PER_SECOND = env.float("HUBSPOT_RATE_PER_SECOND", default=10.0)
+HUBSPOT_SEARCH_RATE_PER_SECOND = env.float("HUBSPOT_SEARCH_RATE_PER_SECOND", default=5.0)
+
+META_GRAPH_URL = env.str("META_GRAPH_URL", default="https://graph.facebook.com").rstrip("/")
+META_GRAPH_VERSION = env.str("META_GRAPH_VERSION", default="v21.0")
+META_ACCESS_TOKEN = secret("META_ACCESS_TOKEN")
+META_AD_ACCOUNT_ID = env.str("META_AD_ACCOUNT_ID", default="")  # act_<id>
+META_ENABLED = env.bool("META_ENABLED", default=False) and bool(
+    META_ACCESS_TOKEN and META_AD_ACCOUNT_ID
+)
+META_RATE_PER_SECOND = env.float("META_RATE_PER_SECOND", default=5.0)
+# Windows longer than this many days run as an async report job instead of a paged GET.
+META_ASYNC_AFTER_DAYS = env.int("META_ASYNC_AFTER_DAYS", default=31)
+META_LOOKBACK_DAYS = env.int("META_LOOKBACK_DAYS", default=3)  # Meta revises recent days
+
+# Alerts: e-mail to ALERT_EMAILS (ADMINS) and, when set, a Slack incoming webhook.
+SLACK_WEBHOOK_URL = secret("SLACK_WEBHOOK_URL")
+# A source whose row count falls by more than this share against its previous run alerts.
+PIPELINE_ROW_DROP_ALERT = env.float("PIPELINE_ROW_DROP_ALERT", default=0.2)
+# A job that has not succeeded for this many hours past its schedule is overdue.
+PIPELINE_OVERDUE_HOURS = env.float("PIPELINE_OVERDUE_HOURS", default=2.0)
+
 # Logs: JSON lines on stdout with the request id (App Service ships stdout to Application Insights).
 LOG_REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"
 GENERATE_REQUEST_ID_IF_NOT_IN_HEADER = True

@@ -49,3 +49,14 @@ def kpi_daily(*, today: date | None = None) -> list[SnapshotRun]:
     wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
     wanted.append(yesterday)
     return [snapshot_compute(as_of=day, job="kpi_daily") for day in wanted]
+
+
+def kpi_daily_pipeline(ctx) -> None:
+    """The ``kpi_daily`` pipeline (integrations.pipelines): the daily job as a recorded run."""
+    with ctx.step("snapshots") as step:
+        runs = kpi_daily(today=ctx.for_date + timedelta(days=1))
+        for run in runs:
+            step.rows_out += run.loans or 0
+            step.log(f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans")
+        if not runs:
+            step.log("no loans yet: nothing to snapshot")

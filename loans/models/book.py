@@ -98,6 +98,15 @@ class Batch(models.Model):
         return f"Batch {self.pk} · {self.source} · {name}"
 
 
+class Segment(models.TextChoices):
+    """A borrower's relationship with us at the last refresh, read from their loans."""
+
+    NEW = "new", "New (first loan)"
+    RECURRENT = "recurrent", "Recurrent (borrowing again without a break)"
+    REACTIVATED = "reactivated", "Reactivated (back after a break)"
+    RECOVERED = "recovered", "Recovered (borrowing again after a default)"
+
+
 class Customer(models.Model):
     """A borrower. Name, national id, e-mail, phone and birth date are personal data (PII)."""
 
@@ -111,6 +120,11 @@ class Customer(models.Model):
     geography_city = models.CharField(max_length=128, blank=True)
     geography_state = models.CharField(max_length=128, blank=True)
     geography_country = models.CharField(max_length=3, blank=True)
+    # Segments (KPI dimension "segment"): behaviour from the loan book, sector and size from the
+    # CRM; refreshed by the daily_ingest job (loans.segments).
+    segment = models.CharField(max_length=16, choices=Segment.choices, blank=True)
+    sector = models.CharField(max_length=64, blank=True)
+    size = models.CharField(max_length=32, blank=True)
     # Personal data: masked for roles without loans.view_pii, redacted in the audit log.
     name = models.CharField(max_length=255, blank=True)
     national_id = models.CharField(max_length=64, blank=True)

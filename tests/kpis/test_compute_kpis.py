@@ -1,7 +1,8 @@
-"""The compute_kpis command, the daily job (kpi_daily) and its schedule and task."""
+"""The compute_kpis command, the daily job (kpi_daily) and its schedule and pipeline run."""
 
 from __future__ import annotations
 
+import ast
 import json
 import pydoc
 from datetime import date, datetime
@@ -16,11 +17,12 @@ from django.core.management.base import CommandError
 from django_q.models import Schedule, Task
 from django_q.tasks import async_task
 
+from integrations.models import PipelineRun
 from integrations.schedules import JOBS
+from integrations.tasks import pipeline_task
 from kpis.engine import snapshot_compute
 from kpis.models import SnapshotRun
 from kpis.services import kpi_daily
-from kpis.tasks import kpi_daily_task
 from loans.models import Batch
 from tests.factories import batch_create
 from tests.kpis import portfolios as p
@@ -170,10 +172,14 @@ def test_kpi_daily_computes_a_month_end_that_had_no_new_data():
     ]
 
 
-def test_kpi_daily_is_a_declared_schedule():
+def test_kpi_daily_is_a_declared_schedule_of_the_pipeline_task():
     job = next(job for job in JOBS if job.name == "kpi_daily")
-    assert (job.func, job.cron) == ("kpis.tasks.kpi_daily_task", "30 7 * * *")
-    assert pydoc.locate(job.func) is kpi_daily_task
+    assert (job.func, job.args, job.cron) == (
+        "integrations.tasks.pipeline_task",
+        "'kpi_daily'",
+        "30 7 * * *",
+    )
+    assert pydoc.locate(job.func) is pipeline_task
 
 
 def test_setup_schedules_creates_the_kpi_daily_schedule_once():
@@ -183,22 +189,30 @@ def test_setup_schedules_creates_the_kpi_daily_schedule_once():
     assert "created kpi_daily" in first.getvalue()
     assert "updated kpi_daily" in second.getvalue()
     schedule = Schedule.objects.get(name="kpi_daily")
-    assert (schedule.func, schedule.schedule_type, schedule.cron, schedule.repeats) == (
-        "kpis.tasks.kpi_daily_task",
-        Schedule.CRON,
-        "30 7 * * *",
-        -1,
-    )
+    assert (
+        schedule.func,
+        schedule.args,
+        schedule.schedule_type,
+        schedule.cron,
+        schedule.repeats,
+    ) == ("integrations.tasks.pipeline_task", "'kpi_daily'", Schedule.CRON, "30 7 * * *", -1)
 
 
-def test_the_kpi_daily_task_runs_through_the_cluster_in_sync_mode():
+def test_the_kpi_daily_schedule_runs_through_the_cluster_in_sync_mode_as_a_recorded_run():
     book_with_cash_until(YESTERDAY)
+    call_command("setup_schedules", stdout=StringIO())
+    schedule = Schedule.objects.get(name="kpi_daily")
     with time_machine.travel(datetime(2025, 4, 10, 7, 30, tzinfo=MADRID)):
-        task_id = async_task("kpis.tasks.kpi_daily_task")
+        # What the cluster's scheduler does when the schedule fires (sync mode in tests).
+        task_id = async_task(schedule.func, *ast.literal_eval(f"({schedule.args},)"))
     task = Task.objects.get(id=task_id)
     assert task.success, task.result
-    assert task.result == (
-        "2025-01-31 (As reported), 2025-02-28 (As reported), 2025-03-31 (As reported), "
-        "2025-04-09 (As reported)"
-    )
+    run = PipelineRun.objects.get(job="kpi_daily")
+    assert (run.status, run.for_date, run.trigger) == ("succeeded", YESTERDAY, "schedule")
+    assert run.steps.get().log.splitlines() == [
+        "2025-01-31: As reported, 1 loans",
+        "2025-02-28: As reported, 2 loans",
+        "2025-03-31: As reported, 2 loans",
+        "2025-04-09: As reported, 2 loans",
+    ]
     assert SnapshotRun.objects.get(as_of=YESTERDAY).job == "kpi_daily"

@@ -30,6 +30,7 @@ class Command(BaseCommand):
                 name=job.name,
                 defaults={
                     "func": job.func,
+                    "args": job.args or None,
                     "schedule_type": Schedule.CRON,
                     "cron": job.cron,
                     "repeats": -1,

@@ -1,0 +1,353 @@
+"""Pipeline runs: every scheduled job is a ``PipelineRun`` with steps, and a failure alerts.
+
+A job is declared once in ``PIPELINES`` (what runs, when it is on) and once in
+``integrations.schedules.JOBS`` (when it runs). ``pipeline_run`` is the one way a job runs: from
+its schedule, from ``manage.py run_pipeline`` or from the status page.
+
+Runs are at-least-once safe: every step writes by natural key inside its own transaction, raw
+files are recognized by SHA-256, so a run killed midway and run again leaves no duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from croniter import croniter
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from integrations.alerts import alert_send
+from integrations.http import ProviderError
+from integrations.models import PipelineRun, PipelineStep
+from integrations.schedules import JOBS
+from loans.models import Batch
+
+logger = logging.getLogger(__name__)
+
+MAX_LOG = 20_000  # characters of a step's log kept on the row
+
+
+class PipelineBusy(Exception):
+    """The job already has a queued or running run."""
+
+
+class PipelineUnknown(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    run: str  # dotted path: (ctx: RunContext) -> None
+    setting: str  # the *_ENABLED setting that turns it on ("" = always on)
+    doc: str
+
+    def enabled(self) -> bool:
+        return not self.setting or bool(getattr(settings, self.setting))
+
+
+PIPELINES: dict[str, Pipeline] = {
+    p.name: p
+    for p in [
+        Pipeline(
+            "cascade_ingest",
+            "integrations.cascade.ingest.cascade_ingest",
+            "CASCADE_ENABLED",
+            "Fetch the Cascade loan-tape export, keep it raw, import it.",
+        ),
+        Pipeline(
+            "daily_ingest",
+            "integrations.hubspot.sync.hubspot_ingest",
+            "HUBSPOT_ENABLED",
+            "HubSpot contacts, companies and deals (incremental), then customer segments.",
+        ),
+        Pipeline(
+            "kpi_daily",
+            "kpis.services.kpi_daily_pipeline",
+            "",
+            "Loan states and KPI snapshots for yesterday and any missing month-end.",
+        ),
+        Pipeline(
+            "meta_ingest",
+            "integrations.meta.sync.meta_ingest",
+            "META_ENABLED",
+            "Meta ad insights: daily rows per campaign, rolled up to monthly marketing spend.",
+        ),
+    ]
+}
+INGEST = ["cascade_ingest", "daily_ingest", "meta_ingest"]  # run in parallel on demand
+
+
+@dataclass
+class StepLog:
+    """What a step counts and says while it runs; saved on its ``PipelineStep`` at the end."""
+
+    name: str
+    rows_in: int = 0
+    rows_out: int = 0
+    columns: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    def log(self, message: str) -> None:
+        logger.info("pipeline step", extra={"step": self.name, "detail": message})
+        self.lines.append(message)
+
+
+@dataclass
+class RunContext:
+    """Handed to a pipeline's function: the run, its date, and steps to record work in."""
+
+    run: PipelineRun
+    transport: object = None  # tests and end-to-end runs: an httpx transport for the providers
+    sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def for_date(self) -> date:
+        return self.run.for_date
+
+    @property
+    def by(self):
+        return self.run.created_by
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[StepLog]:
+        """Record one step; an exception marks it (and then the run) failed and propagates."""
+        row = PipelineStep.objects.create(run=self.run, name=name, started_at=timezone.now())
+        started = time.perf_counter()
+        step = StepLog(name)
+        try:
+            yield step
+        except BaseException as exc:
+            row.status, row.error = PipelineRun.Status.FAILED, error_text(exc)
+            raise
+        else:
+            row.status = PipelineRun.Status.SUCCEEDED
+        finally:
+            row.finished_at = timezone.now()
+            row.duration_ms = round((time.perf_counter() - started) * 1000)
+            row.rows_in, row.rows_out = step.rows_in, step.rows_out
+            row.columns = step.columns
+            row.log = "\n".join(step.lines)[-MAX_LOG:]
+            row.save()
+            self.run.rows_in += step.rows_in
+            self.run.rows_out += step.rows_out
+
+    def quality_check(self, step: StepLog) -> None:
+        """Alert when this step's rows fell by more than the set share, or its columns changed,
+        against the same step of the job's previous successful run."""
+        previous = (
+            PipelineStep.objects.filter(
+                run__job=self.run.job,
+                run__status=PipelineRun.Status.SUCCEEDED,
+                name=step.name,
+                status=PipelineRun.Status.SUCCEEDED,
+            )
+            .exclude(run=self.run)
+            .order_by("-run__created_at")
+            .first()
+        )
+        if previous is None:
+            return
+        problems = []
+        drop = settings.PIPELINE_ROW_DROP_ALERT
+        if previous.rows_in and step.rows_in < previous.rows_in * (1 - drop):
+            problems.append(
+                f"rows fell from {previous.rows_in:,} to {step.rows_in:,} "
+                f"(more than {drop:.0%}) against run {previous.run_id}"
+            )
+        if previous.columns and step.columns and previous.columns != step.columns:
+            gone = sorted(set(previous.columns) - set(step.columns))
+            new = sorted(set(step.columns) - set(previous.columns))
+            problems.append(
+                "columns changed: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"missing {', '.join(gone)}" if gone else "",
+                        f"new {', '.join(new)}" if new else "",
+                        "same columns in another order" if not gone and not new else "",
+                    )
+                    if part
+                )
+            )
+        for problem in problems:
+            step.log(f"data quality: {problem}")
+        if problems:
+            alert_send(
+                subject=f"[abaco] data quality: {self.run.job} · {step.name}",
+                body="\n".join(problems) + f"\n\nRun {self.run.pk} for {self.run.for_date}.",
+            )
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a person reads it; provider errors are already free of secrets."""
+    if isinstance(exc, ProviderError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
+
+
+def raw_land(*, content: bytes, name: str, source: str, kind: str, job: str, by=None) -> Batch:
+    """Keep a provider payload unchanged in the raw layer; the same bytes twice are a duplicate.
+
+    The batch stays ``running`` until the caller finishes it with ``loans.services.batch_finish``.
+    """
+    sha256 = hashlib.sha256(content).hexdigest()
+    earlier = Batch.objects.filter(sha256=sha256, status=Batch.Status.LOADED).first()
+    batch = Batch(
+        source=source,
+        kind=kind,
+        original_name=name,
+        sha256=sha256,
+        size=len(content),
+        created_by=by,
+        job=job,
+        status=Batch.Status.DUPLICATE if earlier else Batch.Status.RUNNING,
+        duplicate_of=earlier,
+        started_at=timezone.now(),
+    )
+    if earlier:
+        batch.file.name = earlier.file.name
+    else:
+        batch.file.save(name, ContentFile(content), save=False)
+    batch.save()
+    return batch
+
+
+def _abandoned_close(job: str) -> None:
+    """A run still 'running' past the cluster's timeout was killed with its worker: close it so
+    the job can run again (its steps were transactional, so nothing half-written remains)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"])
+    stale = PipelineRun.objects.filter(
+        job=job,
+        status__in=[PipelineRun.Status.QUEUED, PipelineRun.Status.RUNNING],
+        created_at__lt=cutoff,
+    )
+    for run in stale:
+        run.status = PipelineRun.Status.FAILED
+        run.error = "abandoned: the worker stopped before the run finished"
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "error", "finished_at"])
+
+
+def pipeline_start(
+    *, name: str, for_date: date | None = None, trigger: str, by=None
+) -> PipelineRun:
+    """Open a queued run of ``name`` (raises ``PipelineBusy`` when one is queued or running)."""
+    if name not in PIPELINES:
+        raise PipelineUnknown(f"no pipeline named {name!r}; known: {', '.join(PIPELINES)}")
+    _abandoned_close(name)
+    for_date = for_date or timezone.localdate() - timedelta(days=1)
+    try:
+        with transaction.atomic():
+            return PipelineRun.objects.create(
+                job=name, for_date=for_date, trigger=trigger, created_by=by
+            )
+    except IntegrityError as exc:
+        raise PipelineBusy(f"{name} is already queued or running") from exc
+
+
+def pipeline_execute(run: PipelineRun, *, transport=None, sleep=time.sleep) -> PipelineRun:
+    """Run a queued run to its end: succeeded, skipped (integration off) or failed with an alert."""
+    pipeline = PIPELINES[run.job]
+    run.status, run.started_at = PipelineRun.Status.RUNNING, timezone.now()
+    run.save(update_fields=["status", "started_at"])
+    started = time.perf_counter()
+    try:
+        if not pipeline.enabled():
+            run.status = PipelineRun.Status.SKIPPED
+            run.error = f"{pipeline.setting} is off or its credentials are not set"
+        else:
+            import_string(pipeline.run)(RunContext(run, transport=transport, sleep=sleep))
+            run.status = PipelineRun.Status.SUCCEEDED
+    except Exception as exc:
+        logger.exception("pipeline failed", extra={"job": run.job, "run": run.pk})
+        run.status, run.error = PipelineRun.Status.FAILED, error_text(exc)
+    finally:
+        run.finished_at = timezone.now()
+        run.duration_ms = round((time.perf_counter() - started) * 1000)
+        run.save()
+    if run.status == PipelineRun.Status.FAILED:
+        run.alerted = bool(
+            alert_send(
+                subject=f"[abaco] {run.job} failed for {run.for_date}",
+                body=f"Run {run.pk} ({run.get_trigger_display()}) failed after "
+                f"{run.duration_ms / 1000:.1f} s:\n\n{run.error}\n\n{run.log}",
+            )
+        )
+        run.save(update_fields=["alerted"])
+    return run
+
+
+def pipeline_run(
+    *,
+    name: str,
+    for_date: date | None = None,
+    trigger: str,
+    by=None,
+    transport=None,
+    sleep=time.sleep,
+) -> PipelineRun:
+    """Start and execute one run now, in this process."""
+    run = pipeline_start(name=name, for_date=for_date, trigger=trigger, by=by)
+    return pipeline_execute(run, transport=transport, sleep=sleep)
+
+
+def pipelines_overdue(*, now: datetime | None = None) -> list[tuple[str, datetime]]:
+    """Scheduled jobs whose last due time is more than ``PIPELINE_OVERDUE_HOURS`` ago with no
+    run that finished since; each is alerted once per due time."""
+    now = now or timezone.now()
+    grace = timedelta(hours=settings.PIPELINE_OVERDUE_HOURS)
+    overdue = []
+    for job in JOBS:
+        if job.name not in PIPELINES or not PIPELINES[job.name].enabled():
+            continue
+        due = croniter(job.cron, timezone.localtime(now - grace)).get_prev(datetime)
+        finished = PipelineRun.objects.filter(
+            job=job.name,
+            created_at__gte=due,
+            status__in=[
+                PipelineRun.Status.SUCCEEDED,
+                PipelineRun.Status.SKIPPED,
+                PipelineRun.Status.FAILED,
+            ],
+        ).exists()
+        if finished:
+            continue
+        overdue.append((job.name, due))
+        # cache.add is set-if-absent: one alert per job and due time across workers.
+        if cache.add(f"pipeline-overdue:{job.name}:{due.isoformat()}", 1, timeout=7 * 86400):
+            alert_send(
+                subject=f"[abaco] {job.name} is overdue",
+                body=f"{job.name} was due at {due:%Y-%m-%d %H:%M %Z} and no run has finished "
+                f"{settings.PIPELINE_OVERDUE_HOURS:g} h later. Check the task cluster (/readyz) "
+                "and the pipeline status page.",
+            )
+    return overdue
+
+
+def pipelines_latest() -> list[tuple[Pipeline, list[PipelineRun], datetime | None]]:
+    """For the status page: each pipeline, its latest runs and its next scheduled time."""
+    crons = {job.name: job.cron for job in JOBS}
+    now = timezone.localtime()
+    rows = []
+    for pipeline in PIPELINES.values():
+        runs = list(
+            PipelineRun.objects.filter(job=pipeline.name)
+            .select_related("created_by")
+            .prefetch_related("steps")
+            .order_by("-created_at")[:10]
+        )
+        cron = crons.get(pipeline.name)
+        rows.append((pipeline, runs, croniter(cron, now).get_next(datetime) if cron else None))
+    return rows
