@@ -230,6 +230,7 @@ EMAIL_CONFIG = env.email_url(
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="abaco@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_SUBJECT_PREFIX = "[abaco] "
 ADMINS = [("Operations", addr) for addr in env.list("ALERT_EMAILS", default=[])]
 
 # Integrations (DESIGN.md, "Scheduled work"). Each stays off until it is enabled *and* its

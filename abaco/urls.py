@@ -16,5 +16,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("dashboard/", include("kpis.urls")),
     path("audit/", include("compliance.urls")),
+    path("pipelines/", include("integrations.urls")),
     path("admin/", admin.site.urls),
 ]

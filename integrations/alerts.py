@@ -1,5 +1,7 @@
 """Alerts for people on call: e-mail to ``ALERT_EMAILS`` and, when set, a Slack incoming webhook.
 
+Subjects go out as written; e-mail adds ``EMAIL_SUBJECT_PREFIX`` ("[abaco] ").
+
 Sending an alert never raises: a broken mail server must not hide the failure being reported.
 """
 
@@ -30,14 +32,15 @@ def alert_send(
     if settings.SLACK_WEBHOOK_URL:
         # Slack incoming webhooks: POST {"text": ...} to the hook URL, which is itself the secret.
         try:
+            hook = settings.SLACK_WEBHOOK_URL
             with ApiSession(
                 provider="slack",
-                base_url=settings.SLACK_WEBHOOK_URL,
-                secrets=[settings.SLACK_WEBHOOK_URL],
+                base_url="",
+                secrets=[hook, httpx.URL(hook).path],
                 transport=transport,
                 max_attempts=3,
             ) as session:
-                session.request("POST", "", json={"text": f"*{subject}*\n{body}"})
+                session.request("POST", hook, json={"text": f"*{subject}*\n{body}"})
             sent.append("slack")
         except ProviderError:
             logger.exception("alert to Slack failed", extra={"subject": subject})

@@ -197,7 +197,8 @@ class ApiSession:
 
         With ``stream`` the body is not read: the caller reads it (``iter_bytes``) and closes it.
         """
-        where = f"{method} {httpx.URL(url).path or url}"  # never the query string
+        # Never the query string; a path that is itself a secret (a webhook) is scrubbed.
+        where = self.scrub(f"{method} {httpx.URL(url).path or url}")
         limiter = limiter or self.limiter
         last = ""
         for attempt in range(1, self.max_attempts + 1):

@@ -67,6 +67,10 @@ class PipelineRun(models.Model):
         return f"{self.job} {self.for_date} ({self.status})"
 
     @property
+    def seconds(self) -> float | None:
+        return None if self.duration_ms is None else self.duration_ms / 1000
+
+    @property
     def log(self) -> str:
         return "\n".join(f"[{s.name}] {s.log}".rstrip() for s in self.steps.all() if s.log)
 

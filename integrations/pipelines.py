@@ -151,6 +151,7 @@ class RunContext:
                 run__status=PipelineRun.Status.SUCCEEDED,
                 name=step.name,
                 status=PipelineRun.Status.SUCCEEDED,
+                rows_in__gt=0,  # a no-op run (unchanged export) is no baseline
             )
             .exclude(run=self.run)
             .order_by("-run__created_at")
@@ -184,7 +185,7 @@ class RunContext:
             step.log(f"data quality: {problem}")
         if problems:
             alert_send(
-                subject=f"[abaco] data quality: {self.run.job} · {step.name}",
+                subject=f"data quality: {self.run.job} · {step.name}",
                 body="\n".join(problems) + f"\n\nRun {self.run.pk} for {self.run.for_date}.",
             )
 
@@ -280,7 +281,7 @@ def pipeline_execute(run: PipelineRun, *, transport=None, sleep=time.sleep) -> P
     if run.status == PipelineRun.Status.FAILED:
         run.alerted = bool(
             alert_send(
-                subject=f"[abaco] {run.job} failed for {run.for_date}",
+                subject=f"{run.job} failed for {run.for_date}",
                 body=f"Run {run.pk} ({run.get_trigger_display()}) failed after "
                 f"{run.duration_ms / 1000:.1f} s:\n\n{run.error}\n\n{run.log}",
             )
@@ -328,7 +329,7 @@ def pipelines_overdue(*, now: datetime | None = None) -> list[tuple[str, datetim
         # cache.add is set-if-absent: one alert per job and due time across workers.
         if cache.add(f"pipeline-overdue:{job.name}:{due.isoformat()}", 1, timeout=7 * 86400):
             alert_send(
-                subject=f"[abaco] {job.name} is overdue",
+                subject=f"{job.name} is overdue",
                 body=f"{job.name} was due at {due:%Y-%m-%d %H:%M %Z} and no run has finished "
                 f"{settings.PIPELINE_OVERDUE_HOURS:g} h later. Check the task cluster (/readyz) "
                 "and the pipeline status page.",

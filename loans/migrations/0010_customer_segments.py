@@ -13,16 +13,16 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='customer',
             name='sector',
-            field=models.CharField(blank=True, max_length=64),
+            field=models.CharField(blank=True, db_default='', max_length=64),
         ),
         migrations.AddField(
             model_name='customer',
             name='segment',
-            field=models.CharField(blank=True, choices=[('new', 'New (first loan)'), ('recurrent', 'Recurrent (borrowing again without a break)'), ('reactivated', 'Reactivated (back after a break)'), ('recovered', 'Recovered (borrowing again after a default)')], max_length=16),
+            field=models.CharField(blank=True, db_default='', choices=[('new', 'New (first loan)'), ('recurrent', 'Recurrent (borrowing again without a break)'), ('reactivated', 'Reactivated (back after a break)'), ('recovered', 'Recovered (borrowing again after a default)')], max_length=16),
         ),
         migrations.AddField(
             model_name='customer',
             name='size',
-            field=models.CharField(blank=True, max_length=32),
+            field=models.CharField(blank=True, db_default='', max_length=32),
         ),
     ]

@@ -122,9 +122,10 @@ class Customer(models.Model):
     geography_country = models.CharField(max_length=3, blank=True)
     # Segments (KPI dimension "segment"): behaviour from the loan book, sector and size from the
     # CRM; refreshed by the daily_ingest job (loans.segments).
-    segment = models.CharField(max_length=16, choices=Segment.choices, blank=True)
-    sector = models.CharField(max_length=64, blank=True)
-    size = models.CharField(max_length=32, blank=True)
+    # db_default: the tape import's set-based INSERT names only the tape's columns.
+    segment = models.CharField(max_length=16, choices=Segment.choices, blank=True, db_default="")
+    sector = models.CharField(max_length=64, blank=True, db_default="")
+    size = models.CharField(max_length=32, blank=True, db_default="")
     # Personal data: masked for roles without loans.view_pii, redacted in the audit log.
     name = models.CharField(max_length=255, blank=True)
     national_id = models.CharField(max_length=64, blank=True)

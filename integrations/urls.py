@@ -1,0 +1,9 @@
+from django.urls import path
+
+from integrations import views
+
+app_name = "integrations"
+urlpatterns = [
+    path("", views.status, name="status"),
+    path("<slug:name>/run/", views.rerun, name="rerun"),
+]
