@@ -118,7 +118,7 @@ def batch_for(tape_file: TapeFile, *, kind: str, source: str, by, job: str) -> B
 
 
 class LoadCounts(Protocol):
-    """What a file's load counted: ``FileLoad`` (tapes) and ``StatementsImport`` both are one."""
+    """What a file's load counted: ``FileLoad`` (tapes) and every ``LoadTally`` are one."""
 
     rows_read: int
     inserted: int
@@ -126,6 +126,18 @@ class LoadCounts(Protocol):
     unchanged: int
     rejected: int
     problems: list[Problem]
+
+
+@dataclass
+class LoadTally:
+    """A ``LoadCounts`` that counts ``unchanged`` itself: statements, marketing spend, Meta."""
+
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    problems: list[Problem] = field(default_factory=list)
 
 
 def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:

@@ -27,7 +27,7 @@ from loans.imports.files import BOM, TapeFile
 from loans.imports.loader import ERROR, WARNING, Problem, TapeRejected
 from loans.imports.specs import ISO_CURRENCIES
 from loans.models import Batch, FinancialStatementLine, MarketingSpend
-from loans.services import batch_finish, batch_for
+from loans.services import LoadTally, batch_finish, batch_for
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +39,11 @@ ZIP_MAGIC = b"PK\x03\x04"  # every XLSX workbook is a ZIP archive
 # ---------------------------------------------------------------------------- result
 
 
-@dataclass
-class StatementsImport:
+@dataclass(kw_only=True)
+class StatementsImport(LoadTally):
     """What one statements or marketing-spend upload did."""
 
     batch: Batch
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    problems: list[Problem] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:

@@ -8,7 +8,6 @@ answers, 429 with ``Retry-After``, a timeout, or a body that is neither ZIP nor 
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from dataclasses import dataclass, field
 
