@@ -258,6 +258,21 @@ HUBSPOT_CUSTOMER_ID_PROPERTY = env.str("HUBSPOT_CUSTOMER_ID_PROPERTY", default="
 # Private apps: 100 requests per 10 s (190 on Professional/Enterprise); search: 5 per second.
 HUBSPOT_RATE_PER_SECOND = env.float("HUBSPOT_RATE_PER_SECOND", default=10.0)
 HUBSPOT_SEARCH_RATE_PER_SECOND = env.float("HUBSPOT_SEARCH_RATE_PER_SECOND", default=5.0)
+# The properties asked for and kept per object type (contacts' names, e-mails, phones are not).
+HUBSPOT_COMPANY_PROPERTIES = env.list(
+    "HUBSPOT_COMPANY_PROPERTIES",
+    default=["name", "domain", "industry", "numberofemployees", "annualrevenue", "country"],
+)
+HUBSPOT_CONTACT_PROPERTIES = env.list(
+    "HUBSPOT_CONTACT_PROPERTIES",
+    default=["lifecyclestage", "hs_lead_status", "hs_analytics_source", "createdate"],
+)
+HUBSPOT_DEAL_PROPERTIES = env.list(
+    "HUBSPOT_DEAL_PROPERTIES",
+    default=["dealname", "amount", "dealstage", "pipeline", "closedate", "createdate"],
+)
+# The company property read as the customer's sector (KPI segment dimension).
+HUBSPOT_SECTOR_PROPERTY = env.str("HUBSPOT_SECTOR_PROPERTY", default="industry")
 
 META_GRAPH_URL = env.str("META_GRAPH_URL", default="https://graph.facebook.com").rstrip("/")
 META_GRAPH_VERSION = env.str("META_GRAPH_VERSION", default="v21.0")
