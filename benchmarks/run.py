@@ -21,7 +21,17 @@ def main() -> None:
     parser.add_argument(
         "--skip-import",
         action="store_true",
-        help="Reuse the book already loaded; only the KPI benchmark.",
+        help="Reuse the book already loaded; the KPI and page benchmarks.",
+    )
+    parser.add_argument(
+        "--pages-only",
+        action="store_true",
+        help="Reuse the book and snapshots already stored; only the page latency benchmark.",
+    )
+    parser.add_argument(
+        "--hubspot-only",
+        action="store_true",
+        help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
     )
     args = parser.parse_args()
 
@@ -38,11 +48,19 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import kpi_snapshots, tape_import
+    from benchmarks import hubspot_sync, kpi_snapshots, pages, tape_import
 
+    if args.hubspot_only:
+        hubspot_sync.run()
+        return
+    if args.pages_only:
+        pages.run()
+        return
     if not args.skip_import:
         tape_import.run(loans=args.loans)
     kpi_snapshots.run()
+    pages.run()
+    hubspot_sync.run()
 
 
 if __name__ == "__main__":

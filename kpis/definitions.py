@@ -225,6 +225,35 @@ KPIS: list[Kpi] = [
     ),
 ]
 
+# Principal falling due after R: the collections page's next 30/60/90 days (a read of the schedule
+# too large for a request at a million loans, so the snapshot keeps it).
+DUE_DAYS = (30, 60, 90)
+DUE_SCOPE = "loans with OB > 0 at R (live, not written off)"
+KPIS += [
+    *[
+        Kpi(
+            f"due_{n}_principal",
+            f"Principal due in the next {n} days",
+            "USD",
+            f"Σ principal of installments due after R, up to R + {n} days, of {DUE_SCOPE}.",
+            example=f"At 03-31, a live loan with 2,000 due 04-15 and 1,000 due 07-15 adds 2,000 to the next {n} days.",
+            edge_cases="Principal already prepaid still counts: this is the schedule, not a forecast of cash.",
+            higher_is_worse=False,
+        )
+        for n in DUE_DAYS
+    ],
+    *[
+        Kpi(
+            f"due_{n}_loans",
+            f"Loans with principal due in the next {n} days",
+            "count",
+            f"Number of {DUE_SCOPE} with an installment due after R, up to R + {n} days.",
+            higher_is_worse=False,
+        )
+        for n in DUE_DAYS
+    ],
+]
+
 MONTHLY = (
     "The month is the calendar month of R up to R, measured from the previous month-end's snapshot"
     " (no value when that snapshot does not exist: run the backfill in date order)."

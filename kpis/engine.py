@@ -23,6 +23,9 @@ from loans.selectors import batches_latest_per_source
 
 logger = logging.getLogger(__name__)
 
+# Borrowers kept per slice for the concentration page.
+TOP_BORROWERS = 10
+
 BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batch.Kind.TRANSACTIONS]
 
 # Loan state at end of day R for every loan disbursed on or before R that still has a balance
@@ -109,21 +112,31 @@ FROM kpis_loanstate WHERE run_id = %(run)s
 GROUP BY {SLICES}
 """
 
-CONCENTRATION_SQL = f"""
-CREATE TEMP TABLE facts_concentration ON COMMIT DROP AS
+# Customers ranked by OB in each slice, kept for the run's concentration facts and its top ten.
+RANKED_CUSTOMERS_SQL = f"""
+CREATE TEMP TABLE ranked_customers ON COMMIT DROP AS
 WITH per_customer AS (
-    SELECT {SLICE_COLUMNS}, customer_id, sum(outstanding_principal) AS ob
+    SELECT {SLICE_COLUMNS}, customer_id, sum(outstanding_principal) AS ob, count(*) AS loans
     FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
     GROUP BY GROUPING SETS ((customer_id), (company, customer_id), (product_type, customer_id), (currency, customer_id))
-), ranked AS (
-    SELECT dimension, member, ob, sum(ob) OVER (PARTITION BY dimension, member) AS total,
-           row_number() OVER (PARTITION BY dimension, member ORDER BY ob DESC, customer_id) AS rank
-    FROM per_customer
 )
+SELECT dimension, member, customer_id, ob, loans, sum(ob) OVER (PARTITION BY dimension, member) AS total,
+       row_number() OVER (PARTITION BY dimension, member ORDER BY ob DESC, customer_id) AS rank
+FROM per_customer
+"""
+
+CONCENTRATION_SQL = """
+CREATE TEMP TABLE facts_concentration ON COMMIT DROP AS
 SELECT dimension, member,
        sum(ob) FILTER (WHERE rank = 1) AS top_1, sum(ob) FILTER (WHERE rank <= 10) AS top_10,
        sum(power(ob / total * 100, 2)) AS hhi
-FROM ranked WHERE total > 0 GROUP BY dimension, member
+FROM ranked_customers WHERE total > 0 GROUP BY dimension, member
+"""
+
+TOP_BORROWERS_SQL = f"""
+INSERT INTO kpis_topborrower (run_id, dimension, member, rank, customer_id, outstanding_principal, loans)
+SELECT %(run)s, dimension, member, rank, customer_id, ob, loans
+FROM ranked_customers WHERE rank <= {TOP_BORROWERS}
 """
 
 FLOW_FACTS_SQL = f"""
@@ -188,6 +201,19 @@ FULL JOIN collected USING (dimension, member)
 FULL JOIN scheduled USING (dimension, member)
 """
 
+
+# Principal falling due in the next 30/60/90 days on the run's live loans: each live state probes
+# its installments in the window through the (loan, due date) unique index.
+DUE_FACTS_SQL = f"""
+CREATE TEMP TABLE facts_due ON COMMIT DROP AS
+SELECT {_slice_columns("s")},
+    {", ".join(f"sum(i.principal) FILTER (WHERE i.due_date <= %(due_{n})s) AS due_{n}_principal" for n in d.DUE_DAYS)},
+    {", ".join(f"count(DISTINCT i.loan_id) FILTER (WHERE i.due_date <= %(due_{n})s) AS due_{n}_loans" for n in d.DUE_DAYS)}
+FROM kpis_loanstate s
+JOIN loans_installment i ON i.loan_id = s.loan_id AND i.due_date > %(as_of)s AND i.due_date <= %(due_{max(d.DUE_DAYS)})s
+WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
+GROUP BY GROUPING SETS ((), (s.company), (s.product_type), (s.currency))
+"""
 
 # Monthly rates against the previous month-end's snapshot (its loan states and OB), and CAC.
 RATE_FACTS_SQL = f"""
@@ -328,6 +354,8 @@ VALUES: list[_Value] = [
         "coalesce(r.paid_in_month, 0) - coalesce(r.scheduled_in_month, 0)",
         "r.start_ob - coalesce(r.scheduled_in_month, 0)",
     ),
+    *[_Value(f"due_{n}_principal", f"coalesce(u.due_{n}_principal, 0)") for n in d.DUE_DAYS],
+    *[_Value(f"due_{n}_loans", f"coalesce(u.due_{n}_loans, 0)") for n in d.DUE_DAYS],
     _Value(
         "cac",
         "CASE WHEN r.spend IS NOT NULL AND r.new_customers > 0 THEN r.spend / r.new_customers END",
@@ -342,7 +370,8 @@ def _insert_values_sql() -> str:
     selects = [
         f"SELECT %(run)s, %(as_of)s, '{v.code}', dims.dimension, dims.member, ({v.value})::numeric, ({v.numerator})::numeric, ({v.denominator})::numeric, %(version)s "
         "FROM dims LEFT JOIN facts_state s USING (dimension, member) LEFT JOIN facts_flow f USING (dimension, member) "
-        "LEFT JOIN facts_concentration c USING (dimension, member) LEFT JOIN facts_rates r USING (dimension, member)"
+        "LEFT JOIN facts_concentration c USING (dimension, member) LEFT JOIN facts_rates r USING (dimension, member) "
+        "LEFT JOIN facts_due u USING (dimension, member)"
         for v in VALUES
     ]
     return (
@@ -381,7 +410,7 @@ def _fingerprint(batch_ids: list[int]) -> str:
 def _run_delete(cursor, run: SnapshotRun) -> None:
     # Set-based: the ORM's cascade would load a million loan states to delete them.
     cursor.execute("DELETE FROM kpis_loanstate WHERE run_id = %s", [run.pk])
-    for table in ("kpis_kpivalue", "kpis_rollrate", "kpis_vintagepoint"):
+    for table in ("kpis_kpivalue", "kpis_rollrate", "kpis_vintagepoint", "kpis_topborrower"):
         cursor.execute(f"DELETE FROM {table} WHERE run_id = %s", [run.pk])
     run.batches.clear()
     run.delete()
@@ -428,18 +457,22 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
             "month_start": as_of.replace(day=1),
             "month_before": as_of.replace(day=1) - timedelta(days=1),
             "month_end": month_end(as_of),
+            **{f"due_{n}": as_of + timedelta(days=n) for n in d.DUE_DAYS},
             "write_off_dpd": settings.WRITE_OFF_DPD,
             "version": d.VERSION,
         }
         cursor.execute(LOAN_STATES_SQL.format(bucket=BUCKET_SQL), params)
         run.loans = cursor.rowcount
         cursor.execute(
-            "DROP TABLE IF EXISTS facts_state, facts_flow, facts_concentration, facts_rates"
+            "DROP TABLE IF EXISTS facts_state, ranked_customers, facts_flow, facts_concentration, facts_rates, facts_due"
         )
         cursor.execute(STATE_FACTS_SQL, params)
+        cursor.execute(RANKED_CUSTOMERS_SQL, params)
         cursor.execute(CONCENTRATION_SQL, params)
+        cursor.execute(TOP_BORROWERS_SQL, params)
         cursor.execute(FLOW_FACTS_SQL, params)
         cursor.execute(RATE_FACTS_SQL, params)
+        cursor.execute(DUE_FACTS_SQL, params)
         cursor.execute(_insert_values_sql(), params)
         cursor.execute(ROLL_RATES_SQL, params)
         if as_of == month_end(as_of):

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from kpis.definitions import BUCKETS
+
 
 class Dashboard(models.Model):
     """Holds the dashboard permissions; KPI snapshots arrive with the KPI engine."""
@@ -89,14 +91,23 @@ class LoanState(models.Model):
 
     class Meta:
         indexes = [
-            # Drill-down: the loans behind a number, worst first.
-            models.Index(fields=["run", "dpd"], name="loanstate_run_dpd_idx"),
+            # Drill-down: a run's live loans behind a bucket or PAR number (a DPD range), or its
+            # written-off ones, worst first and paged by (dpd, id) keyset. written_off comes before
+            # dpd: the worst DPDs are written-off loans, which a live list would otherwise skip
+            # one by one. Also the run's rows for the engine's per-run reads.
+            models.Index(
+                fields=["run", "written_off", "dpd", "id"], name="loanstate_run_wo_dpd_id_idx"
+            ),
             # A loan's state over time (loan page).
             models.Index(fields=["loan", "run"], name="loanstate_loan_run_idx"),
         ]
 
     def __str__(self) -> str:
         return f"loan {self.loan_id} at run {self.run_id}"
+
+    @property
+    def bucket_label(self) -> str:
+        return next((label for code, label, *_ in BUCKETS if code == self.bucket), self.bucket)
 
 
 class KpiValue(models.Model):
@@ -131,6 +142,37 @@ class KpiValue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.code} {self.dimension}:{self.member or '-'} @ {self.as_of:%Y-%m-%d}"
+
+
+class TopBorrower(models.Model):
+    """One of the customers with the largest outstanding principal in a slice at a run's date.
+
+    Ranking customers reads every loan state of the run, too slow for a request at a million
+    loans, so the engine keeps the concentration page's list with the snapshot.
+    """
+
+    run = models.ForeignKey(
+        SnapshotRun, on_delete=models.CASCADE, related_name="top_borrowers", db_index=False
+    )
+    dimension = models.CharField(max_length=16)
+    member = models.CharField(max_length=64, blank=True)
+    rank = models.PositiveSmallIntegerField()
+    customer_id = models.BigIntegerField()
+    outstanding_principal = models.DecimalField(max_digits=18, decimal_places=2)
+    loans = models.PositiveIntegerField(
+        help_text="The customer's loans with a balance in the slice."
+    )
+
+    class Meta:
+        constraints = [
+            # Its index serves the concentration page: a slice's rows of one run in rank order.
+            models.UniqueConstraint(
+                fields=["run", "dimension", "member", "rank"], name="topborrower_one_per_rank"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.rank} {self.dimension}:{self.member or '-'} @ run {self.run_id}"
 
 
 class RollRate(models.Model):

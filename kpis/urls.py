@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("risk/", views.risk, name="risk"),
     path("concentration/", views.concentration, name="concentration"),
+    path("collections/", views.collections, name="collections"),
     path("loans/", views.loans, name="loans"),
     path("loans/<int:pk>/", views.loan, name="loan"),
 ]

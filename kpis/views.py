@@ -99,6 +99,15 @@ def concentration(request: HttpRequest) -> HttpResponse:
 
 
 @role_required("kpis.view_dashboard")
+def collections(request: HttpRequest) -> HttpResponse:
+    result = selectors.collections_read(**_filters(request))
+    if (response := _export(request, "collections", result)) is not None:
+        return response
+    ctx = {"page": "collections", "c": result, "s": result.selection}
+    return render(request, "kpis/collections.html", ctx)
+
+
+@role_required("kpis.view_dashboard")
 def loans(request: HttpRequest) -> HttpResponse:
     result = selectors.drilldown_read(
         **_filters(request),
@@ -106,6 +115,8 @@ def loans(request: HttpRequest) -> HttpResponse:
         min_dpd=_int(request.GET.get("min_dpd"), None),
         sort=request.GET.get("sort", "dpd"),
         page=_int(request.GET.get("page"), 1),
+        after=request.GET.get("after", ""),
+        before=request.GET.get("before", ""),
     )
     if (response := _export(request, "loans", result)) is not None:
         return response

@@ -3,12 +3,12 @@
 (function () {
   "use strict";
   var source = document.getElementById("risk-data");
-  if (!source || typeof Chart === "undefined") return;
+  if (!source || !window.abacoCharts) return;
   var data = JSON.parse(source.textContent);
-  var palette = ["#0b6e4f", "#2b8a3e", "#5c940d", "#e67700", "#d9480f", "#c92a2a", "#862e9c",
-    "#1864ab", "#0b7285", "#495057", "#a61e4d", "#5f3dc4"];
-  var money = function (v) { return Number(v).toLocaleString(undefined, { maximumFractionDigits: 0 }); };
-  var percent = function (v) { return (Number(v) * 100).toFixed(1) + "%"; };
+  // Twelve cohorts side by side: neighbouring hues differ so adjacent months can be told apart.
+  var palette = ["#0b6e4f", "#e67700", "#1864ab", "#c92a2a", "#5c940d", "#862e9c",
+    "#0b7285", "#d9480f", "#495057", "#a61e4d", "#5f3dc4", "#b08900"];
+  var money = window.abacoCharts.money, percent = window.abacoCharts.percent;
 
   var buckets = document.getElementById("chart-buckets");
   if (buckets) {
@@ -19,8 +19,6 @@
         datasets: [{ label: "Balance (USD)", data: data.buckets.balance, backgroundColor: ["#0b6e4f", "#5c940d", "#e67700", "#d9480f", "#c92a2a", "#862e9c", "#495057"] }]
       },
       options: {
-        animation: false,
-        maintainAspectRatio: false,
         plugins: {
           legend: { display: false },
           tooltip: { callbacks: { label: function (c) { return money(c.parsed.y) + " USD · " + data.buckets.count[c.dataIndex] + " loans"; } } }
@@ -41,8 +39,6 @@
       type: "line",
       data: { datasets: datasets },
       options: {
-        animation: false,
-        maintainAspectRatio: false,
         parsing: { xAxisKey: "x", yAxisKey: "y" },
         plugins: { tooltip: { callbacks: { label: function (c) { return c.dataset.label + ": " + percent(c.parsed.y); } } } },
         scales: {

@@ -31,6 +31,18 @@ NO_BUCKETS = {
 PAR_CODES = [f"par_{n}" for n in definitions.PAR_DAYS]
 # The monthly rates read the previous month-end's snapshot: none exists in a one-date test.
 NO_MONTHLY_RATES = dict.fromkeys(("liquidation_rate", "cdr", "smm", "cpr", "cac"))
+
+
+def due(principal: str, loans: int) -> dict:
+    """due_<n>_principal and due_<n>_loans, equal in every window: the golden book's live loans
+    have nothing due after 2025-04-30 (L2 3,000 on 04-10 and L6 1,000 on 04-30, both within
+    R + 30; L1 and L3 have nothing left to fall due; L5 is written off)."""
+    return {
+        **{f"due_{n}_principal": D(principal) for n in definitions.DUE_DAYS},
+        **{f"due_{n}_loans": D(loans) for n in definitions.DUE_DAYS},
+    }
+
+
 SLICE_CODES = (
     "outstanding_principal",
     "par_30",
@@ -112,6 +124,7 @@ GOLDEN_STATES = {
 GOLDEN_PORTFOLIO = {
     **NO_BUCKETS,
     **NO_MONTHLY_RATES,
+    **due("4000", 2),
     "outstanding_principal": D("10000"),
     "written_off_balance": D("1000"),
     "par_1": D("0.6"),
@@ -149,6 +162,7 @@ GOLDEN_PORTFOLIO = {
 GOLDEN_TECH = {
     **NO_BUCKETS,
     **NO_MONTHLY_RATES,
+    **due("3000", 1),
     "outstanding_principal": D("8000"),
     "written_off_balance": D("0"),
     "par_1": D("0.625"),
@@ -189,6 +203,7 @@ GOLDEN_FACTORING = {
 GOLDEN_WORKING_CAPITAL = {
     **NO_BUCKETS,
     **NO_MONTHLY_RATES,
+    **due("1000", 1),
     "outstanding_principal": D("2000"),
     "written_off_balance": D("0"),
     **{f"par_{n}": D("0.5") for n in definitions.PAR_DAYS},

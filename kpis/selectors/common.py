@@ -1,0 +1,247 @@
+"""What every dashboard page shares: the selection (as-of date, basis, slice) resolved against
+the stored runs, one read of KPI values, and the formatting of numbers for managers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import NamedTuple
+from urllib.parse import urlencode
+
+from django.db.models import Q
+
+from kpis import definitions as d
+from kpis.engine import month_end
+from kpis.models import KpiValue, SnapshotRun
+
+PAGE_SIZE = 50
+TREND_MONTHS = 24
+VINTAGE_COHORTS = 12
+HEADLINE = (
+    "outstanding_principal",
+    "par_30",
+    "par_90",
+    "written_off_balance",
+    "disbursements",
+    "collection_rate",
+    "active_borrowers",
+    "weighted_average_interest_rate",
+)
+TREND = ("outstanding_principal", "disbursements", "par_30", "par_90", "collection_rate")
+SLICE_DIMENSIONS = {"company": "company", "product": "product_type", "currency": "currency"}
+BUCKET_LABELS = {code: label for code, label, *_ in d.BUCKETS}
+ROLL_TO = [code for code, *_ in d.BUCKETS] + ["repaid"]
+Rows = list[list[object]]
+
+
+# Formatting ---------------------------------------------------------------------------------
+
+
+def display(unit: str, value: Decimal | None) -> str:
+    """A KPI value as a manager reads it: money without cents, ratios as percentages."""
+    if value is None:
+        return "—"
+    if unit == "ratio":
+        return f"{value * 100:,.2f}%"
+    if unit == "USD":
+        return f"{value:,.0f}"
+    return f"{value:,.0f}"
+
+
+def change_display(unit: str, now: Decimal | None, before: Decimal | None) -> str:
+    """The change from ``before`` to ``now``: percentage points for ratios, amount and % else."""
+    if now is None or before is None:
+        return ""
+    delta = now - before
+    if unit == "ratio":
+        return f"{delta * 100:+,.2f} pp"
+    relative = f" ({delta / before * 100:+,.1f}%)" if before else ""
+    return f"{delta:+,.0f}{relative}"
+
+
+def plain(value: object) -> object:
+    """Export cells: Decimals as numbers rounded for a spreadsheet, everything else unchanged."""
+    if isinstance(value, Decimal):
+        return float(round(value, 6))
+    return value
+
+
+# The selection every page shares --------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """What the filters chose, resolved against the stored runs."""
+
+    dates: list[date]
+    as_of: date | None
+    basis: str
+    run: SnapshotRun | None
+    has_restated: bool
+    dimension: str
+    member: str
+    runs: list[SnapshotRun] = field(default_factory=list)  # every run, newest first
+    members: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The filters as query-string parameters (links to other pages keep them)."""
+        q = {}
+        if self.as_of:
+            q["as_of"] = self.as_of.isoformat()
+        if self.basis != SnapshotRun.Basis.AS_REPORTED:
+            q["basis"] = self.basis
+        if self.dimension != "portfolio":
+            q["dimension"], q["member"] = self.dimension, self.member
+        return q
+
+    @property
+    def qs(self) -> str:
+        return urlencode(self.query)
+
+    @property
+    def as_of_iso(self) -> str:
+        return self.as_of.isoformat() if self.as_of else ""
+
+    @property
+    def date_options(self) -> list[tuple[str, bool]]:
+        """The as-of picker's (date, selected) pairs, formatted once rather than per option."""
+        return [(day.isoformat(), day == self.as_of) for day in self.dates]
+
+    def run_at(self, day: date) -> SnapshotRun | None:
+        """The run of ``day`` on the selected basis (as reported when the date has no restatement)."""
+        found = None
+        for run in self.runs:
+            if run.as_of == day:
+                if run.basis == self.basis:
+                    return run
+                if run.basis == SnapshotRun.Basis.AS_REPORTED:
+                    found = run
+        return found
+
+    def month_end_runs(self, *, months: int) -> list[SnapshotRun]:
+        """The last ``months`` month-end runs up to the selected date, oldest first."""
+        days = sorted(
+            {r.as_of for r in self.runs if r.as_of <= self.as_of and r.as_of == month_end(r.as_of)}
+        )[-months:]
+        return [run for day in days if (run := self.run_at(day)) is not None]
+
+
+def selection_read(*, as_of: date | None, basis: str, dimension: str, member: str) -> Selection:
+    """Resolve the filters: one query for the runs (a few hundred rows at most, one per date and
+    basis) and one for the slices the chosen run has."""
+    runs = list(
+        SnapshotRun.objects.only(
+            "as_of", "basis", "provisional", "provisional_reasons", "computed_at", "loans", "job"
+        ).order_by("-as_of", "basis")
+    )
+    dates = sorted({r.as_of for r in runs}, reverse=True)
+    chosen = as_of if as_of in dates else (dates[0] if dates else None)
+    if basis not in SnapshotRun.Basis.values:
+        basis = SnapshotRun.Basis.AS_REPORTED
+    if dimension not in SLICE_DIMENSIONS:
+        dimension, member = "portfolio", ""
+    selection = Selection(
+        dates=dates,
+        as_of=chosen,
+        basis=basis,
+        run=None,
+        has_restated=any(r.as_of == chosen and r.basis == SnapshotRun.Basis.RESTATED for r in runs),
+        dimension=dimension,
+        member=member,
+        runs=runs,
+    )
+    if chosen is None:
+        return selection
+    selection.run = selection.run_at(chosen)
+    selection.basis = selection.run.basis
+    members = defaultdict(list)
+    for dim, mem in (
+        KpiValue.objects.filter(run=selection.run, code="outstanding_principal")
+        .exclude(dimension="portfolio")
+        .order_by("dimension", "member")
+        .values_list("dimension", "member")
+    ):
+        members[dim].append(mem)
+    selection.members = dict(members)
+    if dimension != "portfolio" and member not in selection.members.get(dimension, []):
+        selection.dimension, selection.member = "portfolio", ""
+    return selection
+
+
+def slice_filter(selection: Selection) -> Q:
+    """LoanState rows of the selected slice."""
+    if selection.dimension == "portfolio":
+        return Q()
+    return Q(**{SLICE_DIMENSIONS[selection.dimension]: selection.member})
+
+
+class Stored(NamedTuple):
+    """A stored KPI value as the pages read it (tuples: a few hundred model instances per page
+    cost more than the query)."""
+
+    value: Decimal | None
+    numerator: Decimal | None
+    denominator: Decimal | None
+
+
+Values = dict[tuple[int, str, str, str], Stored]
+
+
+def values_read(
+    *, runs: list[SnapshotRun], codes, selection: Selection, all_slices: bool = False
+) -> Values:
+    """KPI values keyed by (run id, code, dimension, member): one query."""
+    found = KpiValue.objects.filter(run__in=[r.pk for r in runs], code__in=list(codes))
+    if not all_slices:
+        found = found.filter(dimension=selection.dimension, member=selection.member)
+    rows = found.values_list(
+        "run_id", "code", "dimension", "member", "value", "numerator", "denominator"
+    )
+    return {(run, code, dim, mem): Stored(*parts) for run, code, dim, mem, *parts in rows}
+
+
+def value_at(
+    values: Values,
+    run: SnapshotRun | None,
+    code: str,
+    selection: Selection,
+) -> Decimal | None:
+    """The selected slice's value of ``code`` in ``run`` from a ``values_read`` result."""
+    if run is None:
+        return None
+    found = values.get((run.pk, code, selection.dimension, selection.member))
+    return found.value if found else None
+
+
+@dataclass
+class Headline:
+    code: str
+    name: str
+    unit: str
+    value: Decimal | None
+    display: str
+    status: str
+    formula: str
+    version: int
+    vs_month: str = ""
+    vs_year: str = ""
+    drill: str = ""  # query string of the drill-down behind the number
+
+
+def headline_of(code: str, value: Decimal | None, **extra) -> Headline:
+    """A stored value as a tile: the definition's name, unit, formula, version and status."""
+    kpi = d.BY_CODE[code]
+    return Headline(
+        code=code,
+        name=kpi.name,
+        unit=kpi.unit,
+        value=value,
+        display=display(kpi.unit, value),
+        status=kpi.status(value),
+        formula=kpi.formula,
+        version=kpi.version,
+        **extra,
+    )

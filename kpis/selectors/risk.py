@@ -1,0 +1,231 @@
+"""Risk page: DPD buckets, PAR per slice, roll rates, vintage curves and CDR/CPR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from kpis import definitions as d
+from kpis.models import RollRate, VintagePoint
+from kpis.selectors.common import (
+    BUCKET_LABELS,
+    ROLL_TO,
+    TREND_MONTHS,
+    VINTAGE_COHORTS,
+    Rows,
+    Selection,
+    display,
+    plain,
+    selection_read,
+    values_read,
+)
+
+
+@dataclass
+class Risk:
+    selection: Selection
+    buckets: list[dict]
+    par_by_slice: list[dict]
+    roll_from: date | None
+    roll_rows: list[dict]
+    vintages: dict
+    rates: list[dict]
+
+    par_days = d.PAR_DAYS
+    roll_labels = [BUCKET_LABELS.get(code, "Repaid") for code in ROLL_TO]
+
+    @property
+    def chart(self) -> dict:
+        """What dashboard-risk.js draws (through json_script)."""
+        return {
+            "buckets": {
+                "labels": [b["label"] for b in self.buckets],
+                "balance": [
+                    None if b["balance"] is None else float(b["balance"]) for b in self.buckets
+                ],
+                "count": [None if b["count"] is None else int(b["count"]) for b in self.buckets],
+            },
+            "vintages": self.vintages["chart"],
+        }
+
+    def tables(self) -> dict[str, tuple[list[str], Rows]]:
+        buckets = (
+            ["bucket", "label", "balance", "loans", "share_of_balance"],
+            [
+                [
+                    b["code"],
+                    b["label"],
+                    plain(b["balance"]),
+                    plain(b["count"]),
+                    plain(b["share"]),
+                ]
+                for b in self.buckets
+            ],
+        )
+        par = (
+            ["dimension", "member", "outstanding_principal", *[f"par_{n}" for n in d.PAR_DAYS]],
+            [
+                [
+                    r["dimension"],
+                    r["member"],
+                    plain(r["ob"]),
+                    *[plain(r["par"][n]) for n in d.PAR_DAYS],
+                ]
+                for r in self.par_by_slice
+            ],
+        )
+        roll = (
+            ["from_bucket", *ROLL_TO],
+            [[r["from"], *[plain(c["share"]) for c in r["cells"]]] for r in self.roll_rows],
+        )
+        vintage = (
+            ["cohort", "months_on_book", "disbursed", "written_off", "ever_30"],
+            [
+                [
+                    p.cohort,
+                    p.months_on_book,
+                    plain(p.disbursed),
+                    plain(p.written_off),
+                    plain(p.ever_30),
+                ]
+                for p in self.vintages["points"]
+            ],
+        )
+        rates = (
+            ["kpi", "name", "value"],
+            [[r["code"], r["name"], plain(r["value"])] for r in self.rates],
+        )
+        return {
+            "buckets": buckets,
+            "par": par,
+            "roll_rates": roll,
+            "vintages": vintage,
+            "rates": rates,
+        }
+
+
+RATE_CODES = ("liquidation_rate", "cdr", "smm", "cpr")
+
+
+def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) -> Risk:
+    """DPD buckets, PAR per slice, the roll-rate matrix, vintage curves and CDR/CPR."""
+    selection = selection_read(as_of=as_of, basis=basis, dimension=dimension, member=member)
+    if selection.run is None:
+        return Risk(selection, [], [], None, [], {"points": [], "chart": {}}, [])
+    run = selection.run
+    bucket_codes = [f"bucket_{m}_{code}" for m in ("balance", "count") for code, *_ in d.BUCKETS]
+    par_codes = [f"par_{n}" for n in d.PAR_DAYS]
+    values = values_read(
+        runs=[run],
+        codes=[*bucket_codes, *par_codes, "outstanding_principal", *RATE_CODES],
+        selection=selection,
+        all_slices=True,
+    )
+
+    def value(code: str, dim: str = selection.dimension, mem: str = selection.member):
+        found = values.get((run.pk, code, dim, mem))
+        return found.value if found else None
+
+    live = sum(
+        (value(f"bucket_balance_{code}") or 0 for code, *_ in d.BUCKETS if code != "written_off"),
+        Decimal(0),
+    )
+    buckets = []
+    for code, label, low, _high in d.BUCKETS:
+        balance = value(f"bucket_balance_{code}")
+        buckets.append(
+            {
+                "code": code,
+                "label": label,
+                "balance": balance,
+                "balance_display": display("USD", balance),
+                "count": value(f"bucket_count_{code}"),
+                "count_display": display("count", value(f"bucket_count_{code}")),
+                "share": balance / live
+                if balance is not None and live and low is not None
+                else None,
+                "share_display": display("ratio", balance / live)
+                if balance is not None and live and low is not None
+                else "",
+            }
+        )
+    slices = sorted(
+        {(dim, mem) for (_, _, dim, mem) in values if dim != "portfolio"}, key=lambda s: s
+    )
+    par_by_slice = [
+        {
+            "dimension": "portfolio",
+            "member": "",
+            "ob": value("outstanding_principal", "portfolio", ""),
+        }
+    ] + [
+        {"dimension": dim, "member": mem, "ob": value("outstanding_principal", dim, mem)}
+        for dim, mem in slices
+    ]
+    for row in par_by_slice:
+        row["ob_display"] = display("USD", row["ob"])
+        row["par"] = {n: value(f"par_{n}", row["dimension"], row["member"]) for n in d.PAR_DAYS}
+        row["par_display"] = [
+            (display("ratio", row["par"][n]), d.BY_CODE[f"par_{n}"].status(row["par"][n]))
+            for n in d.PAR_DAYS
+        ]
+    # Roll rates and vintages are stored for the whole portfolio only.
+    cells = {(r.from_bucket, r.to_bucket): r for r in RollRate.objects.filter(run=run)}
+    roll_rows = []
+    for code, label, *_ in d.BUCKETS:
+        row = [cells.get((code, to)) for to in ROLL_TO]
+        if not any(row):
+            continue
+        roll_rows.append(
+            {
+                "from": code,
+                "label": label,
+                "cells": [
+                    {
+                        "share": c.share if c else None,
+                        "display": display("ratio", c.share) if c else "",
+                        "alpha": f"{float(c.share) * 0.85:.2f}" if c else "0",
+                        "balance": display("USD", c.balance) if c else "",
+                    }
+                    for c in row
+                ],
+            }
+        )
+    vintage_runs = selection.month_end_runs(months=TREND_MONTHS * 2)
+    first_cohort = selection.as_of.replace(day=1)
+    for _ in range(VINTAGE_COHORTS - 1):
+        first_cohort = (first_cohort - timedelta(days=1)).replace(day=1)
+    points = list(
+        VintagePoint.objects.filter(
+            run__in=[r.pk for r in vintage_runs], cohort__gte=first_cohort
+        ).order_by("cohort", "months_on_book")
+    )
+    chart: dict = {"written_off": {}, "ever_30": {}}
+    for p in points:
+        label = f"{p.cohort:%Y-%m}"
+        for measure in ("written_off", "ever_30"):
+            share = getattr(p, measure) / p.disbursed if p.disbursed else None
+            chart[measure].setdefault(label, []).append(
+                {"x": p.months_on_book, "y": None if share is None else float(round(share, 6))}
+            )
+    rates = [
+        {
+            "code": code,
+            "name": d.BY_CODE[code].name,
+            "value": value(code),
+            "display": display("ratio", value(code)),
+            "status": d.BY_CODE[code].status(value(code)),
+            "formula": d.BY_CODE[code].formula,
+        }
+        for code in RATE_CODES
+    ]
+    return Risk(
+        selection,
+        buckets,
+        par_by_slice,
+        selection.as_of.replace(day=1) - timedelta(days=1),
+        roll_rows,
+        {"points": points, "chart": chart},
+        rates,
+    )
