@@ -23,7 +23,7 @@ BUCKETS = (
     ("91_180", "91–180 DPD", 91, 180),
     ("written_off", "Written off", None, None),
 )
-DIMENSIONS = ("portfolio", "company", "product", "currency")
+DIMENSIONS = ("portfolio", "company", "product", "currency", "segment")
 
 
 @dataclass(frozen=True)

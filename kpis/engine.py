@@ -43,9 +43,9 @@ WITH candidates AS (
     SELECT DISTINCT loan_id FROM loans_transaction WHERE transaction_type = 'WRITE_OFF' AND date <= %(as_of)s
 ), open AS (
     -- Loans with a balance: the only ones whose schedule needs reading (most loans are repaid).
-    SELECT l.id AS loan_id, l.customer_id, l.company, l.product_type, l.currency, l.interest_rate,
+    SELECT l.id AS loan_id, l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.interest_rate,
            coalesce(p.paid, 0) AS paid, l.disburse_principal - coalesce(p.paid, 0) AS balance
-    FROM loans_loan l LEFT JOIN paid p ON p.loan_id = l.id
+    FROM loans_loan l LEFT JOIN paid p ON p.loan_id = l.id JOIN loans_customer cu ON cu.id = l.customer_id
     WHERE l.disburse_date <= %(as_of)s AND l.disburse_principal - coalesce(p.paid, 0) >= 0.01
       AND (l.repaid_on IS NULL OR l.repaid_on > %(as_of)s)
 ), overdue AS (
@@ -64,9 +64,9 @@ WITH candidates AS (
     LEFT JOIN overdue od ON od.loan_id = o.loan_id
     LEFT JOIN written_off w ON w.loan_id = o.loan_id
 )
-INSERT INTO kpis_loanstate (run_id, loan_id, customer_id, company, product_type, currency, interest_rate,
+INSERT INTO kpis_loanstate (run_id, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
                             outstanding_principal, dpd, bucket, written_off, written_off_balance)
-SELECT %(run)s, loan_id, customer_id, company, product_type, currency, interest_rate,
+SELECT %(run)s, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
        CASE WHEN written_off THEN 0 ELSE balance END, dpd, {bucket}, written_off,
        CASE WHEN written_off THEN balance ELSE 0 END
 FROM state
@@ -83,20 +83,45 @@ BUCKET_SQL = (
 )
 
 
-# Slices: the whole portfolio and one per entity, product and currency (GROUPING SETS).
-def _slice_columns(alias: str = "") -> str:
+# Slices: the whole portfolio and one per entity, product, currency and customer segment
+# (GROUPING SETS). Dimension name -> column of kpis_loanstate (and of loans_loan, but for the
+# segment, which loans read from their customer: join ``loans_customer cu`` and pass "cu.").
+DIMENSIONS = {
+    "company": "company",
+    "product": "product_type",
+    "currency": "currency",
+    "segment": "segment",
+}
+WITH_SEGMENT = "JOIN loans_customer cu ON cu.id = l.customer_id"
+
+
+def _columns(alias: str, segment_alias: str | None) -> dict[str, str]:
     a = f"{alias}." if alias else ""
-    return f"""
-    CASE WHEN GROUPING({a}company) = 0 THEN 'company' WHEN GROUPING({a}product_type) = 0 THEN 'product'
-         WHEN GROUPING({a}currency) = 0 THEN 'currency' ELSE 'portfolio' END AS dimension,
-    coalesce(CASE WHEN GROUPING({a}company) = 0 THEN {a}company WHEN GROUPING({a}product_type) = 0 THEN {a}product_type
-                  WHEN GROUPING({a}currency) = 0 THEN {a}currency END, '') AS member
-"""
+    columns = {dim: f"{a}{column}" for dim, column in DIMENSIONS.items()}
+    if segment_alias is not None:
+        columns["segment"] = f"{segment_alias}.segment"
+    return columns
+
+
+def _slice_columns(alias: str = "", segment_alias: str | None = None) -> str:
+    columns = _columns(alias, segment_alias)
+    dimension = " ".join(f"WHEN GROUPING({c}) = 0 THEN '{dim}'" for dim, c in columns.items())
+    member = " ".join(f"WHEN GROUPING({c}) = 0 THEN {c}" for c in columns.values())
+    return f"CASE {dimension} ELSE 'portfolio' END AS dimension, coalesce(CASE {member} END, '') AS member"
+
+
+def _slices(alias: str = "", segment_alias: str | None = None, *, per: str = "") -> str:
+    """GROUPING SETS of the slices; with ``per`` (a column), each slice grouped by it too."""
+    columns = list(_columns(alias, segment_alias).values())
+    sets = [f"({c}, {per})" if per else f"({c})" for c in columns]
+    return f"GROUPING SETS (({per}), {', '.join(sets)})"
 
 
 SLICE_COLUMNS = _slice_columns()
-SLICES = "GROUPING SETS ((), (company), (product_type), (currency))"
-SLICES_L = "GROUPING SETS ((), (l.company), (l.product_type), (l.currency))"
+SLICES = _slices()
+# Loans joined to their customer (WITH_SEGMENT) as "l" and "cu".
+SLICE_COLUMNS_L = _slice_columns("l", "cu")
+SLICES_L = _slices("l", "cu")
 
 STATE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_state ON COMMIT DROP AS
@@ -118,7 +143,7 @@ CREATE TEMP TABLE ranked_customers ON COMMIT DROP AS
 WITH per_customer AS (
     SELECT {SLICE_COLUMNS}, customer_id, sum(outstanding_principal) AS ob, count(*) AS loans
     FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
-    GROUP BY GROUPING SETS ((customer_id), (company, customer_id), (product_type, customer_id), (currency, customer_id))
+    GROUP BY {_slices(per="customer_id")}
 )
 SELECT dimension, member, customer_id, ob, loans, sum(ob) OVER (PARTITION BY dimension, member) AS total,
        row_number() OVER (PARTITION BY dimension, member ORDER BY ob DESC, customer_id) AS rank
@@ -142,25 +167,26 @@ FROM ranked_customers WHERE rank <= {TOP_BORROWERS}
 FLOW_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_flow ON COMMIT DROP AS
 WITH disbursed AS (
-    SELECT {SLICE_COLUMNS}, sum(disburse_principal) AS disbursements, count(*) AS disbursement_count
-    FROM loans_loan WHERE disburse_date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES}
+    SELECT {SLICE_COLUMNS_L}, sum(l.disburse_principal) AS disbursements, count(*) AS disbursement_count
+    FROM loans_loan l {WITH_SEGMENT} WHERE l.disburse_date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES_L}
 ), collected AS (
-    SELECT {_slice_columns("l")}, sum(t.principal + t.interest + t.fees + t.other) AS collected
-    FROM loans_transaction t JOIN loans_loan l ON l.id = t.loan_id
+    SELECT {SLICE_COLUMNS_L}, sum(t.principal + t.interest + t.fees + t.other) AS collected
+    FROM loans_transaction t JOIN loans_loan l ON l.id = t.loan_id {WITH_SEGMENT}
     WHERE t.transaction_type = 'PAYMENT' AND t.date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES_L}
 ), scheduled AS (
-    SELECT {_slice_columns("l")}, sum(i.principal + i.interest + i.fees + i.other) AS scheduled
-    FROM loans_installment i JOIN loans_loan l ON l.id = i.loan_id
+    SELECT {SLICE_COLUMNS_L}, sum(i.principal + i.interest + i.fees + i.other) AS scheduled
+    FROM loans_installment i JOIN loans_loan l ON l.id = i.loan_id {WITH_SEGMENT}
     WHERE i.due_date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES_L}
 ), borrowers AS (
     SELECT dimension, member, count(*) AS borrowers, count(*) FILTER (WHERE loans > 1) AS repeaters
     FROM (
         SELECT {SLICE_COLUMNS}, customer_id, sum(n) AS loans
         FROM (  -- one pass over the loans; the grouping sets then run on far fewer rows
-            SELECT customer_id, company, product_type, currency, count(*) AS n FROM loans_loan
-            WHERE disburse_date <= %(as_of)s GROUP BY customer_id, company, product_type, currency
+            SELECT l.customer_id, l.company, l.product_type, l.currency, cu.segment, count(*) AS n
+            FROM loans_loan l {WITH_SEGMENT}
+            WHERE l.disburse_date <= %(as_of)s GROUP BY 1, 2, 3, 4, 5
         ) per_slice
-        GROUP BY GROUPING SETS ((customer_id), (company, customer_id), (product_type, customer_id), (currency, customer_id))
+        GROUP BY {_slices(per="customer_id")}
     ) per_customer GROUP BY dimension, member
 ), payments AS (
     -- Each payment of the month with the principal paid on its loan before it (earlier payments).
@@ -185,11 +211,11 @@ WITH disbursed AS (
     WHERE p.date BETWEEN %(month_start)s AND %(as_of)s
     GROUP BY p.id, p.loan_id, p.amount
 ), split AS (
-    SELECT {_slice_columns("l")},
+    SELECT {SLICE_COLUMNS_L},
            sum(c.amount) FILTER (WHERE c.meets < p.date) AS collected_overdue,
            sum(c.amount) FILTER (WHERE c.meets >= p.date AND c.meets <= %(month_end)s) AS collected_current,
            sum(c.amount) FILTER (WHERE c.meets IS NULL OR c.meets > %(month_end)s) AS collected_advance
-    FROM classified c JOIN payments p ON p.id = c.id JOIN loans_loan l ON l.id = c.loan_id
+    FROM classified c JOIN payments p ON p.id = c.id JOIN loans_loan l ON l.id = c.loan_id {WITH_SEGMENT}
     GROUP BY {SLICES_L}
 )
 SELECT dimension, member, disbursements, disbursement_count, collected, scheduled, borrowers, repeaters,
@@ -212,7 +238,7 @@ SELECT {_slice_columns("s")},
 FROM kpis_loanstate s
 JOIN loans_installment i ON i.loan_id = s.loan_id AND i.due_date > %(as_of)s AND i.due_date <= %(due_{max(d.DUE_DAYS)})s
 WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
-GROUP BY GROUPING SETS ((), (s.company), (s.product_type), (s.currency))
+GROUP BY {_slices("s")}
 """
 
 # Monthly rates against the previous month-end's snapshot (its loan states and OB), and CAC.
@@ -228,14 +254,14 @@ WITH previous AS (
     FROM kpis_loanstate now
     LEFT JOIN kpis_loanstate before ON before.run_id = (SELECT id FROM previous) AND before.loan_id = now.loan_id
     WHERE now.run_id = %(run)s AND now.written_off AND NOT coalesce(before.written_off, false)
-    GROUP BY GROUPING SETS ((), (now.company), (now.product_type), (now.currency))
+    GROUP BY {_slices("now")}
 ), paid AS (
-    SELECT {_slice_columns("l")}, sum(t.principal) AS paid_in_month
-    FROM loans_transaction t JOIN loans_loan l ON l.id = t.loan_id
+    SELECT {SLICE_COLUMNS_L}, sum(t.principal) AS paid_in_month
+    FROM loans_transaction t JOIN loans_loan l ON l.id = t.loan_id {WITH_SEGMENT}
     WHERE t.transaction_type = 'PAYMENT' AND t.date > %(month_before)s AND t.date <= %(as_of)s GROUP BY {SLICES_L}
 ), scheduled AS (
-    SELECT {_slice_columns("l")}, sum(i.principal) AS scheduled_in_month
-    FROM loans_installment i JOIN loans_loan l ON l.id = i.loan_id
+    SELECT {SLICE_COLUMNS_L}, sum(i.principal) AS scheduled_in_month
+    FROM loans_installment i JOIN loans_loan l ON l.id = i.loan_id {WITH_SEGMENT}
     WHERE i.due_date > %(month_before)s AND i.due_date <= %(as_of)s GROUP BY {SLICES_L}
 ), acquisition AS (
     SELECT 'portfolio'::text AS dimension, ''::text AS member,

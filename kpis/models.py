@@ -82,6 +82,8 @@ class LoanState(models.Model):
     company = models.CharField(max_length=32)
     product_type = models.CharField(max_length=64)
     currency = models.CharField(max_length=3)
+    # The customer's segment when the snapshot was taken (loans.segments); "" when unsegmented.
+    segment = models.CharField(max_length=16, db_default="")
     interest_rate = models.DecimalField(max_digits=12, decimal_places=6)
     outstanding_principal = models.DecimalField(max_digits=18, decimal_places=2)
     dpd = models.IntegerField()

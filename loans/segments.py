@@ -3,10 +3,11 @@
 At a date R, a customer's segment reads their loans disbursed on or before R:
 
 - **new**: one loan so far;
-- **recovered**: an earlier loan defaulted — it was written off, or repaid more than
-  ``RECOVERY_DPD`` days after its maturity — and they borrowed again;
+- **recovered**: an earlier loan defaulted — it was written off, repaid more than
+  ``RECOVERY_DPD`` days after its maturity, or is unpaid that long past it — and they borrowed
+  again;
 - **reactivated**: they came back after more than ``BREAK_DAYS`` days without a loan open (from
-  the end of their previous loans — repayment, or maturity while unpaid — to the latest loan);
+  the last repayment of their earlier loans to the latest loan; an unpaid loan is still open);
 - **recurrent**: borrowing again without such a break.
 
 Segments are refreshed set-based for every customer in one statement (the ``daily_ingest`` job
@@ -33,8 +34,9 @@ WITH ranked AS (
     SELECT DISTINCT loan_id FROM loans_transaction WHERE transaction_type = 'WRITE_OFF' AND date <= %(as_of)s
 ), earlier AS (
     SELECT r.customer_id,
-           max(coalesce(r.repaid_on, r.maturity_date)) AS last_end,
-           bool_or(w.loan_id IS NOT NULL OR r.repaid_on - r.maturity_date > %(recovery)s) AS defaulted
+           max(coalesce(r.repaid_on, %(as_of)s)) AS last_end,  -- an unpaid loan is still open
+           bool_or(w.loan_id IS NOT NULL OR r.repaid_on - r.maturity_date > %(recovery)s
+                   OR (r.repaid_on IS NULL AND %(as_of)s - r.maturity_date > %(recovery)s)) AS defaulted
     FROM ranked r LEFT JOIN written_off w ON w.loan_id = r.id
     WHERE r.recency > 1 GROUP BY r.customer_id
 ), segments AS (

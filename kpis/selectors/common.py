@@ -30,7 +30,12 @@ HEADLINE = (
     "weighted_average_interest_rate",
 )
 TREND = ("outstanding_principal", "disbursements", "par_30", "par_90", "collection_rate")
-SLICE_DIMENSIONS = {"company": "company", "product": "product_type", "currency": "currency"}
+SLICE_DIMENSIONS = {
+    "company": "company",
+    "product": "product_type",
+    "currency": "currency",
+    "segment": "segment",
+}
 BUCKET_LABELS = {code: label for code, label, *_ in d.BUCKETS}
 ROLL_TO = [code for code, *_ in d.BUCKETS] + ["repaid"]
 Rows = list[list[object]]

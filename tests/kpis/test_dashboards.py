@@ -221,7 +221,8 @@ class ConcentrationTests(DashboardTestCase):
             "outstanding_principal",
             "loans",
         )
-        kept = sorted(TopBorrower.objects.values_list(*fields))
+        # The migration ranks the slices that existed then; segments came later (0006).
+        kept = sorted(TopBorrower.objects.exclude(dimension="segment").values_list(*fields))
         TopBorrower.objects.all().delete()
         with connection.cursor() as cursor:
             cursor.execute(migration.BACKFILL_SQL)

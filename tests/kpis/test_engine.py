@@ -16,6 +16,7 @@ from kpis import definitions
 from kpis.engine import snapshot_compute
 from kpis.models import KpiValue, LoanState, SnapshotRun
 from loans.models import Batch, BatchChange, Transaction
+from loans.segments import customer_segments_refresh
 from tests.factories import batch_create
 from tests.kpis import portfolios as p
 
@@ -279,8 +280,9 @@ def test_the_golden_book_stores_one_value_per_kpi_per_slice_and_nothing_else(gol
         ("product", p.FACTORING),
         ("product", p.WORKING_CAPITAL),
         ("currency", "USD"),
+        ("segment", ""),  # no customer has a segment yet (loans.segments sets them)
     }
-    assert KpiValue.objects.filter(run=golden_run).count() == 6 * len(definitions.KPIS)
+    assert KpiValue.objects.filter(run=golden_run).count() == 7 * len(definitions.KPIS)
     assert set(
         KpiValue.objects.filter(run=golden_run).values_list("as_of", "definition_version")
     ) == {(R, definitions.VERSION)}
@@ -733,7 +735,7 @@ def test_recomputing_unchanged_data_returns_the_as_reported_run(golden_run):
         SnapshotRun.Basis.AS_REPORTED
     ]
     assert values(again) == GOLDEN_PORTFOLIO
-    assert KpiValue.objects.count() == 6 * len(definitions.KPIS)
+    assert KpiValue.objects.count() == 7 * len(definitions.KPIS)
     assert LoanState.objects.count() == 5
 
 
@@ -850,3 +852,26 @@ def test_a_recompute_after_the_review_clears_the_provisional_flag():
     run = snapshot_compute(as_of=R)
     run.refresh_from_db()
     assert (run.provisional, run.provisional_reasons) == (False, [])
+
+
+def test_the_segment_dimension_slices_every_kpi_by_the_customers_segment_at_the_snapshot():
+    p.golden_book()
+    customer_segments_refresh(as_of=R)
+    run = snapshot_compute(as_of=R)
+    # C1 (L1 after the repaid L4) and C3 (L6 while L3 is open) borrow again without a break;
+    # C2 and C4 have one loan each by R.
+    recurrent, new = values(run, "segment", "recurrent"), values(run, "segment", "new")
+    assert (recurrent["outstanding_principal"], recurrent["par_30"]) == (
+        D("7000"),
+        D("0.1428571429"),  # stored at the KPI value column's precision
+    )
+    assert (new["outstanding_principal"], new["written_off_balance"], new["par_30"]) == (
+        D("3000"),
+        D("1000"),
+        D(0),
+    )
+    assert (recurrent["disbursements"], new["disbursements"]) == (D("1000"), D("3000"))
+    assert set(LoanState.objects.filter(run=run).values_list("segment", flat=True)) == {
+        "new",
+        "recurrent",
+    }
