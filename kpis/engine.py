@@ -182,9 +182,12 @@ WITH disbursed AS (
     FROM (
         SELECT {SLICE_COLUMNS}, customer_id, sum(n) AS loans
         FROM (  -- one pass over the loans; the grouping sets then run on far fewer rows
-            SELECT l.customer_id, l.company, l.product_type, l.currency, cu.segment, count(*) AS n
-            FROM loans_loan l {WITH_SEGMENT}
-            WHERE l.disburse_date <= %(as_of)s GROUP BY 1, 2, 3, 4, 5
+            -- Counted per customer and slice first; the customer's segment joins the far fewer rows.
+            SELECT l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.n
+            FROM (
+                SELECT customer_id, company, product_type, currency, count(*) AS n FROM loans_loan
+                WHERE disburse_date <= %(as_of)s GROUP BY 1, 2, 3, 4
+            ) l {WITH_SEGMENT}
         ) per_slice
         GROUP BY {_slices(per="customer_id")}
     ) per_customer GROUP BY dimension, member
@@ -304,16 +307,19 @@ WITH ever_30 AS (
     SELECT loan_id, written_off_balance FROM kpis_loanstate WHERE run_id = %(run)s
 )
 INSERT INTO kpis_vintagepoint (run_id, cohort, months_on_book, disbursed, written_off, ever_30)
-SELECT %(run)s, date_trunc('month', l.disburse_date)::date AS cohort,
-       (extract(year FROM age(%(as_of)s, date_trunc('month', l.disburse_date))) * 12
-        + extract(month FROM age(%(as_of)s, date_trunc('month', l.disburse_date))))::int AS months_on_book,
-       sum(l.disburse_principal), coalesce(sum(n.written_off_balance), 0),
-       coalesce(sum(l.disburse_principal) FILTER (WHERE e.loan_id IS NOT NULL), 0)
-FROM loans_loan l
-LEFT JOIN now n ON n.loan_id = l.id
-LEFT JOIN ever_30 e ON e.loan_id = l.id
-WHERE l.disburse_date <= %(as_of)s
-GROUP BY 2, 3
+SELECT %(run)s, cohort,
+       (extract(year FROM age(%(as_of)s, cohort)) * 12 + extract(month FROM age(%(as_of)s, cohort)))::int,
+       disbursed, written_off, ever_30
+FROM (  -- months on book depend on the cohort only: worked out per cohort, not per loan
+    SELECT date_trunc('month', l.disburse_date)::date AS cohort,
+           sum(l.disburse_principal) AS disbursed, coalesce(sum(n.written_off_balance), 0) AS written_off,
+           coalesce(sum(l.disburse_principal) FILTER (WHERE e.loan_id IS NOT NULL), 0) AS ever_30
+    FROM loans_loan l
+    LEFT JOIN now n ON n.loan_id = l.id
+    LEFT JOIN ever_30 e ON e.loan_id = l.id
+    WHERE l.disburse_date <= %(as_of)s
+    GROUP BY 1
+) cohorts
 """
 
 
