@@ -20,3 +20,16 @@ errorlog = "-"
 # JSON access lines, matching the application's logs; never the query string (it may carry tokens).
 access_log_format = '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": "%(B)s", "duration_us": %(D)s, "request_id": "%({x-request-id}o)s"}'
 forwarded_allow_ips = "*"
+
+
+def when_ready(server):
+    """Compile the site's templates once in the master (preload_app): every worker, recycled ones
+    included, forks with them compiled instead of compiling on its first requests."""
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.template import loader
+
+    root = Path(settings.BASE_DIR) / "templates"
+    for path in root.rglob("*.html"):
+        loader.get_template(str(path.relative_to(root)))
