@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,6 @@ from datetime import date, datetime, timedelta
 from croniter import croniter
 from django.conf import settings
 from django.core.cache import cache
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -30,7 +30,9 @@ from integrations.alerts import alert_send
 from integrations.http import ProviderError
 from integrations.models import PipelineRun, PipelineStep
 from integrations.schedules import JOBS
+from loans.imports.files import TapeFile
 from loans.models import Batch
+from loans.services import batch_for
 
 logger = logging.getLogger(__name__)
 
@@ -199,29 +201,25 @@ def error_text(exc: BaseException) -> str:
 
 
 def raw_land(*, content: bytes, name: str, source: str, kind: str, job: str, by=None) -> Batch:
-    """Keep a provider payload unchanged in the raw layer; the same bytes twice are a duplicate.
+    """Keep a provider payload unchanged in the raw layer (``loans.services.batch_for``, as for
+    uploads): the same bytes twice are a duplicate of the first batch.
 
     The batch stays ``running`` until the caller finishes it with ``loans.services.batch_finish``.
     """
-    sha256 = hashlib.sha256(content).hexdigest()
-    earlier = Batch.objects.filter(sha256=sha256, status=Batch.Status.LOADED).first()
-    batch = Batch(
-        source=source,
+    payload = TapeFile(
+        name=name,
         kind=kind,
-        original_name=name,
-        sha256=sha256,
+        opener=lambda: io.BytesIO(content),
+        sha256=hashlib.sha256(content).hexdigest(),
         size=len(content),
-        created_by=by,
-        job=job,
-        status=Batch.Status.DUPLICATE if earlier else Batch.Status.RUNNING,
-        duplicate_of=earlier,
-        started_at=timezone.now(),
+        encoding="UTF8",
+        has_bom=False,
+        binary=False,
     )
-    if earlier:
-        batch.file.name = earlier.file.name
-    else:
-        batch.file.save(name, ContentFile(content), save=False)
-    batch.save()
+    batch = batch_for(payload, kind=kind, source=source, by=by, job=job)
+    if batch.status == Batch.Status.PENDING:
+        batch.status, batch.started_at = Batch.Status.RUNNING, timezone.now()
+        batch.save(update_fields=["status", "started_at"])
     return batch
 
 
