@@ -120,11 +120,17 @@ def _change_one_percent(src: Path, dst: Path) -> int:
     return changed
 
 
-def run(*, loans: int) -> None:
-    folder = OUT / f"tape-{loans}"
+def run(*, loans: int, working_capital_share: float) -> None:
+    folder = OUT / f"tape-{loans}-wc{round(working_capital_share * 100)}"
     if not (folder / "transactions.csv").exists():
         started = time.perf_counter()
-        tape_generate(out_dir=_mkdir(folder), loans=loans, customers=max(300, loans // 15), seed=7)
+        tape_generate(
+            out_dir=_mkdir(folder),
+            loans=loans,
+            customers=max(300, loans // 15),
+            seed=7,
+            working_capital_share=working_capital_share,
+        )
         print(f"generated {loans:,}-loan tape in {time.perf_counter() - started:.1f} s")
     rows = _rows(folder)
     size = sum(p.stat().st_size for p in folder.glob("*.csv"))
@@ -154,7 +160,7 @@ def run(*, loans: int) -> None:
     assert len(again.duplicates) == 4
     print(f"re-import of identical bytes: {same:.2f} s (target < 1 s)")
 
-    changed_folder = OUT / f"tape-{loans}-changed"
+    changed_folder = folder.with_name(f"{folder.name}-changed")
     changed = _change_one_percent(folder, changed_folder)
     started = time.perf_counter()
     result = tape_import(path=changed_folder, source="bench", job="bench")

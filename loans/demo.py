@@ -128,18 +128,24 @@ def tape_generate(
     customers: int = 300,
     seed: int = 7,
     as_of: date = date(2025, 11, 30),
+    working_capital_share: float = WORKING_CAPITAL_SHARE,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Path]:
     """Write customers, loans, schedules and transactions CSVs of a synthetic tape to ``out_dir``.
 
     Loans are disbursed over the three years up to ``as_of``; only cash dated on or before
-    ``as_of`` is written, and the loans' as-of columns agree with it. ``progress`` (if given) is
-    called with the number of loans written every 50,000 loans.
+    ``as_of`` is written, and the loans' as-of columns agree with it. ``working_capital_share``
+    is the share of disbursements that are monthly instalment loans (3-12 instalments) rather
+    than one-off factoring: it sets the book's density, about 5.3 schedule and cash rows per loan
+    at the default 0.25 and about 10.4 at 0.7. ``progress`` (if given) is called with the number of
+    loans written every 50,000 loans.
     """
     if loans < 0:
         raise ValueError("loans must be zero or more")
     if customers < 1:
         raise ValueError("customers must be at least one")
+    if not 0 <= working_capital_share <= 1:
+        raise ValueError("working_capital_share must lie between 0 and 1")
     rng = random.Random(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +160,13 @@ def tape_generate(
             writers[name].writerow(TAPE_HEADERS[name])
         borrowers = _customers_write(writers["customers"], rng=rng, count=customers)
         _loans_write(
-            writers, rng=rng, borrowers=borrowers, count=loans, as_of=as_of, progress=progress
+            writers,
+            rng=rng,
+            borrowers=borrowers,
+            count=loans,
+            as_of=as_of,
+            working_capital_share=working_capital_share,
+            progress=progress,
         )
     return paths
 
@@ -242,6 +254,7 @@ def _loans_write(
     borrowers: _Borrowers,
     count: int,
     as_of: date,
+    working_capital_share: float,
     progress: Callable[[int], None] | None,
 ) -> None:
     loan_rows = writers["loans"].writerow
@@ -290,7 +303,7 @@ def _loans_write(
                 customer = bisect_right(
                     cumulative, random_() * cumulative[active - 1], 0, active - 1
                 )
-            if random_() < WORKING_CAPITAL_SHARE:
+            if random_() < working_capital_share:
                 product, group_left = WORKING_CAPITAL, 1
             else:
                 product = FACTORING

@@ -22,7 +22,7 @@ from django.db import transaction
 
 from abaco.cli import iso_date
 from abaco.roles import STAFF_ROLES, Role
-from loans.demo import tape_generate
+from loans.demo import WORKING_CAPITAL_SHARE, tape_generate
 from loans.models import Loan
 
 # username -> role; one login per role of DESIGN.md.
@@ -79,6 +79,17 @@ class Command(BaseCommand):
             help="N loans and max(300, N // 15) customers, e.g. 1000000 for benchmarks.",
         )
         parser.add_argument(
+            "--working-capital-share",
+            type=float,
+            default=WORKING_CAPITAL_SHARE,
+            metavar="SHARE",
+            help=(
+                "Share of disbursements that are monthly instalment loans rather than one-off "
+                f"factoring (default {WORKING_CAPITAL_SHARE}); 0.7 gives about 10 schedule and "
+                "cash rows per loan, the benchmark book's density."
+            ),
+        )
+        parser.add_argument(
             "--out",
             type=Path,
             help="Directory for the CSVs (default: a new one under .data/demo/).",
@@ -104,6 +115,8 @@ class Command(BaseCommand):
             loans, customers = options["scale"], max(300, options["scale"] // 15)
         if loans < 1 or customers < 1:
             raise CommandError("--loans, --customers and --scale must be at least 1.")
+        if not 0 <= options["working_capital_share"] <= 1:
+            raise CommandError("--working-capital-share must lie between 0 and 1.")
         load = not options["no_load"]
         if load and options["if_empty"] and Loan.objects.exists():
             self.stdout.write("The database already has loans: no demo data loaded.")
@@ -135,6 +148,7 @@ class Command(BaseCommand):
             customers=customers,
             seed=options["seed"],
             as_of=options["as_of"],
+            working_capital_share=options["working_capital_share"],
             progress=lambda done: self.stdout.write(f"  {done:,} loans written"),
         )
         for path in paths.values():
