@@ -164,19 +164,75 @@ SELECT %(run)s, dimension, member, rank, customer_id, ob, loans
 FROM ranked_customers WHERE rank <= {TOP_BORROWERS}
 """
 
+# The month's cash flows per loan (month start to R), one pass each over the month's payments,
+# installments and disbursements; slices join loans and customers once, in FLOW_FACTS_SQL.
+# The collections split classifies each payment by the installment it meets first (the oldest one
+# its loan's earlier principal has not covered): overdue when that installment fell due before the
+# payment, current when it falls due by the month's end, advance otherwise. Cumulative principal
+# due rises with the due date, so this needs only two sums per payment, not the loan's whole
+# schedule: principal due before the payment's date and by the month's end, against principal
+# paid before the payment.
+MONTH_LOANS_SQL = """
+CREATE TEMP TABLE month_loans ON COMMIT DROP AS
+WITH pay AS (
+    SELECT t.id, t.loan_id, t.date, t.sequence, t.principal, t.principal + t.interest + t.fees + t.other AS amount
+    FROM loans_transaction t
+    WHERE t.transaction_type = 'PAYMENT' AND t.date BETWEEN %(month_start)s AND %(as_of)s
+), due AS (
+    SELECT i.loan_id, i.due_date, i.principal, i.principal + i.interest + i.fees + i.other AS amount
+    FROM loans_installment i WHERE i.due_date BETWEEN %(month_start)s AND %(month_end)s
+), paid_earlier AS (
+    SELECT t.loan_id, sum(t.principal) AS paid FROM loans_transaction t
+    WHERE t.transaction_type = 'PAYMENT' AND t.date < %(month_start)s AND t.loan_id IN (SELECT loan_id FROM pay)
+    GROUP BY t.loan_id
+), due_earlier AS (
+    SELECT i.loan_id, sum(i.principal) AS due FROM loans_installment i
+    WHERE i.due_date < %(month_start)s AND i.loan_id IN (SELECT loan_id FROM pay)
+    GROUP BY i.loan_id
+), ordered AS (
+    SELECT p.id, p.loan_id, p.date, p.principal, p.amount,
+           coalesce(sum(p.principal) OVER (PARTITION BY p.loan_id ORDER BY p.date, p.sequence, p.id
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS paid_in_month_before
+    FROM pay p
+), classified AS (
+    SELECT o.loan_id, o.principal, o.amount,
+           coalesce(pe.paid, 0) + o.paid_in_month_before + 0.005 AS covered,
+           coalesce(de.due, 0) + coalesce(sum(d.principal) FILTER (WHERE d.due_date < o.date), 0) AS due_before,
+           coalesce(de.due, 0) + coalesce(sum(d.principal), 0) AS due_by_month_end
+    FROM ordered o
+    LEFT JOIN paid_earlier pe ON pe.loan_id = o.loan_id
+    LEFT JOIN due_earlier de ON de.loan_id = o.loan_id
+    LEFT JOIN due d ON d.loan_id = o.loan_id
+    GROUP BY o.id, o.loan_id, o.principal, o.amount, pe.paid, de.due, o.paid_in_month_before
+), collected AS (
+    SELECT loan_id, sum(amount) AS collected, sum(principal) AS paid_principal,
+           sum(amount) FILTER (WHERE due_before > covered) AS collected_overdue,
+           sum(amount) FILTER (WHERE due_before <= covered AND due_by_month_end > covered) AS collected_current,
+           sum(amount) FILTER (WHERE due_by_month_end <= covered) AS collected_advance
+    FROM classified GROUP BY loan_id
+), scheduled AS (
+    SELECT loan_id, sum(amount) AS scheduled, sum(principal) AS scheduled_principal
+    FROM due WHERE due_date <= %(as_of)s GROUP BY loan_id
+), disbursed AS (
+    SELECT id AS loan_id, disburse_principal AS disbursed FROM loans_loan
+    WHERE disburse_date BETWEEN %(month_start)s AND %(as_of)s
+)
+SELECT loan_id, d.disbursed, c.collected, c.paid_principal, c.collected_overdue, c.collected_current,
+       c.collected_advance, s.scheduled, s.scheduled_principal
+FROM collected c FULL JOIN scheduled s USING (loan_id) FULL JOIN disbursed d USING (loan_id)
+"""
+
 FLOW_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_flow ON COMMIT DROP AS
-WITH disbursed AS (
-    SELECT {SLICE_COLUMNS_L}, sum(l.disburse_principal) AS disbursements, count(*) AS disbursement_count
-    FROM loans_loan l {WITH_SEGMENT} WHERE l.disburse_date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES_L}
-), collected AS (
-    SELECT {SLICE_COLUMNS_L}, sum(t.principal + t.interest + t.fees + t.other) AS collected
-    FROM loans_transaction t JOIN loans_loan l ON l.id = t.loan_id {WITH_SEGMENT}
-    WHERE t.transaction_type = 'PAYMENT' AND t.date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES_L}
-), scheduled AS (
-    SELECT {SLICE_COLUMNS_L}, sum(i.principal + i.interest + i.fees + i.other) AS scheduled
-    FROM loans_installment i JOIN loans_loan l ON l.id = i.loan_id {WITH_SEGMENT}
-    WHERE i.due_date BETWEEN %(month_start)s AND %(as_of)s GROUP BY {SLICES_L}
+WITH flows AS (
+    SELECT {SLICE_COLUMNS_L},
+           sum(m.disbursed) AS disbursements, count(m.disbursed) AS disbursement_count,
+           sum(m.collected) AS collected, sum(m.paid_principal) AS paid_in_month,
+           sum(m.collected_overdue) AS collected_overdue, sum(m.collected_current) AS collected_current,
+           sum(m.collected_advance) AS collected_advance,
+           sum(m.scheduled) AS scheduled, sum(m.scheduled_principal) AS scheduled_in_month
+    FROM month_loans m JOIN loans_loan l ON l.id = m.loan_id {WITH_SEGMENT}
+    GROUP BY {SLICES_L}
 ), borrowers AS (
     SELECT dimension, member, count(*) AS borrowers, count(*) FILTER (WHERE loans > 1) AS repeaters
     FROM (
@@ -191,43 +247,10 @@ WITH disbursed AS (
         ) per_slice
         GROUP BY {_slices(per="customer_id")}
     ) per_customer GROUP BY dimension, member
-), payments AS (
-    -- Each payment of the month with the principal paid on its loan before it (earlier payments).
-    SELECT t.id, t.loan_id, t.date, t.principal + t.interest + t.fees + t.other AS amount,
-           coalesce(sum(t.principal) OVER (PARTITION BY t.loan_id ORDER BY t.date, t.sequence, t.id
-                                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS paid_before
-    FROM loans_transaction t
-    WHERE t.transaction_type = 'PAYMENT' AND t.date <= %(as_of)s
-      AND t.loan_id IN (SELECT loan_id FROM loans_transaction
-                        WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s)
-), schedule AS (
-    -- Cumulative principal due, installment by installment, for the loans that paid this month.
-    SELECT i.loan_id, i.due_date, sum(i.principal) OVER (PARTITION BY i.loan_id ORDER BY i.due_date) AS due_so_far
-    FROM loans_installment i
-    WHERE i.loan_id IN (SELECT loan_id FROM loans_transaction
-                        WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s)
-), classified AS (
-    -- The installment a payment meets first: the oldest one not yet covered by earlier principal.
-    SELECT p.id, p.loan_id, p.amount,
-           min(s.due_date) FILTER (WHERE s.due_so_far > p.paid_before + 0.005) AS meets
-    FROM payments p LEFT JOIN schedule s ON s.loan_id = p.loan_id
-    WHERE p.date BETWEEN %(month_start)s AND %(as_of)s
-    GROUP BY p.id, p.loan_id, p.amount
-), split AS (
-    SELECT {SLICE_COLUMNS_L},
-           sum(c.amount) FILTER (WHERE c.meets < p.date) AS collected_overdue,
-           sum(c.amount) FILTER (WHERE c.meets >= p.date AND c.meets <= %(month_end)s) AS collected_current,
-           sum(c.amount) FILTER (WHERE c.meets IS NULL OR c.meets > %(month_end)s) AS collected_advance
-    FROM classified c JOIN payments p ON p.id = c.id JOIN loans_loan l ON l.id = c.loan_id {WITH_SEGMENT}
-    GROUP BY {SLICES_L}
 )
 SELECT dimension, member, disbursements, disbursement_count, collected, scheduled, borrowers, repeaters,
-       collected_overdue, collected_current, collected_advance
-FROM borrowers
-FULL JOIN split USING (dimension, member)
-FULL JOIN disbursed USING (dimension, member)
-FULL JOIN collected USING (dimension, member)
-FULL JOIN scheduled USING (dimension, member)
+       collected_overdue, collected_current, collected_advance, paid_in_month, scheduled_in_month
+FROM borrowers FULL JOIN flows USING (dimension, member)
 """
 
 
@@ -258,25 +281,15 @@ WITH previous AS (
     LEFT JOIN kpis_loanstate before ON before.run_id = (SELECT id FROM previous) AND before.loan_id = now.loan_id
     WHERE now.run_id = %(run)s AND now.written_off AND NOT coalesce(before.written_off, false)
     GROUP BY {_slices("now")}
-), paid AS (
-    SELECT {SLICE_COLUMNS_L}, sum(t.principal) AS paid_in_month
-    FROM loans_transaction t JOIN loans_loan l ON l.id = t.loan_id {WITH_SEGMENT}
-    WHERE t.transaction_type = 'PAYMENT' AND t.date > %(month_before)s AND t.date <= %(as_of)s GROUP BY {SLICES_L}
-), scheduled AS (
-    SELECT {SLICE_COLUMNS_L}, sum(i.principal) AS scheduled_in_month
-    FROM loans_installment i JOIN loans_loan l ON l.id = i.loan_id {WITH_SEGMENT}
-    WHERE i.due_date > %(month_before)s AND i.due_date <= %(as_of)s GROUP BY {SLICES_L}
 ), acquisition AS (
     SELECT 'portfolio'::text AS dimension, ''::text AS member,
            (SELECT sum(spend) FROM loans_marketingspend WHERE month = %(month_start)s) AS spend,
            (SELECT count(*) FROM (SELECT customer_id FROM loans_loan GROUP BY customer_id
                                   HAVING min(disburse_date) BETWEEN %(month_start)s AND %(as_of)s) first_loans) AS new_customers
 )
-SELECT dimension, member, start_ob, written_off_in_month, paid_in_month, scheduled_in_month, spend, new_customers
+SELECT dimension, member, start_ob, written_off_in_month, spend, new_customers
 FROM start_ob
 FULL JOIN newly_written_off USING (dimension, member)
-FULL JOIN paid USING (dimension, member)
-FULL JOIN scheduled USING (dimension, member)
 FULL JOIN acquisition USING (dimension, member)
 """
 
@@ -375,16 +388,16 @@ VALUES: list[_Value] = [
     ),
     _ratio(
         "smm",
-        "coalesce(r.paid_in_month, 0) - coalesce(r.scheduled_in_month, 0)",
-        "r.start_ob - coalesce(r.scheduled_in_month, 0)",
+        "coalesce(f.paid_in_month, 0) - coalesce(f.scheduled_in_month, 0)",
+        "r.start_ob - coalesce(f.scheduled_in_month, 0)",
     ),
     _Value(
         "cpr",
-        "CASE WHEN r.start_ob - coalesce(r.scheduled_in_month, 0) > 0 AND abs(coalesce(r.paid_in_month, 0) - coalesce(r.scheduled_in_month, 0))"
-        " <= r.start_ob - coalesce(r.scheduled_in_month, 0) THEN 1 - power(1 - "
-        "(coalesce(r.paid_in_month, 0) - coalesce(r.scheduled_in_month, 0)) / (r.start_ob - coalesce(r.scheduled_in_month, 0)), 12) END",
-        "coalesce(r.paid_in_month, 0) - coalesce(r.scheduled_in_month, 0)",
-        "r.start_ob - coalesce(r.scheduled_in_month, 0)",
+        "CASE WHEN r.start_ob - coalesce(f.scheduled_in_month, 0) > 0 AND abs(coalesce(f.paid_in_month, 0) - coalesce(f.scheduled_in_month, 0))"
+        " <= r.start_ob - coalesce(f.scheduled_in_month, 0) THEN 1 - power(1 - "
+        "(coalesce(f.paid_in_month, 0) - coalesce(f.scheduled_in_month, 0)) / (r.start_ob - coalesce(f.scheduled_in_month, 0)), 12) END",
+        "coalesce(f.paid_in_month, 0) - coalesce(f.scheduled_in_month, 0)",
+        "r.start_ob - coalesce(f.scheduled_in_month, 0)",
     ),
     *[_Value(f"due_{n}_principal", f"coalesce(u.due_{n}_principal, 0)") for n in d.DUE_DAYS],
     *[_Value(f"due_{n}_loans", f"coalesce(u.due_{n}_loans, 0)") for n in d.DUE_DAYS],
@@ -496,12 +509,14 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
         cursor.execute(LOAN_STATES_SQL.format(bucket=BUCKET_SQL), params)
         run.loans = cursor.rowcount
         cursor.execute(
-            "DROP TABLE IF EXISTS facts_state, ranked_customers, facts_flow, facts_concentration, facts_rates, facts_due"
+            "DROP TABLE IF EXISTS facts_state, ranked_customers, month_loans, facts_flow, facts_concentration, facts_rates, facts_due"
         )
         cursor.execute(STATE_FACTS_SQL, params)
         cursor.execute(RANKED_CUSTOMERS_SQL, params)
         cursor.execute(CONCENTRATION_SQL, params)
         cursor.execute(TOP_BORROWERS_SQL, params)
+        cursor.execute(MONTH_LOANS_SQL, params)
+        cursor.execute("ANALYZE month_loans")
         cursor.execute(FLOW_FACTS_SQL, params)
         cursor.execute(RATE_FACTS_SQL, params)
         cursor.execute(DUE_FACTS_SQL, params)
