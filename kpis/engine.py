@@ -28,41 +28,57 @@ TOP_BORROWERS = 10
 
 BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batch.Kind.TRANSACTIONS]
 
+# Each loan's cash and schedule read once per snapshot, for both the loan states and the month's
+# collections split: the loans that can have a balance at R or paid in R's month (disbursed by R
+# and not repaid before the month began, and the month's payers), with principal paid by R and
+# before the month, whether a write-off was booked by R ...
+LOAN_CASH_SQL = """
+CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
+WITH cash_loans AS (
+    SELECT id AS loan_id FROM loans_loan
+    WHERE disburse_date <= %(as_of)s AND (repaid_on IS NULL OR repaid_on >= %(month_start)s)
+    UNION
+    SELECT loan_id FROM loans_transaction
+    WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s
+)
+SELECT c.loan_id,
+       coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT'), 0) AS paid,
+       coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT' AND t.date < %(month_start)s), 0) AS paid_before_month,
+       coalesce(bool_or(t.transaction_type = 'WRITE_OFF'), false) AS write_off_booked
+FROM cash_loans c
+LEFT JOIN loans_transaction t ON t.loan_id = c.loan_id AND t.transaction_type IN ('PAYMENT', 'WRITE_OFF') AND t.date <= %(as_of)s
+GROUP BY c.loan_id
+"""
+
+# ... and, from the schedule, principal due before the month and the oldest installment unpaid at
+# R: principal paid is applied to installments in due-date order, so the oldest installment that
+# fell due before R and whose cumulative principal exceeds what was paid sets DPD.
+LOAN_SCHEDULE_SQL = """
+CREATE TEMP TABLE loan_schedule ON COMMIT DROP AS
+SELECT s.loan_id,
+       min(s.due_date) FILTER (WHERE s.due_so_far > s.paid + 0.005) AS oldest_unpaid,
+       sum(s.principal) FILTER (WHERE s.due_date < %(month_start)s) AS due_before_month
+FROM (
+    SELECT i.loan_id, i.due_date, i.principal, c.paid,
+           sum(i.principal) OVER (PARTITION BY i.loan_id ORDER BY i.due_date) AS due_so_far
+    FROM loan_cash c JOIN loans_installment i ON i.loan_id = c.loan_id AND i.due_date < %(as_of)s
+) s
+GROUP BY s.loan_id
+"""
+
 # Loan state at end of day R for every loan disbursed on or before R that still has a balance
-# (live or written off). Principal paid is applied to installments in due-date order: the oldest
-# installment whose cumulative principal exceeds what was paid, and that fell due before R, sets DPD.
+# (live or written off).
 LOAN_STATES_SQL = """
-WITH candidates AS (
-    -- Loans that can have a balance at R: disbursed by then and not known to be repaid by then.
-    SELECT id FROM loans_loan
-    WHERE disburse_date <= %(as_of)s AND (repaid_on IS NULL OR repaid_on > %(as_of)s)
-), paid AS (
-    SELECT t.loan_id, sum(t.principal) AS paid FROM loans_transaction t JOIN candidates c ON c.id = t.loan_id
-    WHERE t.transaction_type = 'PAYMENT' AND t.date <= %(as_of)s GROUP BY t.loan_id
-), written_off AS (
-    SELECT DISTINCT loan_id FROM loans_transaction WHERE transaction_type = 'WRITE_OFF' AND date <= %(as_of)s
-), open AS (
-    -- Loans with a balance: the only ones whose schedule needs reading (most loans are repaid).
+WITH open AS (
     SELECT l.id AS loan_id, l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.interest_rate,
-           coalesce(p.paid, 0) AS paid, l.disburse_principal - coalesce(p.paid, 0) AS balance
-    FROM loans_loan l LEFT JOIN paid p ON p.loan_id = l.id JOIN loans_customer cu ON cu.id = l.customer_id
-    WHERE l.disburse_date <= %(as_of)s AND l.disburse_principal - coalesce(p.paid, 0) >= 0.01
+           l.disburse_principal - c.paid AS balance, c.write_off_booked
+    FROM loan_cash c JOIN loans_loan l ON l.id = c.loan_id JOIN loans_customer cu ON cu.id = l.customer_id
+    WHERE l.disburse_date <= %(as_of)s AND l.disburse_principal - c.paid >= 0.01
       AND (l.repaid_on IS NULL OR l.repaid_on > %(as_of)s)
-), overdue AS (
-    SELECT s.loan_id, min(s.due_date) AS oldest_unpaid
-    FROM (
-        SELECT i.loan_id, i.due_date, o.paid,
-               sum(i.principal) OVER (PARTITION BY i.loan_id ORDER BY i.due_date) AS due_so_far
-        FROM open o JOIN loans_installment i ON i.loan_id = o.loan_id AND i.due_date < %(as_of)s
-    ) s
-    WHERE s.due_so_far > s.paid + 0.005
-    GROUP BY s.loan_id
 ), state AS (
-    SELECT o.*, coalesce(%(as_of)s - od.oldest_unpaid, 0) AS dpd,
-           (w.loan_id IS NOT NULL OR coalesce(%(as_of)s - od.oldest_unpaid, 0) > %(write_off_dpd)s) AS written_off
-    FROM open o
-    LEFT JOIN overdue od ON od.loan_id = o.loan_id
-    LEFT JOIN written_off w ON w.loan_id = o.loan_id
+    SELECT o.*, coalesce(%(as_of)s - s.oldest_unpaid, 0) AS dpd,
+           (o.write_off_booked OR coalesce(%(as_of)s - s.oldest_unpaid, 0) > %(write_off_dpd)s) AS written_off
+    FROM open o LEFT JOIN loan_schedule s ON s.loan_id = o.loan_id
 )
 INSERT INTO kpis_loanstate (run_id, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
                             outstanding_principal, dpd, bucket, written_off, written_off_balance)
@@ -181,14 +197,6 @@ WITH pay AS (
 ), due AS (
     SELECT i.loan_id, i.due_date, i.principal, i.principal + i.interest + i.fees + i.other AS amount
     FROM loans_installment i WHERE i.due_date BETWEEN %(month_start)s AND %(month_end)s
-), paid_earlier AS (
-    SELECT t.loan_id, sum(t.principal) AS paid FROM loans_transaction t
-    WHERE t.transaction_type = 'PAYMENT' AND t.date < %(month_start)s AND t.loan_id IN (SELECT loan_id FROM pay)
-    GROUP BY t.loan_id
-), due_earlier AS (
-    SELECT i.loan_id, sum(i.principal) AS due FROM loans_installment i
-    WHERE i.due_date < %(month_start)s AND i.loan_id IN (SELECT loan_id FROM pay)
-    GROUP BY i.loan_id
 ), ordered AS (
     SELECT p.id, p.loan_id, p.date, p.principal, p.amount,
            coalesce(sum(p.principal) OVER (PARTITION BY p.loan_id ORDER BY p.date, p.sequence, p.id
@@ -196,14 +204,14 @@ WITH pay AS (
     FROM pay p
 ), classified AS (
     SELECT o.loan_id, o.principal, o.amount,
-           coalesce(pe.paid, 0) + o.paid_in_month_before + 0.005 AS covered,
-           coalesce(de.due, 0) + coalesce(sum(d.principal) FILTER (WHERE d.due_date < o.date), 0) AS due_before,
-           coalesce(de.due, 0) + coalesce(sum(d.principal), 0) AS due_by_month_end
+           c.paid_before_month + o.paid_in_month_before + 0.005 AS covered,
+           coalesce(ls.due_before_month, 0) + coalesce(sum(d.principal) FILTER (WHERE d.due_date < o.date), 0) AS due_before,
+           coalesce(ls.due_before_month, 0) + coalesce(sum(d.principal), 0) AS due_by_month_end
     FROM ordered o
-    LEFT JOIN paid_earlier pe ON pe.loan_id = o.loan_id
-    LEFT JOIN due_earlier de ON de.loan_id = o.loan_id
+    JOIN loan_cash c ON c.loan_id = o.loan_id  -- every payer of the month is there
+    LEFT JOIN loan_schedule ls ON ls.loan_id = o.loan_id
     LEFT JOIN due d ON d.loan_id = o.loan_id
-    GROUP BY o.id, o.loan_id, o.principal, o.amount, pe.paid, de.due, o.paid_in_month_before
+    GROUP BY o.id, o.loan_id, o.principal, o.amount, c.paid_before_month, ls.due_before_month, o.paid_in_month_before
 ), collected AS (
     SELECT loan_id, sum(amount) AS collected, sum(principal) AS paid_principal,
            sum(amount) FILTER (WHERE due_before > covered) AS collected_overdue,
@@ -506,11 +514,16 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
             "write_off_dpd": settings.WRITE_OFF_DPD,
             "version": d.VERSION,
         }
+        cursor.execute(
+            "DROP TABLE IF EXISTS loan_cash, loan_schedule, facts_state, ranked_customers, month_loans, "
+            "facts_flow, facts_concentration, facts_rates, facts_due"
+        )
+        cursor.execute(LOAN_CASH_SQL, params)
+        cursor.execute("ANALYZE loan_cash")
+        cursor.execute(LOAN_SCHEDULE_SQL, params)
+        cursor.execute("ANALYZE loan_schedule")
         cursor.execute(LOAN_STATES_SQL.format(bucket=BUCKET_SQL), params)
         run.loans = cursor.rowcount
-        cursor.execute(
-            "DROP TABLE IF EXISTS facts_state, ranked_customers, month_loans, facts_flow, facts_concentration, facts_rates, facts_due"
-        )
         cursor.execute(STATE_FACTS_SQL, params)
         cursor.execute(RANKED_CUSTOMERS_SQL, params)
         cursor.execute(CONCENTRATION_SQL, params)
