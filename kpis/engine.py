@@ -262,17 +262,24 @@ FROM borrowers FULL JOIN flows USING (dimension, member)
 """
 
 
-# Principal falling due in the next 30/60/90 days on the run's live loans: each live state probes
-# its installments in the window through the (loan, due date) unique index.
+# Principal falling due in the next 30/60/90 days on the run's live loans: the window's
+# installments (by due date) against the live states, summed per loan first so the slices group
+# by hash over one row per loan instead of sorting every installment for a distinct count.
 DUE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_due ON COMMIT DROP AS
-SELECT {_slice_columns("s")},
-    {", ".join(f"sum(i.principal) FILTER (WHERE i.due_date <= %(due_{n})s) AS due_{n}_principal" for n in d.DUE_DAYS)},
-    {", ".join(f"count(DISTINCT i.loan_id) FILTER (WHERE i.due_date <= %(due_{n})s) AS due_{n}_loans" for n in d.DUE_DAYS)}
-FROM kpis_loanstate s
-JOIN loans_installment i ON i.loan_id = s.loan_id AND i.due_date > %(as_of)s AND i.due_date <= %(due_{max(d.DUE_DAYS)})s
-WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
-GROUP BY {_slices("s")}
+WITH per_loan AS (
+    SELECT s.company, s.product_type, s.currency, s.segment,
+        {", ".join(f"sum(i.principal) FILTER (WHERE i.due_date <= %(due_{n})s) AS due_{n}" for n in d.DUE_DAYS)}
+    FROM kpis_loanstate s
+    JOIN loans_installment i ON i.loan_id = s.loan_id AND i.due_date > %(as_of)s AND i.due_date <= %(due_{max(d.DUE_DAYS)})s
+    WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
+    GROUP BY s.id  -- the state's primary key: one row per loan, its slice columns with it
+)
+SELECT {SLICE_COLUMNS},
+    {", ".join(f"sum(due_{n}) AS due_{n}_principal" for n in d.DUE_DAYS)},
+    {", ".join(f"count(due_{n}) AS due_{n}_loans" for n in d.DUE_DAYS)}
+FROM per_loan
+GROUP BY {SLICES}
 """
 
 # Monthly rates against the previous month-end's snapshot (its loan states and OB), and CAC.
