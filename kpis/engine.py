@@ -157,8 +157,12 @@ GROUP BY {SLICES}
 RANKED_CUSTOMERS_SQL = f"""
 CREATE TEMP TABLE ranked_customers ON COMMIT DROP AS
 WITH per_customer AS (
-    SELECT {SLICE_COLUMNS}, customer_id, sum(outstanding_principal) AS ob, count(*) AS loans
-    FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
+    SELECT {SLICE_COLUMNS}, customer_id, sum(ob) AS ob, sum(loans) AS loans
+    FROM (  -- a customer's loans summed per slice combination first: the grouping sets run on fewer rows
+        SELECT customer_id, company, product_type, currency, segment, sum(outstanding_principal) AS ob, count(*) AS loans
+        FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
+        GROUP BY customer_id, company, product_type, currency, segment
+    ) per_combination
     GROUP BY {_slices(per="customer_id")}
 )
 SELECT dimension, member, customer_id, ob, loans, sum(ob) OVER (PARTITION BY dimension, member) AS total,
