@@ -759,10 +759,12 @@ class FileLoader:
             targets.append(column.db_column)
             values.append(self._merge_value(column))
         if spec.kind == "transactions":
+            # n-th row of its (loan, date, type) in file order; by the loan's own id, so "L1" and
+            # "L1 " count as one loan, and the sort compares integers first, not text.
             targets.append("sequence")
             values.append(
                 sql.SQL(
-                    "(row_number() OVER (PARTITION BY x.loan_id, x.date_paid, upper(btrim(x.transaction_type)) ORDER BY x.line) - 1)"
+                    "(row_number() OVER (PARTITION BY ref_loan_id.id, x.date_paid, upper(btrim(x.transaction_type)) ORDER BY x.line) - 1)"
                 )
             )
         if spec.kind == "loans":
