@@ -226,7 +226,7 @@ def tape_import(
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
             # Lookups shared by the files of one import; an earlier import in this transaction left its own.
-            cursor.execute("DROP TABLE IF EXISTS tape_loans, tape_payments, tape_repaid")
+            cursor.execute("DROP TABLE IF EXISTS tape_loans, tape_payments")
             loaded_kinds: list[str] = []
             for i, loader in enumerate(loaders):
                 progress(i / steps, f"reading {loader.file.name}")
@@ -256,8 +256,9 @@ def tape_import(
             if "transactions" in loaded_kinds and "loans" not in loaded_kinds:
                 # Payments without their loans' file: bring those loans' repaid_on up to date.
                 cursor.execute(
-                    "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM tape_repaid rp "
-                    "WHERE l.loan_id = rp.loan_id AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
+                    "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM tape_payments rp "
+                    "WHERE l.loan_id = rp.loan_id AND rp.repaid_on IS NOT NULL "
+                    "AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
                 )
     except _DryRun:
         return result

@@ -532,7 +532,8 @@ class FileLoader:
     def prepare_lookups(self, cursor, loaded_kinds: set[str]) -> None:
         """Per-import lookups the checks of schedules and transactions share, built once:
         ``tape_loans`` (every loan this tape or the book knows, with its disbursement facts) and
-        ``tape_payments`` (each loan's paid principal in this tape, for totals and balances)."""
+        ``tape_payments`` (each loan's paid principal in this tape, for totals and balances, and
+        the day it was repaid)."""
         if self.spec.kind not in ("schedules", "transactions"):
             return
         cursor.execute("SELECT to_regclass('pg_temp.tape_loans') IS NOT NULL")
@@ -555,23 +556,21 @@ class FileLoader:
             )
             cursor.execute("ANALYZE tape_loans")
         if self.spec.kind == "transactions":
+            # One pass over the payments, in date order per loan: each loan's paid principal in this
+            # tape and, as ``repaid_on``, the day its payments first covered its principal
+            # (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip the loan
+            # after it). NULL when they never did, or the loan's own row is rejected.
             cursor.execute(
                 "CREATE TEMP TABLE tape_payments ON COMMIT DROP AS "
-                "SELECT btrim(loan_id) AS loan_id, sum(principal) AS total, min(line) AS first_line FROM typed_transactions "
-                "WHERE upper(btrim(transaction_type)) = 'PAYMENT' GROUP BY 1"
-            )
-            cursor.execute("ANALYZE tape_payments")
-            # The day each loan's payments in this tape first covered its principal (Loan.repaid_on):
-            # never earlier than the truth, so the KPI engine may skip the loan after it.
-            cursor.execute(
-                "CREATE TEMP TABLE tape_repaid ON COMMIT DROP AS "
-                "SELECT r.loan_id, min(r.date_paid) AS repaid_on FROM ("
-                " SELECT btrim(x.loan_id) AS loan_id, x.date_paid,"
+                "SELECT r.loan_id, sum(r.principal) AS total, min(r.line) AS first_line, "
+                "min(r.date_paid) FILTER (WHERE r.paid >= l.disburse_principal - 0.005 AND NOT l.rejected) AS repaid_on "
+                "FROM ("
+                " SELECT btrim(x.loan_id) AS loan_id, x.date_paid, x.line, x.principal,"
                 " sum(x.principal) OVER (PARTITION BY btrim(x.loan_id) ORDER BY x.date_paid, x.line) AS paid"
                 " FROM typed_transactions x WHERE upper(btrim(x.transaction_type)) = 'PAYMENT') r "
-                "JOIN tape_loans l ON l.loan_id = r.loan_id AND NOT l.rejected "
-                "WHERE r.paid >= l.disburse_principal - 0.005 GROUP BY r.loan_id"
+                "LEFT JOIN tape_loans l ON l.loan_id = r.loan_id GROUP BY r.loan_id"
             )
+            cursor.execute("ANALYZE tape_payments")
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""
@@ -768,12 +767,12 @@ class FileLoader:
                 )
             )
         if spec.kind == "loans":
-            cursor.execute("SELECT to_regclass('pg_temp.tape_repaid') IS NOT NULL")
+            cursor.execute("SELECT to_regclass('pg_temp.tape_payments') IS NOT NULL")
             if cursor.fetchone()[0]:  # the tape carries the loans' payments too
                 targets.append("repaid_on")
                 values.append(sql.SQL("rp.repaid_on"))
                 # A join, not a subquery per row: a million loans against a million repaid dates.
-                joins.append(sql.SQL("LEFT JOIN tape_repaid rp ON rp.loan_id = btrim(x.loan_id)"))
+                joins.append(sql.SQL("LEFT JOIN tape_payments rp ON rp.loan_id = btrim(x.loan_id)"))
         key_text = {
             "customers": sql.SQL("btrim(x.customer_id)"),
             "loans": sql.SQL("btrim(x.loan_id)"),
