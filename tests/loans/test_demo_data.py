@@ -71,6 +71,24 @@ def test_a_different_seed_writes_a_different_tape(tmp_path):
         assert first[name].read_bytes() != second[name].read_bytes(), name
 
 
+def _rows_per_loan(paths) -> float:
+    counts = {name: sum(1 for _ in path.open(encoding="utf-8")) - 1 for name, path in paths.items()}
+    return (counts["schedules"] + counts["transactions"]) / counts["loans"]
+
+
+def test_the_working_capital_share_sets_the_book_density(tmp_path):
+    """The benchmark book (share 0.7) carries about 10 schedule and cash rows per loan, the KPI
+    issue's 10M per million loans; the demo default (0.25) about 5."""
+    dense = _rows_per_loan(
+        tape_generate(out_dir=tmp_path / "d", loans=3000, customers=200, working_capital_share=0.7)
+    )
+    default = _rows_per_loan(tape_generate(out_dir=tmp_path / "s", loans=3000, customers=200))
+    assert 9.5 < dense < 11.5
+    assert 4.5 < default < 6.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        tape_generate(out_dir=tmp_path / "x", loans=1, working_capital_share=1.5)
+
+
 def test_the_files_carry_exactly_the_cascade_headers(tmp_path):
     paths = tape_generate(out_dir=tmp_path, loans=50, customers=10)
     for name, header in CASCADE_HEADERS.items():
