@@ -310,14 +310,16 @@ LOGGING = {
         },
     },
     "handlers": {
-        "stdout": {
+        # stderr: App Service collects it like stdout, and commands keep stdout for their output
+        # (compute_kpis --json | jq must read one JSON object, not log lines before it).
+        "console": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": "ext://sys.stderr",
             "formatter": "json",
             "filters": ["request_id"],
         },
     },
-    "root": {"handlers": ["stdout"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},  # its INFO lines carry full URLs

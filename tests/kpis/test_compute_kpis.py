@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import pydoc
+import subprocess
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 from io import StringIO
@@ -12,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django_q.models import Schedule, Task
@@ -59,6 +63,22 @@ def book_with_cash_until(last_payment: date) -> p.Book:
 
 
 # --- compute_kpis --as-of -------------------------------------------------------------------------
+
+
+def test_logs_go_to_stderr_so_that_json_output_is_alone_on_stdout():
+    """`compute_kpis --json | jq` must read one object: log lines never share stdout with it."""
+    probe = "import django; django.setup(); import logging; logging.getLogger('kpis.engine').info('probe')"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "abaco.settings"},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout == ""
+    assert json.loads(result.stderr.splitlines()[-1])["message"] == "probe"
 
 
 def test_it_prints_the_portfolio_as_one_json_object_of_exact_decimal_strings():
