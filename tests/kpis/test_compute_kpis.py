@@ -70,7 +70,7 @@ def test_logs_go_to_stderr_so_that_json_output_is_alone_on_stdout():
     probe = "import django; django.setup(); import logging; logging.getLogger('kpis.engine').info('probe')"
     result = subprocess.run(
         [sys.executable, "-c", probe],
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "abaco.settings"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "abaco.settings", "DEBUG": "true"},
         cwd=settings.BASE_DIR,
         capture_output=True,
         text=True,
