@@ -123,7 +123,11 @@ def _slice_columns(alias: str = "", segment_alias: str | None = None) -> str:
     columns = _columns(alias, segment_alias)
     dimension = " ".join(f"WHEN GROUPING({c}) = 0 THEN '{dim}'" for dim, c in columns.items())
     member = " ".join(f"WHEN GROUPING({c}) = 0 THEN {c}" for c in columns.values())
-    return f"CASE {dimension} ELSE 'portfolio' END AS dimension, coalesce(CASE {member} END, '') AS member"
+    # "C" collation: the slices are sorted and grouped by these, and byte order is all they need.
+    return (
+        f"CASE {dimension} ELSE 'portfolio' END COLLATE \"C\" AS dimension, "
+        f"coalesce(CASE {member} END, '') COLLATE \"C\" AS member"
+    )
 
 
 def _slices(alias: str = "", segment_alias: str | None = None, *, per: str = "") -> str:
@@ -139,18 +143,38 @@ SLICES = _slices()
 SLICE_COLUMNS_L = _slice_columns("l", "cu")
 SLICES_L = _slices("l", "cu")
 
+# A run's state facts: summed per slice combination first (a few dozen rows, one pass over the
+# states), then the slices' grouping sets over those. Active borrowers are counted from
+# ranked_customers, which holds each slice's customers with a balance already.
+_STATE_SUMS = {
+    "ob": "outstanding_principal",
+    "written_off": "written_off_balance",
+    **{
+        f"par_{n}": f"outstanding_principal) FILTER (WHERE dpd >= {n} AND NOT written_off"
+        for n in d.PAR_DAYS
+    },
+    **{
+        f"bucket_balance_{code}": f"CASE WHEN bucket = 'written_off' THEN written_off_balance ELSE outstanding_principal END) FILTER (WHERE bucket = '{code}'"
+        for code, *_ in d.BUCKETS
+    },
+    **{f"bucket_count_{code}": f"1) FILTER (WHERE bucket = '{code}'" for code, *_ in d.BUCKETS},
+    "rate_x_ob": "interest_rate * outstanding_principal",
+}
 STATE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_state ON COMMIT DROP AS
-SELECT {SLICE_COLUMNS},
-    sum(outstanding_principal) AS ob,
-    sum(written_off_balance) AS written_off,
-    {", ".join(f"sum(outstanding_principal) FILTER (WHERE dpd >= {n} AND NOT written_off) AS par_{n}" for n in d.PAR_DAYS)},
-    {", ".join(f"sum(CASE WHEN bucket = 'written_off' THEN written_off_balance ELSE outstanding_principal END) FILTER (WHERE bucket = '{code}') AS bucket_balance_{code}" for code, *_ in d.BUCKETS)},
-    {", ".join(f"count(*) FILTER (WHERE bucket = '{code}') AS bucket_count_{code}" for code, *_ in d.BUCKETS)},
-    sum(interest_rate * outstanding_principal) AS rate_x_ob,
-    count(DISTINCT customer_id) FILTER (WHERE outstanding_principal > 0) AS active_borrowers
-FROM kpis_loanstate WHERE run_id = %(run)s
-GROUP BY {SLICES}
+WITH per_combination AS (
+    SELECT company, product_type, currency, segment,
+        {", ".join(f"sum({expr}) AS {name}" for name, expr in _STATE_SUMS.items())}
+    FROM kpis_loanstate WHERE run_id = %(run)s
+    GROUP BY company, product_type, currency, segment
+), facts AS (
+    SELECT {SLICE_COLUMNS}, {", ".join(f"sum({name}) AS {name}" for name in _STATE_SUMS)}
+    FROM per_combination GROUP BY {SLICES}
+)
+SELECT facts.*, coalesce(b.active_borrowers, 0) AS active_borrowers
+FROM facts LEFT JOIN (
+    SELECT dimension, member, count(*) AS active_borrowers FROM ranked_customers GROUP BY dimension, member
+) b USING (dimension, member)
 """
 
 # Customers ranked by OB in each slice, kept for the run's concentration facts and its top ten.
@@ -332,11 +356,12 @@ FROM moves GROUP BY from_bucket, to_bucket
 
 # Vintages at month-ends only: each cohort's written-off balance now and its ever-30+ principal.
 VINTAGES_SQL = """
-WITH ever_30 AS (
+WITH ever_30 AS MATERIALIZED (  -- hashed once, not again in each parallel worker
+    -- The loans at 30+ DPD in this run or any earlier one (a partial index holds just those).
     SELECT DISTINCT ls.loan_id FROM kpis_loanstate ls JOIN kpis_snapshotrun r ON r.id = ls.run_id
-    WHERE r.as_of <= %(as_of)s AND ls.dpd >= 30 AND (r.id = %(run)s OR r.as_of < %(as_of)s)
-), now AS (
-    SELECT loan_id, written_off_balance FROM kpis_loanstate WHERE run_id = %(run)s
+    WHERE ls.dpd >= 30 AND r.as_of <= %(as_of)s AND (r.id = %(run)s OR r.as_of < %(as_of)s)
+), written_off AS MATERIALIZED (
+    SELECT loan_id, written_off_balance FROM kpis_loanstate WHERE run_id = %(run)s AND written_off
 )
 INSERT INTO kpis_vintagepoint (run_id, cohort, months_on_book, disbursed, written_off, ever_30)
 SELECT %(run)s, cohort,
@@ -344,10 +369,10 @@ SELECT %(run)s, cohort,
        disbursed, written_off, ever_30
 FROM (  -- months on book depend on the cohort only: worked out per cohort, not per loan
     SELECT date_trunc('month', l.disburse_date)::date AS cohort,
-           sum(l.disburse_principal) AS disbursed, coalesce(sum(n.written_off_balance), 0) AS written_off,
+           sum(l.disburse_principal) AS disbursed, coalesce(sum(w.written_off_balance), 0) AS written_off,
            coalesce(sum(l.disburse_principal) FILTER (WHERE e.loan_id IS NOT NULL), 0) AS ever_30
     FROM loans_loan l
-    LEFT JOIN now n ON n.loan_id = l.id
+    LEFT JOIN written_off w ON w.loan_id = l.id
     LEFT JOIN ever_30 e ON e.loan_id = l.id
     WHERE l.disburse_date <= %(as_of)s
     GROUP BY 1
@@ -535,8 +560,8 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
         cursor.execute("ANALYZE loan_schedule")
         cursor.execute(LOAN_STATES_SQL.format(bucket=BUCKET_SQL), params)
         run.loans = cursor.rowcount
-        cursor.execute(STATE_FACTS_SQL, params)
         cursor.execute(RANKED_CUSTOMERS_SQL, params)
+        cursor.execute(STATE_FACTS_SQL, params)
         cursor.execute(CONCENTRATION_SQL, params)
         cursor.execute(TOP_BORROWERS_SQL, params)
         cursor.execute(MONTH_LOANS_SQL, params)

@@ -100,8 +100,16 @@ class LoanState(models.Model):
             models.Index(
                 fields=["run", "written_off", "dpd", "id"], name="loanstate_run_wo_dpd_id_idx"
             ),
-            # A loan's state over time (loan page).
-            models.Index(fields=["loan", "run"], name="loanstate_loan_run_idx"),
+            # A run's state of one loan: the loan page (one probe per run), roll rates and newly
+            # written-off loans against the previous month-end. Run first, so a snapshot's
+            # inserts land together at the index's end instead of at a million scattered leaves.
+            models.Index(fields=["run", "loan"], name="loanstate_run_loan_idx"),
+            # Vintages' ever-30+: the loans at 30+ DPD in every earlier run, a fifth of the rows.
+            models.Index(
+                fields=["run", "loan"],
+                condition=models.Q(dpd__gte=30),
+                name="loanstate_run_loan_30dpd_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q
 
-from kpis.models import LoanState
+from kpis.models import LoanState, SnapshotRun
 from loans.models import Batch, BatchChange, Loan
 
 
@@ -35,7 +35,8 @@ def loan_read(*, loan_pk: int, can_see_pii: bool) -> LoanHistory | None:
     installments = list(loan.installments.order_by("due_date"))
     transactions = list(loan.transactions.order_by("date", "sequence"))
     states = list(
-        LoanState.objects.filter(loan=loan)
+        # Per run (the index is run first): a probe per snapshot, not a scan of every state.
+        LoanState.objects.filter(loan=loan, run__in=SnapshotRun.objects.values("pk"))
         .select_related("run")
         .order_by("-run__as_of", "run__basis")
     )
