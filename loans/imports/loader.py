@@ -427,26 +427,31 @@ class FileLoader:
         key = [c for c in self.spec.key if c != "sequence"]
         if kind != "transactions":
             # Keys compare as stored: text trimmed, so "L1" and "L1 " are the same loan.
-            exprs = [
-                sql.SQL("btrim({})").format(_ident(k))
-                if self.spec.column(k).type == ColumnType.TEXT
-                else _ident(k)
-                for k in key
-            ]
+            def key_exprs(alias: str) -> list[sql.Composable]:
+                return [
+                    sql.SQL("btrim({}.{})").format(_ident(alias), _ident(k))
+                    if self.spec.column(k).type == ColumnType.TEXT
+                    else sql.SQL("{}.{}").format(_ident(alias), _ident(k))
+                    for k in key
+                ]
+
             names = [_ident(f"k{i}") for i in range(len(key))]
+            # The duplicated keys first, then their rows: a clean file (no duplicate) costs one
+            # hashing pass, as a join against an empty set never reads its other side.
             checks.append(
                 sql.SQL(
-                    "WITH k AS (SELECT line, {exprs} FROM {t}) "
-                    "SELECT k.line, {col}, concat_ws(' / ', {knames}), 'duplicate key: first seen on row ' || (d.first_line + 1) "
-                    "FROM k JOIN (SELECT {names}, min(line) AS first_line FROM k GROUP BY {names} HAVING count(*) > 1) d "
-                    "USING ({names}) WHERE k.line <> d.first_line"
+                    "SELECT x.line, {col}, concat_ws(' / ', {dnames}), 'duplicate key: first seen on row ' || (d.first_line + 1) "
+                    "FROM (SELECT {exprs}, min(g.line) AS first_line FROM {t} g GROUP BY {names} HAVING count(*) > 1) d "
+                    "JOIN {t} x ON ({xexprs}) = ({dnames}) WHERE x.line <> d.first_line"
                 ).format(
                     exprs=_join(
-                        sql.SQL("{} AS {}").format(e, n) for e, n in zip(exprs, names, strict=True)
+                        sql.SQL("{} AS {}").format(e, n)
+                        for e, n in zip(key_exprs("g"), names, strict=True)
                     ),
+                    xexprs=_join(key_exprs("x")),
                     t=t,
                     col=sql.Literal(key[0]),
-                    knames=_join(sql.SQL("k.{}").format(n) for n in names),
+                    dnames=_join(sql.SQL("d.{}").format(n) for n in names),
                     names=_join(names),
                 )
             )
@@ -560,15 +565,18 @@ class FileLoader:
             # tape and, as ``repaid_on``, the day its payments first covered its principal
             # (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip the loan
             # after it). NULL when they never did, or the loan's own row is rejected.
+            # The loan is joined before the running sum, so one sort serves both the window and
+            # the grouping (joined after, the payments were sorted twice, on disk).
             cursor.execute(
                 "CREATE TEMP TABLE tape_payments ON COMMIT DROP AS "
                 "SELECT r.loan_id, sum(r.principal) AS total, min(r.line) AS first_line, "
-                "min(r.date_paid) FILTER (WHERE r.paid >= l.disburse_principal - 0.005 AND NOT l.rejected) AS repaid_on "
+                "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005 AND NOT r.rejected) AS repaid_on "
                 "FROM ("
-                " SELECT btrim(x.loan_id) AS loan_id, x.date_paid, x.line, x.principal,"
+                " SELECT btrim(x.loan_id) AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal, l.rejected,"
                 " sum(x.principal) OVER (PARTITION BY btrim(x.loan_id) ORDER BY x.date_paid, x.line) AS paid"
-                " FROM typed_transactions x WHERE upper(btrim(x.transaction_type)) = 'PAYMENT') r "
-                "LEFT JOIN tape_loans l ON l.loan_id = r.loan_id GROUP BY r.loan_id"
+                " FROM typed_transactions x LEFT JOIN tape_loans l ON l.loan_id = btrim(x.loan_id)"
+                " WHERE upper(btrim(x.transaction_type)) = 'PAYMENT') r "
+                "GROUP BY r.loan_id"
             )
             cursor.execute("ANALYZE tape_payments")
 
