@@ -143,28 +143,33 @@ SLICES = _slices()
 SLICE_COLUMNS_L = _slice_columns("l", "cu")
 SLICES_L = _slices("l", "cu")
 
-# A run's state facts: summed per slice combination first (a few dozen rows, one pass over the
-# states), then the slices' grouping sets over those. Active borrowers are counted from
-# ranked_customers, which holds each slice's customers with a balance already.
+# Each fact's aggregate over a combination's states; the slices add them up.
 _STATE_SUMS = {
-    "ob": "outstanding_principal",
-    "written_off": "written_off_balance",
+    "ob": "sum(outstanding_principal)",
+    "written_off": "sum(written_off_balance)",
     **{
-        f"par_{n}": f"outstanding_principal) FILTER (WHERE dpd >= {n} AND NOT written_off"
+        f"par_{n}": f"sum(outstanding_principal) FILTER (WHERE dpd >= {n} AND NOT written_off)"
         for n in d.PAR_DAYS
     },
     **{
-        f"bucket_balance_{code}": f"CASE WHEN bucket = 'written_off' THEN written_off_balance ELSE outstanding_principal END) FILTER (WHERE bucket = '{code}'"
+        f"bucket_balance_{code}": "sum(CASE WHEN bucket = 'written_off' THEN written_off_balance "
+        f"ELSE outstanding_principal END) FILTER (WHERE bucket = '{code}')"
         for code, *_ in d.BUCKETS
     },
-    **{f"bucket_count_{code}": f"1) FILTER (WHERE bucket = '{code}'" for code, *_ in d.BUCKETS},
-    "rate_x_ob": "interest_rate * outstanding_principal",
+    **{
+        f"bucket_count_{code}": f"count(*) FILTER (WHERE bucket = '{code}')"
+        for code, *_ in d.BUCKETS
+    },
+    "rate_x_ob": "sum(interest_rate * outstanding_principal)",
 }
+# A run's state facts: summed per slice combination first (a few dozen rows, one pass over the
+# states), then the slices' grouping sets over those. Active borrowers are counted from
+# ranked_customers, which holds each slice's customers with a balance already.
 STATE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_state ON COMMIT DROP AS
 WITH per_combination AS (
     SELECT company, product_type, currency, segment,
-        {", ".join(f"sum({expr}) AS {name}" for name, expr in _STATE_SUMS.items())}
+        {", ".join(f"{aggregate} AS {name}" for name, aggregate in _STATE_SUMS.items())}
     FROM kpis_loanstate WHERE run_id = %(run)s
     GROUP BY company, product_type, currency, segment
 ), facts AS (
