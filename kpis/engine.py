@@ -182,7 +182,8 @@ FROM facts LEFT JOIN (
 ) b USING (dimension, member)
 """
 
-# Customers ranked by OB in each slice, kept for the run's concentration facts and its top ten.
+# Customers ranked by OB in each slice, kept for the run's concentration facts, its top ten and
+# its active borrowers (one row per slice and customer with a balance).
 RANKED_CUSTOMERS_SQL = f"""
 CREATE TEMP TABLE ranked_customers ON COMMIT DROP AS
 WITH per_customer AS (
