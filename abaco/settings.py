@@ -224,6 +224,9 @@ if not 0 < WRITE_OFF_DPD <= 180:
     # Definitions v1 bucket live loans up to 91-180 DPD; a later write-off has no bucket to go to.
     raise ImproperlyConfigured("WRITE_OFF_DPD must be between 1 and 180 (KPI definitions v1)")
 
+# Snapshots of a backfill computed at once, each on its own connection (kpis.services).
+KPI_JOBS = env.int("KPI_JOBS", default=2)
+
 EMAIL_CONFIG = env.email_url(
     "EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25"
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -511,13 +512,21 @@ def _run_delete(cursor, run: SnapshotRun) -> None:
     run.delete()
 
 
-def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
+def snapshot_compute(
+    *, as_of: date, by=None, job: str = "", before_history: Callable[[], object] | None = None
+) -> SnapshotRun:
     """Compute and store loan states and KPI values for end of day ``as_of``, in one transaction.
 
     The first run of a date is kept *as reported*. Recomputed later: when the numbers come out
     the same, the as-reported run stands (nothing to restate, and an earlier restatement is
     withdrawn); when they differ (a late correction), the new run is stored as *restated* beside
     the as-reported one, replacing an earlier restatement.
+
+    Everything up to the facts that read earlier snapshots (the monthly rates and roll rates
+    against the previous month-end, vintages' ever-30+) depends on the book alone; the history
+    is read last, after ``before_history`` returns. A series computed on several connections
+    (kpis.services.snapshot_series) waits there for the earlier dates to commit; read committed,
+    the statements after it see them.
     """
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
@@ -573,8 +582,12 @@ def snapshot_compute(*, as_of: date, by=None, job: str = "") -> SnapshotRun:
         cursor.execute(MONTH_LOANS_SQL, params)
         cursor.execute("ANALYZE month_loans")
         cursor.execute(FLOW_FACTS_SQL, params)
-        cursor.execute(RATE_FACTS_SQL, params)
         cursor.execute(DUE_FACTS_SQL, params)
+        if before_history is not None:
+            waiting = time.perf_counter()
+            before_history()
+            started += time.perf_counter() - waiting  # its duration is its own work
+        cursor.execute(RATE_FACTS_SQL, params)
         cursor.execute(_insert_values_sql(), params)
         cursor.execute(ROLL_RATES_SQL, params)
         if as_of == month_end(as_of):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 
+from django.conf import settings
+from django.db import connection, connections
 from django.db.models import Max, Min
 from django.utils import timezone
 
@@ -38,6 +42,60 @@ def backfill_dates(*, today: date | None = None) -> list[date]:
     return dates
 
 
+def snapshot_series(
+    dates: Iterable[date],
+    *,
+    job: str,
+    jobs: int | None = None,
+    done: Callable[[SnapshotRun], object] | None = None,
+) -> list[SnapshotRun]:
+    """Snapshots for several dates, oldest first, returned in date order (``done`` is called as
+    each one is stored).
+
+    A snapshot reads the snapshots before it (rates and roll rates against the previous
+    month-end, vintages' ever-30+), but only at its end: the loan states and most facts depend on
+    the book alone. So ``jobs`` dates (``KPI_JOBS``) are computed at once on their own
+    connections, each waiting before its history for the date before it to commit. A series
+    inside an open transaction (a caller's atomic block, a test) runs on its connection, one
+    date after the other: other connections could not see what that transaction wrote.
+    """
+    dates = sorted(dates)
+    jobs = max(1, min(jobs or settings.KPI_JOBS, len(dates)))
+    if jobs == 1 or connection.in_atomic_block:
+        runs = []
+        for day in dates:
+            runs.append(snapshot_compute(as_of=day, job=job))
+            if done is not None:
+                done(runs[-1])
+        return runs
+
+    def compute(day: date, previous: Future | None) -> SnapshotRun:
+        try:
+            # previous.result() re-raises the earlier date's failure: this one rolls back too.
+            return snapshot_compute(
+                as_of=day, job=job, before_history=previous.result if previous else None
+            )
+        finally:
+            connections.close_all()  # this thread's connection; the pool's threads end here
+
+    futures: list[Future] = []
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="snapshot") as pool:
+        # First in, first out: an earlier date always starts before a later one waits on it.
+        for day in dates:
+            futures.append(pool.submit(compute, day, futures[-1] if futures else None))
+        try:
+            runs = []
+            for future in futures:
+                runs.append(future.result())
+                if done is not None:
+                    done(runs[-1])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return runs
+
+
 def kpi_daily(*, today: date | None = None) -> list[SnapshotRun]:
     """The daily job: yesterday's snapshot and any month-end that has none yet."""
     yesterday = (today or timezone.localdate()) - timedelta(days=1)
@@ -48,7 +106,7 @@ def kpi_daily(*, today: date | None = None) -> list[SnapshotRun]:
     # Every month-end up to yesterday, even past the last day with data: the book still stands then.
     wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
     wanted.append(yesterday)
-    return [snapshot_compute(as_of=day, job="kpi_daily") for day in wanted]
+    return snapshot_series(wanted, job="kpi_daily")
 
 
 def kpi_daily_pipeline(ctx) -> None:

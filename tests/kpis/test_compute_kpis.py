@@ -25,7 +25,14 @@ from integrations.models import PipelineRun
 from integrations.schedules import JOBS
 from integrations.tasks import pipeline_task
 from kpis.engine import snapshot_compute
-from kpis.models import SnapshotRun
+from kpis.models import (
+    KpiValue,
+    LoanState,
+    RollRate,
+    SnapshotRun,
+    TopBorrower,
+    VintagePoint,
+)
 from kpis.services import kpi_daily
 from loans.models import Batch
 from tests.factories import batch_create
@@ -155,6 +162,44 @@ def test_backfill_if_empty_leaves_existing_snapshots_alone():
         out = run_command("--backfill", "--if-empty")
     assert as_of_dates() == {date(2025, 3, 31)}
     assert "Snapshots exist: nothing to backfill." in out
+
+
+def stored_snapshots() -> dict:
+    """Everything a backfill stored, keyed by date, without ids or timings."""
+    return {
+        (model.__name__, run.as_of): sorted(
+            model.objects.filter(run=run).values_list(*fields), key=repr
+        )
+        for run in SnapshotRun.objects.all()
+        for model, fields in (
+            (KpiValue, ("code", "dimension", "member", "value", "numerator", "denominator")),
+            (LoanState, ("loan_id", "outstanding_principal", "dpd", "bucket", "written_off")),
+            (RollRate, ("from_bucket", "to_bucket", "balance", "share")),
+            (VintagePoint, ("cohort", "months_on_book", "disbursed", "written_off", "ever_30")),
+            (TopBorrower, ("dimension", "member", "rank", "customer_id", "outstanding_principal")),
+        )
+    }
+
+
+@pytest.mark.django_db(transaction=True)  # the dates' own connections see only committed rows
+def test_a_backfill_on_two_connections_stores_what_one_date_after_the_other_does():
+    p.monthly_rates_book()  # March's rates and roll rates read February's snapshot
+    with time_machine.travel(datetime(2025, 4, 10, 9, 0, tzinfo=MADRID)):
+        run_command("--backfill", "--jobs", "1")
+        one_by_one = stored_snapshots()
+        SnapshotRun.objects.all().delete()
+        out = run_command("--backfill", "--jobs", "2")
+    assert "9 snapshot(s) computed." in out
+    # Month-ends from 2024-08 in date order, then the latest day.
+    assert [line.split(":")[0] for line in out.splitlines()[:2]] == [
+        str(SnapshotRun.objects.get(as_of=date(2024, 8, 31))),
+        str(SnapshotRun.objects.get(as_of=date(2024, 9, 30))),
+    ]
+    assert stored_snapshots() == one_by_one
+    march = SnapshotRun.objects.get(as_of=date(2025, 3, 31))
+    assert KpiValue.objects.get(run=march, code="liquidation_rate", dimension="portfolio").value
+    assert RollRate.objects.filter(run=march).exists()
+    assert set(SnapshotRun.objects.values_list("basis", flat=True)) == {"as_reported"}
 
 
 def test_backfill_of_an_empty_book_is_an_error():

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from abaco.cli import iso_date
 from kpis.engine import snapshot_compute
 from kpis.models import KpiValue, SnapshotRun
-from kpis.services import backfill_dates
+from kpis.services import backfill_dates, snapshot_series
 
 
 class Command(BaseCommand):
@@ -30,12 +30,20 @@ class Command(BaseCommand):
             help="Every month-end since the first disbursement, and the latest day.",
         )
         parser.add_argument(
+            "--jobs",
+            type=int,
+            help="With --backfill: dates computed at once, each on its own connection "
+            "(default KPI_JOBS, 2).",
+        )
+        parser.add_argument(
             "--if-empty",
             action="store_true",
             help="With --backfill: only when no snapshot exists yet (make run).",
         )
 
-    def handle(self, *args, as_of, json: bool, backfill: bool, if_empty: bool, **options):
+    def handle(
+        self, *args, as_of, json: bool, backfill: bool, if_empty: bool, jobs: int | None, **options
+    ):
         if bool(as_of) == bool(backfill):
             raise CommandError("give either --as-of YYYY-MM-DD or --backfill")
         if as_of:
@@ -57,9 +65,13 @@ class Command(BaseCommand):
         dates = backfill_dates()
         if not dates:
             raise CommandError("no loans yet: nothing to backfill")
-        for day in tqdm(dates, unit="date", disable=not sys.stderr.isatty()):
-            run = snapshot_compute(as_of=day, job="compute_kpis --backfill")
-            self.stdout.write(f"{run}: {run.loans:,} loans, {run.duration_ms:,} ms")
+        with tqdm(total=len(dates), unit="date", disable=not sys.stderr.isatty()) as bar:
+
+            def done(run):
+                self.stdout.write(f"{run}: {run.loans:,} loans, {run.duration_ms:,} ms")
+                bar.update()
+
+            snapshot_series(dates, job="compute_kpis --backfill", jobs=jobs, done=done)
         self.stdout.write(self.style.SUCCESS(f"{len(dates)} snapshot(s) computed."))
 
 
