@@ -67,10 +67,16 @@ class SnapshotRun(models.Model):
 class LoanState(models.Model):
     """A loan's state at a run's as-of date: only loans with a balance (live or written off)."""
 
+    # No database FKs: a quarter of a million rows per date are written in one statement, by the
+    # engine, for the run it has just created and loans it has just read; a reference check per
+    # row at commit would only repeat that (see docs/data-model.md). Django still cascades.
     run = models.ForeignKey(
-        SnapshotRun, on_delete=models.CASCADE, related_name="loan_states", db_index=False
+        SnapshotRun,
+        on_delete=models.CASCADE,
+        related_name="loan_states",
+        db_constraint=False,
+        db_index=False,
     )
-    # No database FK: a million rows per date are written in one statement (see docs/data-model.md).
     loan = models.ForeignKey(
         "loans.Loan",
         on_delete=models.DO_NOTHING,
