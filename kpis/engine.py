@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -276,24 +277,34 @@ WITH flows AS (
            sum(m.scheduled) AS scheduled, sum(m.scheduled_principal) AS scheduled_in_month
     FROM month_loans m JOIN loans_loan l ON l.id = m.loan_id {WITH_SEGMENT}
     GROUP BY {SLICES_L}
-), borrowers AS (
-    SELECT dimension, member, count(*) AS borrowers, count(*) FILTER (WHERE loans > 1) AS repeaters
-    FROM (
-        SELECT {SLICE_COLUMNS}, customer_id, sum(n) AS loans
-        FROM (  -- one pass over the loans; the grouping sets then run on far fewer rows
-            -- Counted per customer and slice first; the customer's segment joins the far fewer rows.
-            SELECT l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.n
-            FROM (
-                SELECT customer_id, company, product_type, currency, count(*) AS n FROM loans_loan
-                WHERE disburse_date <= %(as_of)s GROUP BY 1, 2, 3, 4
-            ) l {WITH_SEGMENT}
-        ) per_slice
-        GROUP BY {_slices(per="customer_id")}
-    ) per_customer GROUP BY dimension, member
 )
 SELECT dimension, member, disbursements, disbursement_count, collected, scheduled, borrowers, repeaters,
        collected_overdue, collected_current, collected_advance, paid_in_month, scheduled_in_month
-FROM borrowers FULL JOIN flows USING (dimension, member)
+FROM facts_borrowers FULL JOIN flows USING (dimension, member)
+"""
+
+# Facts of the book alone, not of loan states or cash: read on a connection of their own while
+# the states are computed (see _book_facts). Borrowers and repeat borrowers per slice ...
+BORROWER_FACTS_SQL = f"""
+SELECT dimension, member, count(*) AS borrowers, count(*) FILTER (WHERE loans > 1) AS repeaters
+FROM (
+    SELECT {SLICE_COLUMNS}, customer_id, sum(n) AS loans
+    FROM (  -- one pass over the loans; the grouping sets then run on far fewer rows
+        -- Counted per customer and slice first; the customer's segment joins the far fewer rows.
+        SELECT l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.n
+        FROM (
+            SELECT customer_id, company, product_type, currency, count(*) AS n FROM loans_loan
+            WHERE disburse_date <= %(as_of)s GROUP BY 1, 2, 3, 4
+        ) l {WITH_SEGMENT}
+    ) per_slice
+    GROUP BY {_slices(per="customer_id")}
+) per_customer GROUP BY dimension, member
+"""
+
+# ... and the customers whose first loan was disbursed in R's month (CAC's denominator).
+NEW_CUSTOMERS_SQL = """
+SELECT count(*) FROM (SELECT customer_id FROM loans_loan GROUP BY customer_id
+                      HAVING min(disburse_date) BETWEEN %(month_start)s AND %(as_of)s) first_loans
 """
 
 
@@ -334,8 +345,7 @@ WITH previous AS (
 ), acquisition AS (
     SELECT 'portfolio'::text AS dimension, ''::text AS member,
            (SELECT sum(spend) FROM loans_marketingspend WHERE month = %(month_start)s) AS spend,
-           (SELECT count(*) FROM (SELECT customer_id FROM loans_loan GROUP BY customer_id
-                                  HAVING min(disburse_date) BETWEEN %(month_start)s AND %(as_of)s) first_loans) AS new_customers
+           %(new_customers)s::bigint AS new_customers
 )
 SELECT dimension, member, start_ob, written_off_in_month, spend, new_customers
 FROM start_ob
@@ -529,7 +539,19 @@ def snapshot_compute(
     the statements after it see them.
     """
     started = time.perf_counter()
-    with transaction.atomic(), connection.cursor() as cursor:
+    # The book-only facts go to a connection of their own, unless a transaction is already open:
+    # that one's uncommitted rows (a caller's atomic block, a test) are invisible to any other.
+    aside = not connection.in_atomic_block
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="book-facts") as pool,
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        book_facts = None
+        if aside:
+            # That connection reads exactly what this transaction reads.
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
         # Aggregates over millions of cash flows: hash them in memory, not in 4 MB batches on disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         existing = {
@@ -565,9 +587,11 @@ def snapshot_compute(
             "write_off_dpd": settings.WRITE_OFF_DPD,
             "version": d.VERSION,
         }
+        if aside:
+            book_facts = pool.submit(_book_facts_aside, snapshot, dict(params))
         cursor.execute(
             "DROP TABLE IF EXISTS loan_cash, loan_schedule, facts_state, ranked_customers, month_loans, "
-            "facts_flow, facts_concentration, facts_rates, facts_due"
+            "facts_borrowers, facts_flow, facts_concentration, facts_rates, facts_due"
         )
         cursor.execute(LOAN_CASH_SQL, params)
         cursor.execute("ANALYZE loan_cash")
@@ -581,6 +605,14 @@ def snapshot_compute(
         cursor.execute(TOP_BORROWERS_SQL, params)
         cursor.execute(MONTH_LOANS_SQL, params)
         cursor.execute("ANALYZE month_loans")
+        borrowers, params["new_customers"] = (
+            book_facts.result() if book_facts else _book_facts(cursor, params)
+        )
+        cursor.execute(
+            'CREATE TEMP TABLE facts_borrowers (dimension text COLLATE "C", member text COLLATE "C", '
+            "borrowers bigint, repeaters bigint) ON COMMIT DROP"
+        )
+        cursor.executemany("INSERT INTO facts_borrowers VALUES (%s, %s, %s, %s)", borrowers)
         cursor.execute(FLOW_FACTS_SQL, params)
         cursor.execute(DUE_FACTS_SQL, params)
         if before_history is not None:
@@ -612,6 +644,27 @@ def snapshot_compute(
         "snapshot computed", extra={"as_of": str(as_of), "basis": run.basis, "ms": run.duration_ms}
     )
     return run
+
+
+def _book_facts(cursor, params: dict) -> tuple[list[tuple], int]:
+    """Borrowers and repeaters per slice, and the month's new customers."""
+    cursor.execute(BORROWER_FACTS_SQL, params)
+    borrowers = cursor.fetchall()
+    cursor.execute(NEW_CUSTOMERS_SQL, params)
+    return borrowers, cursor.fetchone()[0]
+
+
+def _book_facts_aside(snapshot: str, params: dict) -> tuple[list[tuple], int]:
+    """_book_facts on this thread's own connection, in the snapshot's transaction's view of the
+    data: a second core works while the snapshot's own connection computes the loan states."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+            return _book_facts(cursor, params)
+    finally:
+        connection.close()
 
 
 def _values_differ(cursor, run: SnapshotRun, reported: SnapshotRun) -> bool:
