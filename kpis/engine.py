@@ -166,7 +166,7 @@ _STATE_SUMS = {
 }
 # A run's state facts: summed per slice combination first (a few dozen rows, one pass over the
 # states), then the slices' grouping sets over those. Active borrowers are counted from
-# ranked_customers, which holds each slice's customers with a balance already.
+# slice_customers, which holds each slice's customers with a balance already.
 STATE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_state ON COMMIT DROP AS
 WITH per_combination AS (
@@ -180,40 +180,56 @@ WITH per_combination AS (
 )
 SELECT facts.*, coalesce(b.active_borrowers, 0) AS active_borrowers
 FROM facts LEFT JOIN (
-    SELECT dimension, member, count(*) AS active_borrowers FROM ranked_customers GROUP BY dimension, member
+    SELECT dimension, member, count(*) AS active_borrowers FROM slice_customers GROUP BY dimension, member
 ) b USING (dimension, member)
 """
 
-# Customers ranked by OB in each slice, kept for the run's concentration facts, its top ten and
-# its active borrowers (one row per slice and customer with a balance).
-RANKED_CUSTOMERS_SQL = f"""
-CREATE TEMP TABLE ranked_customers ON COMMIT DROP AS
-WITH per_customer AS (
-    SELECT {SLICE_COLUMNS}, customer_id, sum(ob) AS ob, sum(loans) AS loans
-    FROM (  -- a customer's loans summed per slice combination first: the grouping sets run on fewer rows
-        SELECT customer_id, company, product_type, currency, segment, sum(outstanding_principal) AS ob, count(*) AS loans
-        FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
-        GROUP BY customer_id, company, product_type, currency, segment
-    ) per_combination
-    GROUP BY {_slices(per="customer_id")}
-)
-SELECT dimension, member, customer_id, ob, loans, sum(ob) OVER (PARTITION BY dimension, member) AS total,
-       row_number() OVER (PARTITION BY dimension, member ORDER BY ob DESC, customer_id) AS rank
-FROM per_customer
+# Each slice's customers with a balance (one row per slice and customer), for the run's
+# concentration facts, its top ten and its active borrowers.
+SLICE_CUSTOMERS_SQL = f"""
+CREATE TEMP TABLE slice_customers ON COMMIT DROP AS
+SELECT {SLICE_COLUMNS}, customer_id, sum(ob) AS ob, sum(loans) AS loans
+FROM (  -- a customer's loans summed per slice combination first: the grouping sets run on fewer rows
+    SELECT customer_id, company, product_type, currency, segment, sum(outstanding_principal) AS ob, count(*) AS loans
+    FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
+    GROUP BY customer_id, company, product_type, currency, segment
+) per_combination
+GROUP BY {_slices(per="customer_id")}
+"""
+
+# Each slice's largest customers by OB: the first TOP_BORROWERS of each slice, not a sort of every
+# slice's every customer.
+TOP_CUSTOMERS_SQL = f"""
+CREATE TEMP TABLE top_customers ON COMMIT DROP AS
+SELECT s.dimension, s.member, top.customer_id, top.ob, top.loans,
+       row_number() OVER (PARTITION BY s.dimension, s.member ORDER BY top.ob DESC, top.customer_id) AS rank
+FROM (SELECT DISTINCT dimension, member FROM slice_customers) s
+CROSS JOIN LATERAL (
+    SELECT customer_id, ob, loans FROM slice_customers c
+    WHERE c.dimension = s.dimension AND c.member = s.member
+    ORDER BY ob DESC, customer_id LIMIT {TOP_BORROWERS}
+) top
 """
 
 CONCENTRATION_SQL = """
 CREATE TEMP TABLE facts_concentration ON COMMIT DROP AS
-SELECT dimension, member,
-       sum(ob) FILTER (WHERE rank = 1) AS top_1, sum(ob) FILTER (WHERE rank <= 10) AS top_10,
-       sum(power(ob / total * 100, 2)) AS hhi
-FROM ranked_customers WHERE total > 0 GROUP BY dimension, member
+WITH totals AS (
+    SELECT dimension, member, sum(ob) AS total FROM slice_customers GROUP BY dimension, member
+), hhi AS (
+    SELECT c.dimension, c.member, sum(power(c.ob / t.total * 100, 2)) AS hhi
+    FROM slice_customers c JOIN totals t USING (dimension, member) WHERE t.total > 0
+    GROUP BY c.dimension, c.member
+)
+SELECT hhi.dimension, hhi.member, top.top_1, top.top_10, hhi.hhi
+FROM hhi JOIN (
+    SELECT dimension, member, sum(ob) FILTER (WHERE rank = 1) AS top_1, sum(ob) AS top_10
+    FROM top_customers GROUP BY dimension, member
+) top USING (dimension, member)
 """
 
-TOP_BORROWERS_SQL = f"""
+TOP_BORROWERS_SQL = """
 INSERT INTO kpis_topborrower (run_id, dimension, member, rank, customer_id, outstanding_principal, loans)
-SELECT %(run)s, dimension, member, rank, customer_id, ob, loans
-FROM ranked_customers WHERE rank <= {TOP_BORROWERS}
+SELECT %(run)s, dimension, member, rank, customer_id, ob, loans FROM top_customers
 """
 
 # The month's cash flows per loan (month start to R), one pass each over the month's payments,
@@ -301,10 +317,16 @@ FROM (
 ) per_customer GROUP BY dimension, member
 """
 
-# ... and the customers whose first loan was disbursed in R's month (CAC's denominator).
+# ... the customers whose first loan was disbursed in R's month (CAC's denominator) ...
 NEW_CUSTOMERS_SQL = """
 SELECT count(*) FROM (SELECT customer_id FROM loans_loan GROUP BY customer_id
                       HAVING min(disburse_date) BETWEEN %(month_start)s AND %(as_of)s) first_loans
+"""
+
+# ... and, at month-ends, each vintage's disbursed principal.
+COHORTS_SQL = """
+SELECT date_trunc('month', disburse_date)::date, sum(disburse_principal) FROM loans_loan
+WHERE disburse_date <= %(as_of)s GROUP BY 1 ORDER BY 1
 """
 
 
@@ -371,29 +393,31 @@ SELECT %(run)s, from_bucket, to_bucket, sum(balance),
 FROM moves GROUP BY from_bucket, to_bucket
 """
 
-# Vintages at month-ends only: each cohort's written-off balance now and its ever-30+ principal.
+# Vintages at month-ends only: each cohort's disbursed principal (a book fact, COHORTS_SQL), its
+# written-off balance now and its ever-30+ principal.
 VINTAGES_SQL = """
-WITH ever_30 AS MATERIALIZED (  -- hashed once, not again in each parallel worker
+WITH ever_30 AS MATERIALIZED (
     -- The loans at 30+ DPD in this run or any earlier one (a partial index holds just those).
     SELECT DISTINCT ls.loan_id FROM kpis_loanstate ls JOIN kpis_snapshotrun r ON r.id = ls.run_id
     WHERE ls.dpd >= 30 AND r.as_of <= %(as_of)s AND (r.id = %(run)s OR r.as_of < %(as_of)s)
-), written_off AS MATERIALIZED (
-    SELECT loan_id, written_off_balance FROM kpis_loanstate WHERE run_id = %(run)s AND written_off
-)
-INSERT INTO kpis_vintagepoint (run_id, cohort, months_on_book, disbursed, written_off, ever_30)
-SELECT %(run)s, cohort,
-       (extract(year FROM age(%(as_of)s, cohort)) * 12 + extract(month FROM age(%(as_of)s, cohort)))::int,
-       disbursed, written_off, ever_30
-FROM (  -- months on book depend on the cohort only: worked out per cohort, not per loan
-    SELECT date_trunc('month', l.disburse_date)::date AS cohort,
-           sum(l.disburse_principal) AS disbursed, coalesce(sum(w.written_off_balance), 0) AS written_off,
-           coalesce(sum(l.disburse_principal) FILTER (WHERE e.loan_id IS NOT NULL), 0) AS ever_30
-    FROM loans_loan l
-    LEFT JOIN written_off w ON w.loan_id = l.id
-    LEFT JOIN ever_30 e ON e.loan_id = l.id
+), written_off AS (
+    SELECT date_trunc('month', l.disburse_date)::date AS cohort, sum(s.written_off_balance) AS written_off
+    FROM kpis_loanstate s JOIN loans_loan l ON l.id = s.loan_id
+    WHERE s.run_id = %(run)s AND s.written_off
+    GROUP BY 1
+), ever AS (
+    SELECT date_trunc('month', l.disburse_date)::date AS cohort, sum(l.disburse_principal) AS ever_30
+    FROM ever_30 e JOIN loans_loan l ON l.id = e.loan_id
     WHERE l.disburse_date <= %(as_of)s
     GROUP BY 1
-) cohorts
+)
+INSERT INTO kpis_vintagepoint (run_id, cohort, months_on_book, disbursed, written_off, ever_30)
+SELECT %(run)s, c.cohort,
+       (extract(year FROM age(%(as_of)s, c.cohort)) * 12 + extract(month FROM age(%(as_of)s, c.cohort)))::int,
+       c.disbursed, coalesce(w.written_off, 0), coalesce(e.ever_30, 0)
+FROM unnest(%(cohorts)s::date[], %(cohorts_disbursed)s::numeric[]) AS c (cohort, disbursed)
+LEFT JOIN written_off w USING (cohort)
+LEFT JOIN ever e USING (cohort)
 """
 
 
@@ -590,8 +614,8 @@ def snapshot_compute(
         if aside:
             book_facts = pool.submit(_book_facts_aside, snapshot, dict(params))
         cursor.execute(
-            "DROP TABLE IF EXISTS loan_cash, loan_schedule, facts_state, ranked_customers, month_loans, "
-            "facts_borrowers, facts_flow, facts_concentration, facts_rates, facts_due"
+            "DROP TABLE IF EXISTS loan_cash, loan_schedule, facts_state, slice_customers, top_customers, "
+            "month_loans, facts_borrowers, facts_flow, facts_concentration, facts_rates, facts_due"
         )
         cursor.execute(LOAN_CASH_SQL, params)
         cursor.execute("ANALYZE loan_cash")
@@ -599,15 +623,19 @@ def snapshot_compute(
         cursor.execute("ANALYZE loan_schedule")
         cursor.execute(LOAN_STATES_SQL.format(bucket=BUCKET_SQL), params)
         run.loans = cursor.rowcount
-        cursor.execute(RANKED_CUSTOMERS_SQL, params)
+        cursor.execute(SLICE_CUSTOMERS_SQL, params)
+        cursor.execute("ANALYZE slice_customers")
+        cursor.execute(TOP_CUSTOMERS_SQL, params)
         cursor.execute(STATE_FACTS_SQL, params)
         cursor.execute(CONCENTRATION_SQL, params)
         cursor.execute(TOP_BORROWERS_SQL, params)
         cursor.execute(MONTH_LOANS_SQL, params)
         cursor.execute("ANALYZE month_loans")
-        borrowers, params["new_customers"] = (
+        borrowers, params["new_customers"], cohorts = (
             book_facts.result() if book_facts else _book_facts(cursor, params)
         )
+        params["cohorts"] = [cohort for cohort, _ in cohorts]
+        params["cohorts_disbursed"] = [disbursed for _, disbursed in cohorts]
         cursor.execute(
             'CREATE TEMP TABLE facts_borrowers (dimension text COLLATE "C", member text COLLATE "C", '
             "borrowers bigint, repeaters bigint) ON COMMIT DROP"
@@ -646,15 +674,21 @@ def snapshot_compute(
     return run
 
 
-def _book_facts(cursor, params: dict) -> tuple[list[tuple], int]:
-    """Borrowers and repeaters per slice, and the month's new customers."""
+def _book_facts(cursor, params: dict) -> tuple[list[tuple], int, list[tuple]]:
+    """Borrowers and repeaters per slice, the month's new customers and, at a month-end, each
+    vintage's disbursed principal."""
     cursor.execute(BORROWER_FACTS_SQL, params)
     borrowers = cursor.fetchall()
     cursor.execute(NEW_CUSTOMERS_SQL, params)
-    return borrowers, cursor.fetchone()[0]
+    new_customers = cursor.fetchone()[0]
+    cohorts = []
+    if params["as_of"] == params["month_end"]:
+        cursor.execute(COHORTS_SQL, params)
+        cohorts = cursor.fetchall()
+    return borrowers, new_customers, cohorts
 
 
-def _book_facts_aside(snapshot: str, params: dict) -> tuple[list[tuple], int]:
+def _book_facts_aside(snapshot: str, params: dict) -> tuple[list[tuple], int, list[tuple]]:
     """_book_facts on this thread's own connection, in the snapshot's transaction's view of the
     data: a second core works while the snapshot's own connection computes the loan states."""
     try:
