@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -34,14 +35,19 @@ BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batc
 # collections split: the loans that can have a balance at R or paid in R's month (disbursed by R
 # and not repaid before the month began, and the month's payers), with principal paid by R and
 # before the month, whether a write-off was booked by R ...
+# These two tables are the heaviest reads of a snapshot, and each loan's rows depend on that loan
+# alone: they are computed in %(parts)s parts by loan id, each on its own connection (see
+# _loan_cash_aside), and put together on the snapshot's.
 LOAN_CASH_SQL = """
 CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
 WITH cash_loans AS (
     SELECT id AS loan_id FROM loans_loan
     WHERE disburse_date <= %(as_of)s AND (repaid_on IS NULL OR repaid_on >= %(month_start)s)
+      AND mod(id, %(parts)s) = %(part)s
     UNION
     SELECT loan_id FROM loans_transaction
     WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s
+      AND mod(loan_id, %(parts)s) = %(part)s
 )
 SELECT c.loan_id,
        coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT'), 0) AS paid,
@@ -49,6 +55,7 @@ SELECT c.loan_id,
        coalesce(bool_or(t.transaction_type = 'WRITE_OFF'), false) AS write_off_booked
 FROM cash_loans c
 LEFT JOIN loans_transaction t ON t.loan_id = c.loan_id AND t.transaction_type IN ('PAYMENT', 'WRITE_OFF') AND t.date <= %(as_of)s
+    AND mod(t.loan_id, %(parts)s) = %(part)s  -- a cheap test before the join's probe
 GROUP BY c.loan_id
 """
 
@@ -611,8 +618,13 @@ def snapshot_compute(
             "write_off_dpd": settings.WRITE_OFF_DPD,
             "version": d.VERSION,
         }
+        part = None
         if aside:
+            params["parts"], params["part"] = 2, 0
+            part = pool.submit(_loan_cash_aside, snapshot, {**params, "part": 1})
             book_facts = pool.submit(_book_facts_aside, snapshot, dict(params))
+        else:
+            params["parts"], params["part"] = 1, 0
         cursor.execute(
             "DROP TABLE IF EXISTS loan_cash, loan_schedule, facts_state, slice_customers, top_customers, "
             "month_loans, facts_borrowers, facts_flow, facts_concentration, facts_rates, facts_due"
@@ -620,6 +632,11 @@ def snapshot_compute(
         cursor.execute(LOAN_CASH_SQL, params)
         cursor.execute("ANALYZE loan_cash")
         cursor.execute(LOAN_SCHEDULE_SQL, params)
+        if part is not None:
+            for table, rows in zip(("loan_cash", "loan_schedule"), part.result(), strict=True):
+                with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                    copy.write(rows)
+            cursor.execute("ANALYZE loan_cash")
         cursor.execute("ANALYZE loan_schedule")
         cursor.execute(LOAN_STATES_SQL.format(bucket=BUCKET_SQL), params)
         run.loans = cursor.rowcount
@@ -688,14 +705,38 @@ def _book_facts(cursor, params: dict) -> tuple[list[tuple], int, list[tuple]]:
     return borrowers, new_customers, cohorts
 
 
+# Work done aside, on a second connection (this thread's own), while the snapshot's connection
+# computes: a second core at work. Each task reads in the snapshot's transaction's exported
+# snapshot, so it sees exactly the data that transaction sees. They run in the order submitted.
+
+
+@contextmanager
+def _aside(snapshot: str) -> Iterator:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        yield cursor
+        transaction.set_rollback(True)  # it wrote nothing worth keeping, only temporary tables
+
+
+def _loan_cash_aside(snapshot: str, params: dict) -> tuple[bytes, bytes]:
+    """One part of loan_cash and loan_schedule, as COPY rows for the snapshot's connection."""
+    with _aside(snapshot) as cursor:
+        cursor.execute(LOAN_CASH_SQL, params)
+        cursor.execute("ANALYZE loan_cash")
+        cursor.execute(LOAN_SCHEDULE_SQL, params)
+        parts = []
+        for table in ("loan_cash", "loan_schedule"):
+            with cursor.cursor.copy(f"COPY {table} TO STDOUT") as copy:
+                parts.append(b"".join(bytes(block) for block in copy))
+        return parts[0], parts[1]
+
+
 def _book_facts_aside(snapshot: str, params: dict) -> tuple[list[tuple], int, list[tuple]]:
-    """_book_facts on this thread's own connection, in the snapshot's transaction's view of the
-    data: a second core works while the snapshot's own connection computes the loan states."""
+    """_book_facts aside (the last task: it closes the connection)."""
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
-            cursor.execute("SET LOCAL work_mem = '256MB'")
+        with _aside(snapshot) as cursor:
             return _book_facts(cursor, params)
     finally:
         connection.close()
