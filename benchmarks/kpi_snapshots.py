@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection
 
 from kpis.engine import snapshot_compute
+from kpis.models import SnapshotRun
 from kpis.services import backfill_dates, snapshot_series
 from loans.models import Installment, Loan, Transaction
 from loans.segments import customer_segments_refresh
@@ -50,16 +51,24 @@ def run() -> None:
         f"backfill of {len(dates)} dates ({len(dates) - 1} month-ends + latest day, "
         f"{settings.KPI_JOBS} at once): {backfill:.0f} s (target < 300 s)"
     )
-    # The latest date again, with its previous month-end stored (as kpi_daily finds it), three
-    # times: one run on a shared 2-core machine varies by about 10%, so the median is the figure.
-    again = []
+    # The daily case, as kpi_daily computes yesterday: every earlier snapshot stored (the previous
+    # month-end's for rates and roll rates, all of them for vintages) and this date new. Three
+    # times, as one run on a shared 2-core machine varies by about 10%: the median is the figure.
+    daily = []
     for _ in range(3):
+        SnapshotRun.objects.filter(as_of=dates[-1]).delete()
         started = time.perf_counter()
-        snapshot_compute(as_of=dates[-1], job="bench")  # same numbers: the stored run stands
-        again.append(time.perf_counter() - started)
+        snapshot_compute(as_of=dates[-1], job="bench")
+        daily.append(time.perf_counter() - started)
     print(
-        f"one as-of date again, with history ({dates[-1]}): "
-        f"{', '.join(f'{s:.1f}' for s in again)} s, median {statistics.median(again):.1f} s (target < 10 s)"
+        f"one as-of date with its history stored ({dates[-1]}, as kpi_daily finds yesterday): "
+        f"{', '.join(f'{s:.1f}' for s in daily)} s, median {statistics.median(daily):.1f} s (target < 10 s)"
+    )
+    # An operator's recompute of a stored date: the numbers come out the same, the stored run stands.
+    started = time.perf_counter()
+    snapshot_compute(as_of=dates[-1], job="bench")
+    print(
+        f"recompute of that stored date, numbers unchanged: {time.perf_counter() - started:.1f} s"
     )
 
 
