@@ -544,11 +544,13 @@ class FileLoader:
         cursor.execute("SELECT to_regclass('pg_temp.tape_loans') IS NOT NULL")
         if not cursor.fetchone()[0]:
             if "loans" in loaded_kinds:
+                # "C": the loan ids are only told apart here, and byte order sorts faster.
                 cursor.execute(
                     "CREATE TEMP TABLE tape_loans ON COMMIT DROP AS "
-                    "SELECT DISTINCT ON (btrim(t.loan_id)) btrim(t.loan_id) AS loan_id, t.disburse_date, t.disburse_principal, "
+                    'SELECT DISTINCT ON (btrim(t.loan_id) COLLATE "C") btrim(t.loan_id) AS loan_id, t.disburse_date, t.disburse_principal, '
                     "true AS in_tape, EXISTS (SELECT 1 FROM rejects_loans r WHERE r.line = t.line) AS rejected "
-                    "FROM typed_loans t WHERE NULLIF(btrim(t.loan_id), '') IS NOT NULL ORDER BY btrim(t.loan_id), t.line"
+                    "FROM typed_loans t WHERE NULLIF(btrim(t.loan_id), '') IS NOT NULL "
+                    'ORDER BY btrim(t.loan_id) COLLATE "C", t.line'
                 )
             else:
                 cursor.execute(
