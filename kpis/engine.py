@@ -61,16 +61,18 @@ GROUP BY c.loan_id
 
 # ... and, from the schedule, principal due before the month and the oldest installment unpaid at
 # R: principal paid is applied to installments in due-date order, so the oldest installment that
-# fell due before R and whose cumulative principal exceeds what was paid sets DPD.
-LOAN_SCHEDULE_SQL = """
+# fell due before R and whose cumulative principal exceeds what was paid sets DPD. The same pass
+# sums the principal falling due in the next 30/60/90 days.
+LOAN_SCHEDULE_SQL = f"""
 CREATE TEMP TABLE loan_schedule ON COMMIT DROP AS
 SELECT s.loan_id,
-       min(s.due_date) FILTER (WHERE s.due_so_far > s.paid + 0.005) AS oldest_unpaid,
-       sum(s.principal) FILTER (WHERE s.due_date < %(month_start)s) AS due_before_month
+       min(s.due_date) FILTER (WHERE s.due_date < %(as_of)s AND s.due_so_far > s.paid + 0.005) AS oldest_unpaid,
+       sum(s.principal) FILTER (WHERE s.due_date < %(month_start)s) AS due_before_month,
+       {", ".join(f"sum(s.principal) FILTER (WHERE s.due_date > %(as_of)s AND s.due_date <= %(due_{n})s) AS due_{n}" for n in d.DUE_DAYS)}
 FROM (
     SELECT i.loan_id, i.due_date, i.principal, c.paid,
            sum(i.principal) OVER (PARTITION BY i.loan_id ORDER BY i.due_date) AS due_so_far
-    FROM loan_cash c JOIN loans_installment i ON i.loan_id = c.loan_id AND i.due_date < %(as_of)s
+    FROM loan_cash c JOIN loans_installment i ON i.loan_id = c.loan_id AND i.due_date <= %(due_{max(d.DUE_DAYS)})s
 ) s
 GROUP BY s.loan_id
 """
@@ -337,23 +339,21 @@ WHERE disburse_date <= %(as_of)s GROUP BY 1 ORDER BY 1
 """
 
 
-# Principal falling due in the next 30/60/90 days on the run's live loans: the window's
-# installments (by due date) against the live states, summed per loan first so the slices group
-# by hash over one row per loan instead of sorting every installment for a distinct count.
+# Principal falling due in the next 30/60/90 days on the run's live loans (summed per loan in
+# loan_schedule), per slice combination first, then over the slices.
 DUE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_due ON COMMIT DROP AS
-WITH per_loan AS (
+WITH per_combination AS (
     SELECT s.company, s.product_type, s.currency, s.segment,
-        {", ".join(f"sum(i.principal) FILTER (WHERE i.due_date <= %(due_{n})s) AS due_{n}" for n in d.DUE_DAYS)}
-    FROM kpis_loanstate s
-    JOIN loans_installment i ON i.loan_id = s.loan_id AND i.due_date > %(as_of)s AND i.due_date <= %(due_{max(d.DUE_DAYS)})s
+        {", ".join(f"sum(ls.due_{n}) AS due_{n}, count(ls.due_{n}) AS due_{n}_loans" for n in d.DUE_DAYS)}
+    FROM kpis_loanstate s JOIN loan_schedule ls ON ls.loan_id = s.loan_id
     WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
-    GROUP BY s.id  -- the state's primary key: one row per loan, its slice columns with it
+    GROUP BY s.company, s.product_type, s.currency, s.segment
 )
 SELECT {SLICE_COLUMNS},
     {", ".join(f"sum(due_{n}) AS due_{n}_principal" for n in d.DUE_DAYS)},
-    {", ".join(f"count(due_{n}) AS due_{n}_loans" for n in d.DUE_DAYS)}
-FROM per_loan
+    {", ".join(f"sum(due_{n}_loans) AS due_{n}_loans" for n in d.DUE_DAYS)}
+FROM per_combination
 GROUP BY {SLICES}
 """
 
