@@ -570,19 +570,14 @@ def snapshot_compute(
     the statements after it see them.
     """
     started = time.perf_counter()
-    # The book-only facts go to a connection of their own, unless a transaction is already open:
-    # that one's uncommitted rows (a caller's atomic block, a test) are invisible to any other.
+    # Part of the work goes to a second connection (see _aside), unless a transaction is already
+    # open: its uncommitted rows (a caller's atomic block, a test) are invisible to any other.
     aside = not connection.in_atomic_block
     with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="book-facts") as pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-aside") as pool,
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        book_facts = None
-        if aside:
-            # That connection reads exactly what this transaction reads.
-            cursor.execute("SELECT pg_export_snapshot()")
-            snapshot = cursor.fetchone()[0]
         # Aggregates over millions of cash flows: hash them in memory, not in 4 MB batches on disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         existing = {
@@ -618,13 +613,15 @@ def snapshot_compute(
             "write_off_dpd": settings.WRITE_OFF_DPD,
             "version": d.VERSION,
         }
-        part = None
         if aside:
-            params["parts"], params["part"] = 2, 0
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+            params["parts"], params["part"] = 2, 0  # odd loan ids there, even ones here
             part = pool.submit(_loan_cash_aside, snapshot, {**params, "part": 1})
             book_facts = pool.submit(_book_facts_aside, snapshot, dict(params))
         else:
             params["parts"], params["part"] = 1, 0
+            part = book_facts = None
         cursor.execute(
             "DROP TABLE IF EXISTS loan_cash, loan_schedule, facts_state, slice_customers, top_customers, "
             "month_loans, facts_borrowers, facts_flow, facts_concentration, facts_rates, facts_due"
@@ -706,8 +703,10 @@ def _book_facts(cursor, params: dict) -> tuple[list[tuple], int, list[tuple]]:
 
 
 # Work done aside, on a second connection (this thread's own), while the snapshot's connection
-# computes: a second core at work. Each task reads in the snapshot's transaction's exported
-# snapshot, so it sees exactly the data that transaction sees. They run in the order submitted.
+# computes: a second core at work. Each task reads in the snapshot the snapshot's transaction
+# exported, so it sees the data that transaction saw then (that transaction reads committed, so
+# an import committing meanwhile could reach its later statements; imports and snapshots are
+# scheduled apart). The tasks run in the order submitted.
 
 
 @contextmanager
