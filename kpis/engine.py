@@ -23,6 +23,7 @@ from kpis import definitions as d
 from kpis.models import SnapshotRun
 from loans.models import Batch, BatchChange
 from loans.selectors import batches_latest_per_source
+from loans.services import BOOK_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -578,6 +579,9 @@ def snapshot_compute(
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
+        # The book as no import is changing it (an import running now commits first), for this
+        # transaction's statements and the second connection's exported snapshot alike.
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [BOOK_LOCK])
         # Aggregates over millions of cash flows: hash them in memory, not in 4 MB batches on disk.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         existing = {
@@ -704,9 +708,8 @@ def _book_facts(cursor, params: dict) -> tuple[list[tuple], int, list[tuple]]:
 
 # Work done aside, on a second connection (this thread's own), while the snapshot's connection
 # computes: a second core at work. Each task reads in the snapshot the snapshot's transaction
-# exported, so it sees the data that transaction saw then (that transaction reads committed, so
-# an import committing meanwhile could reach its later statements; imports and snapshots are
-# scheduled apart). The tasks run in the order submitted.
+# exported, so it sees the data that transaction sees (no import commits meanwhile: BOOK_LOCK).
+# The tasks run in the order submitted.
 
 
 @contextmanager

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 PREVIEW_ROWS = 10
 MAX_REJECTED_ROWS = 200_000  # kept for the downloadable CSV; counts stay exact beyond it
+# An advisory lock an import holds for its whole transaction (one import at a time) and KPI
+# snapshots share (kpis.engine): a snapshot never reads a book that an import is half-way
+# through, and an import waits for the snapshots being computed.
+BOOK_LOCK = "abaco.tape_import"
 
 
 class _DryRun(Exception):
@@ -221,7 +225,7 @@ def tape_import(
         with transaction.atomic(), connection.cursor() as django_cursor:
             cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
             # One tape import at a time: merges insert new keys without per-row conflict checks.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('abaco.tape_import'))")
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")

@@ -6,17 +6,22 @@ As-of date R means end of day R. Expected values are exact Decimals; KpiValue st
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 
 from kpis import definitions
 from kpis.engine import snapshot_compute
 from kpis.models import KpiValue, LoanState, SnapshotRun
 from loans.models import Batch, BatchChange, Transaction
 from loans.segments import customer_segments_refresh
+from loans.services import BOOK_LOCK
 from tests.factories import batch_create
 from tests.kpis import portfolios as p
 
@@ -798,6 +803,42 @@ def test_a_correction_that_is_withdrawn_withdraws_the_restatement():
     Transaction.objects.filter(loan=book.loans["L3"]).delete()
     assert snapshot_compute(as_of=R).pk == reported.pk
     assert list(SnapshotRun.objects.filter(as_of=R)) == [reported]
+
+
+# --- Consistency with imports ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)  # two connections: the import's and the snapshot's
+def test_a_snapshot_waits_for_a_running_import_to_commit():
+    p.golden_book()
+    locked, release = threading.Event(), threading.Event()
+
+    def importing() -> None:  # holds the lock every tape import holds for its transaction
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def computing() -> SnapshotRun:
+        try:
+            return snapshot_compute(as_of=R)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = pool.submit(importing)
+        assert locked.wait(10)
+        snapshot = pool.submit(computing)
+        time.sleep(0.5)
+        waited = not snapshot.done()
+        release.set()
+        assert waited  # for the import to commit
+        held.result(timeout=10)
+        run = snapshot.result(timeout=30)
+    assert run.loans == 5  # the golden book read whole
 
 
 # --- Quality gate ---------------------------------------------------------------------------------
