@@ -267,6 +267,17 @@ def test_the_command_refuses_to_load_into_a_book_that_has_loans(tmp_path):
 
 
 @pytest.mark.django_db
+def test_the_command_loads_the_tape_and_segments_its_customers():
+    out = io.StringIO()
+    call_command("demo_data", "--loans", "200", "--customers", "40", stdout=out)
+    assert Loan.objects.count() == 200
+    borrowers = Customer.objects.filter(loans__isnull=False).distinct()
+    segments = set(borrowers.values_list("segment", flat=True))
+    assert "" not in segments and {"new", "recurrent"} <= segments, segments
+    assert f"{borrowers.count():,} set." in out.getvalue()
+
+
+@pytest.mark.django_db
 def test_demo_users_get_their_role_group_and_admin_flags():
     passwords = demo_users_ensure()
     assert set(passwords) == {"uploader", "steward", "manager", "auditor", "admin", "api"}

@@ -166,6 +166,12 @@ class Command(BaseCommand):
             if scratch is not None:
                 scratch.cleanup()
         self.stdout.write(result.summary())
+        # Segments as daily_ingest sets them after each sync, so the demo's segment slice has its
+        # members from the start.
+        from loans.segments import customer_segments_refresh
+
+        segmented = customer_segments_refresh(as_of=options["as_of"])
+        self.stdout.write(f"Customer segments at {options['as_of']:%Y-%m-%d}: {segmented:,} set.")
         self.stdout.write(self.style.SUCCESS("Demo tape loaded."))
 
         self.users_report(demo_users_ensure())
