@@ -438,12 +438,14 @@ def test_a_negative_interest_rebate_on_a_payment_loads_as_given_with_a_warning(t
 
 def test_lowercase_types_and_currencies_are_stored_upper_case(tmp_path):
     tape = tape_valid(2)
-    tape["transactions"][1].update(transaction_type="payment", currency="usd")
+    tape["transactions"][1].update(transaction_type=" payment", currency="usd ")
 
-    load(write(tmp_path, tape))
+    result = load(write(tmp_path, tape))
 
     payment = Transaction.objects.get(loan__loan_id="L00001", date=date(2024, 2, 10))
     assert (payment.transaction_type, payment.currency) == ("PAYMENT", "USD")
+    # It counts as a payment in the checks too: the loan's balance agrees with the tape's.
+    assert result.problems == []
 
 
 def test_two_identical_payments_on_the_same_day_both_load(tmp_path):
