@@ -464,6 +464,29 @@ def test_two_identical_payments_on_the_same_day_both_load(tmp_path):
 # ------------------------------------------------------------------------------ all or nothing
 
 
+def schema(tables: list[str]) -> set[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = ANY(%s::regclass[]) "
+            "UNION ALL SELECT tablename, indexname, indexdef FROM pg_indexes WHERE tablename = ANY(%s)",
+            [tables, tables],
+        )
+        return set(cursor.fetchall())
+
+
+def test_a_first_load_into_empty_tables_leaves_every_index_and_constraint_as_it_was(tmp_path):
+    # The bulk path drops indexes and keys of an empty table and builds them after the insert.
+    tables = ["loans_customer", "loans_loan", "loans_installment", "loans_transaction"]
+    before = schema(tables)
+    assert ("loans_installment", "loans_installment_pkey", "PRIMARY KEY (id)") in before
+
+    load(write(tmp_path, tape_valid(3)))
+
+    assert schema(tables) == before
+    assert Transaction.objects.count() == 6
+
+
 def test_one_bad_value_in_the_last_transaction_of_a_2000_loan_tape_loads_nothing(tmp_path, book):
     tape = tape_valid(2000)
     tape["transactions"][-1]["principal"] = "12,50"
