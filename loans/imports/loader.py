@@ -719,7 +719,10 @@ class FileLoader:
         return aggregates, report
 
     # ---------------------------------------------------------------- merge
-    def _merge_value(self, column: Column) -> sql.Composable:
+    def _merge_value(self, column: Column, *, compared: bool) -> sql.Composable:
+        """The value to store. ``compared``: it is also compared with the stored one (an upsert),
+        so numbers are rounded to the column's scale here; a plain insert leaves that to the
+        column's own type, which rounds the same way, once."""
         ref = sql.SQL("x.{}").format(_ident(column.name))
         match column.type:
             case ColumnType.TEXT:
@@ -731,7 +734,7 @@ class FileLoader:
                 default = "USD" if column.name == "currency" else ""
                 return sql.SQL("COALESCE({}, {})").format(text, sql.Literal(default))
             case ColumnType.MONEY:
-                rounded = sql.SQL("round({}, 2)").format(ref)
+                rounded = sql.SQL("round({}, 2)").format(ref) if compared else ref
                 return (
                     rounded
                     if column.name == "income"
@@ -741,9 +744,7 @@ class FileLoader:
                 cast = sql.SQL("{}::bigint").format(ref)
                 return sql.SQL("COALESCE({}, 0)").format(cast) if column.name == "dpd" else cast
             case ColumnType.DECIMAL:
-                rounded = sql.SQL("round({}, 6)").format(
-                    ref
-                )  # the columns' scale: compare what is stored
+                rounded = sql.SQL("round({}, 6)").format(ref) if compared else ref
                 return (
                     sql.SQL("COALESCE({}, 0)").format(rounded)
                     if column.name == "interest_rate"
@@ -766,6 +767,8 @@ class FileLoader:
             if quarantine and self.result.rejected
             else sql.SQL("TRUE")
         )
+        cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_ident(spec.table)))
+        book_has_rows = cursor.fetchone()[0]
         targets: list[str] = []
         values: list[sql.Composable] = []
         joins: list[sql.Composable] = []
@@ -789,7 +792,7 @@ class FileLoader:
                 values.append(sql.SQL("{}.id").format(_ident(alias)))
                 continue
             targets.append(column.db_column)
-            values.append(self._merge_value(column))
+            values.append(self._merge_value(column, compared=book_has_rows))
         if spec.kind == "transactions":
             # n-th row of its (loan, date, type) in file order; by the loan's own id, so "L1" and
             # "L1 " count as one loan, and the sort compares integers first, not text.
@@ -816,8 +819,6 @@ class FileLoader:
         }[spec.kind]
         conflict = [{"date_due": "due_date", "date_paid": "date"}.get(k, k) for k in spec.key]
         updates = [c for c in targets if c not in conflict]
-        cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(_ident(spec.table)))
-        book_has_rows = cursor.fetchone()[0]
         incoming = sql.SQL("SELECT {}, {} AS _key FROM {} x {} WHERE {}").format(
             _join(
                 sql.SQL("{} AS {}").format(v, _ident(c))
