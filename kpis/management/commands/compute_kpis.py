@@ -32,8 +32,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--jobs",
             type=int,
-            help="With --backfill: dates computed at once, each on its own connection "
-            "(default KPI_JOBS, 2).",
+            help="With --backfill: dates computed at once, each on two database connections of "
+            "its own (default KPI_JOBS, 2).",
         )
         parser.add_argument(
             "--if-empty",
