@@ -37,8 +37,8 @@ BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batc
 # and not repaid before the month began, and the month's payers), with principal paid by R and
 # before the month, whether a write-off was booked by R ...
 # These two tables are the heaviest reads of a snapshot, and each loan's rows depend on that loan
-# alone: they are computed in %(parts)s parts by loan id, each on its own connection (see
-# _loan_cash_aside), and put together on the snapshot's.
+# alone: they are computed in parts by loan id (mod(id, parts) = part), each on its own
+# connection (see _loan_cash_aside), and put together on the snapshot's.
 LOAN_CASH_SQL = """
 CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
 WITH cash_loans AS (
@@ -175,8 +175,7 @@ _STATE_SUMS = {
     "rate_x_ob": "sum(interest_rate * outstanding_principal)",
 }
 # A run's state facts: summed per slice combination first (a few dozen rows, one pass over the
-# states), then the slices' grouping sets over those. Active borrowers are counted from
-# slice_customers, which holds each slice's customers with a balance already.
+# states), then the slices' grouping sets over those.
 STATE_FACTS_SQL = f"""
 CREATE TEMP TABLE facts_state ON COMMIT DROP AS
 WITH per_combination AS (
@@ -184,14 +183,9 @@ WITH per_combination AS (
         {", ".join(f"{aggregate} AS {name}" for name, aggregate in _STATE_SUMS.items())}
     FROM kpis_loanstate WHERE run_id = %(run)s
     GROUP BY company, product_type, currency, segment
-), facts AS (
-    SELECT {SLICE_COLUMNS}, {", ".join(f"sum({name}) AS {name}" for name in _STATE_SUMS)}
-    FROM per_combination GROUP BY {SLICES}
 )
-SELECT facts.*, coalesce(b.active_borrowers, 0) AS active_borrowers
-FROM facts LEFT JOIN (
-    SELECT dimension, member, count(*) AS active_borrowers FROM slice_customers GROUP BY dimension, member
-) b USING (dimension, member)
+SELECT {SLICE_COLUMNS}, {", ".join(f"sum({name}) AS {name}" for name in _STATE_SUMS)}
+FROM per_combination GROUP BY {SLICES}
 """
 
 # Each slice's customers with a balance (one row per slice and customer), for the run's
@@ -221,16 +215,18 @@ CROSS JOIN LATERAL (
 ) top
 """
 
+# Per slice: its customers with a balance (active borrowers), the top one's and top ten's OB and HHI.
 CONCENTRATION_SQL = """
 CREATE TEMP TABLE facts_concentration ON COMMIT DROP AS
 WITH totals AS (
-    SELECT dimension, member, sum(ob) AS total FROM slice_customers GROUP BY dimension, member
+    SELECT dimension, member, sum(ob) AS total, count(*) AS active_borrowers
+    FROM slice_customers GROUP BY dimension, member
 ), hhi AS (
-    SELECT c.dimension, c.member, sum(power(c.ob / t.total * 100, 2)) AS hhi
+    SELECT c.dimension, c.member, t.active_borrowers, sum(power(c.ob / t.total * 100, 2)) AS hhi
     FROM slice_customers c JOIN totals t USING (dimension, member) WHERE t.total > 0
-    GROUP BY c.dimension, c.member
+    GROUP BY c.dimension, c.member, t.active_borrowers
 )
-SELECT hhi.dimension, hhi.member, top.top_1, top.top_10, hhi.hhi
+SELECT hhi.dimension, hhi.member, hhi.active_borrowers, top.top_1, top.top_10, hhi.hhi
 FROM hhi JOIN (
     SELECT dimension, member, sum(ob) FILTER (WHERE rank = 1) AS top_1, sum(ob) AS top_10
     FROM top_customers GROUP BY dimension, member
@@ -467,7 +463,7 @@ VALUES: list[_Value] = [
     _Value("collections_current", "coalesce(f.collected_current, 0)"),
     _Value("collections_advance", "coalesce(f.collected_advance, 0)"),
     _ratio("weighted_average_interest_rate", "s.rate_x_ob", "s.ob"),
-    _Value("active_borrowers", "coalesce(s.active_borrowers, 0)"),
+    _Value("active_borrowers", "coalesce(c.active_borrowers, 0)"),
     _ratio("repeat_borrower_rate", "coalesce(f.repeaters, 0)", "f.borrowers"),
     _ratio("top_1_share", "c.top_1", "s.ob"),
     _ratio("top_10_share", "c.top_10", "s.ob"),
@@ -728,11 +724,11 @@ def _loan_cash_aside(snapshot: str, params: dict) -> tuple[bytes, bytes]:
         cursor.execute(LOAN_CASH_SQL, params)
         cursor.execute("ANALYZE loan_cash")
         cursor.execute(LOAN_SCHEDULE_SQL, params)
-        parts = []
+        rows = []
         for table in ("loan_cash", "loan_schedule"):
             with cursor.cursor.copy(f"COPY {table} TO STDOUT") as copy:
-                parts.append(b"".join(bytes(block) for block in copy))
-        return parts[0], parts[1]
+                rows.append(b"".join(bytes(block) for block in copy))
+        return tuple(rows)
 
 
 def _book_facts_aside(snapshot: str, params: dict) -> tuple[list[tuple], int, list[tuple]]:

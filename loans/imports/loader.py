@@ -119,6 +119,10 @@ def _code(col: sql.Composable, codes: list[str]) -> sql.Composable:
     )
 
 
+# A staged transaction's type as stored (the merge, its numbering and the payments pass).
+X_TRANSACTION_TYPE = _code(sql.SQL("x.transaction_type"), CODES["transaction_type"])
+
+
 def _join(parts: Iterable[sql.Composable], sep: str = ", ") -> sql.Composed:
     return sql.SQL(sep).join(list(parts))
 
@@ -601,7 +605,7 @@ class FileLoader:
                     " FROM typed_transactions x LEFT JOIN tape_loans l ON l.loan_id = btrim(x.loan_id)"
                     " WHERE {type} = 'PAYMENT') r "
                     "GROUP BY r.loan_id"
-                ).format(type=_code(sql.SQL("x.transaction_type"), CODES["transaction_type"]))
+                ).format(type=X_TRANSACTION_TYPE)
             )
             cursor.execute("ANALYZE tape_payments")
 
@@ -800,7 +804,7 @@ class FileLoader:
             values.append(
                 sql.SQL(
                     "(row_number() OVER (PARTITION BY ref_loan_id.id, x.date_paid, {} ORDER BY x.line) - 1)"
-                ).format(_code(sql.SQL("x.transaction_type"), CODES["transaction_type"]))
+                ).format(X_TRANSACTION_TYPE)
             )
         if spec.kind == "loans":
             cursor.execute("SELECT to_regclass('pg_temp.tape_payments') IS NOT NULL")
@@ -814,7 +818,7 @@ class FileLoader:
             "loans": sql.SQL("btrim(x.loan_id)"),
             "schedules": sql.SQL("btrim(x.loan_id) || ' due ' || x.date_due"),
             "transactions": sql.SQL("btrim(x.loan_id) || ' ' || {} || ' ' || x.date_paid").format(
-                _code(sql.SQL("x.transaction_type"), CODES["transaction_type"])
+                X_TRANSACTION_TYPE
             ),
         }[spec.kind]
         conflict = [{"date_due": "due_date", "date_paid": "date"}.get(k, k) for k in spec.key]
