@@ -17,7 +17,15 @@ from django.utils import timezone
 from psycopg import sql
 
 from loans.imports.files import TapeFile, tape_files_find
-from loans.imports.loader import ERROR, FileLoad, FileLoader, Problem, SourceFormat, TapeRejected
+from loans.imports.loader import (
+    ERROR,
+    FileLoad,
+    FileLoader,
+    Problem,
+    SourceFormat,
+    TapeRejected,
+    staging,
+)
 from loans.models import Batch, ColumnMap
 
 logger = logging.getLogger(__name__)
@@ -229,41 +237,45 @@ def tape_import(
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
-            # Lookups shared by the files of one import; an earlier import in this transaction left its own.
-            cursor.execute("DROP TABLE IF EXISTS tape_loans, tape_payments")
-            loaded_kinds: list[str] = []
-            for i, loader in enumerate(loaders):
-                progress(i / steps, f"reading {loader.file.name}")
-                if any(not lo.result.rows_read for lo in loaders[:i]):
-                    # An earlier file could not be read: checks against it would only bury its error.
-                    loader.problem(
-                        None, "", "", "not checked: an earlier file of this tape could not be read"
+            with staging(cursor):
+                loaded_kinds: list[str] = []
+                for i, loader in enumerate(loaders):
+                    progress(i / steps, f"reading {loader.file.name}")
+                    if any(not lo.result.rows_read for lo in loaders[:i]):
+                        # An earlier file could not be read: checks against it would only bury its error.
+                        loader.problem(
+                            None,
+                            "",
+                            "",
+                            "not checked: an earlier file of this tape could not be read",
+                        )
+                    elif loader.stage(cursor):
+                        progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
+                        loader.validate(cursor, loaded_kinds, quarantine=quarantine)
+                        loaded_kinds.append(loader.spec.kind)
+                        if loader.result.rejected:
+                            result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
+                    result.files.append(loader.result)
+                by_kind = {lo.spec.kind: lo for lo in loaders if lo.spec.kind in loaded_kinds}
+                if "loans" in by_kind and "transactions" in by_kind:
+                    by_kind["loans"].balance_warning(cursor)
+                if dry_run:
+                    _preview(cursor, loaders, result)
+                    raise _DryRun
+                if (result.errors and not quarantine) or any(
+                    not lo.result.rows_read for lo in loaders
+                ):
+                    raise TapeRejected(result.problems)
+                for i, (loader, (_, batch)) in enumerate(zip(loaders, to_load, strict=True)):
+                    progress((2 * len(loaders) + i) / steps, f"merging {loader.file.name}")
+                    loader.merge(cursor, batch_id=batch.pk, quarantine=quarantine)
+                if "transactions" in loaded_kinds and "loans" not in loaded_kinds:
+                    # Payments without their loans' file: bring those loans' repaid_on up to date.
+                    cursor.execute(
+                        "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM tape_payments rp "
+                        "WHERE l.loan_id = rp.loan_id AND rp.repaid_on IS NOT NULL "
+                        "AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
                     )
-                elif loader.stage(cursor):
-                    progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
-                    loader.validate(cursor, loaded_kinds, quarantine=quarantine)
-                    loaded_kinds.append(loader.spec.kind)
-                    if loader.result.rejected:
-                        result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
-                result.files.append(loader.result)
-            by_kind = {lo.spec.kind: lo for lo in loaders if lo.spec.kind in loaded_kinds}
-            if "loans" in by_kind and "transactions" in by_kind:
-                by_kind["loans"].balance_warning(cursor)
-            if dry_run:
-                _preview(cursor, loaders, result)
-                raise _DryRun
-            if (result.errors and not quarantine) or any(not lo.result.rows_read for lo in loaders):
-                raise TapeRejected(result.problems)
-            for i, (loader, (_, batch)) in enumerate(zip(loaders, to_load, strict=True)):
-                progress((2 * len(loaders) + i) / steps, f"merging {loader.file.name}")
-                loader.merge(cursor, batch_id=batch.pk, quarantine=quarantine)
-            if "transactions" in loaded_kinds and "loans" not in loaded_kinds:
-                # Payments without their loans' file: bring those loans' repaid_on up to date.
-                cursor.execute(
-                    "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM tape_payments rp "
-                    "WHERE l.loan_id = rp.loan_id AND rp.repaid_on IS NOT NULL "
-                    "AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
-                )
     except _DryRun:
         return result
     except TapeRejected as rejected:

@@ -67,19 +67,6 @@ def load(folder: Path, **kwargs) -> TapeImport:
     return tape_import(path=folder, **kwargs)
 
 
-def committed() -> None:
-    """Production runs each import in its own transaction, whose COMMIT drops the loader's
-    ``ON COMMIT DROP`` staging tables; a test is one transaction, so a second import in the same
-    test drops them the same way first (see the xfail below for imports sharing a transaction)."""
-    with connection.cursor() as cursor:
-        cursor.execute("DISCARD TEMP")
-
-
-def reload(folder: Path, **kwargs) -> TapeImport:
-    committed()
-    return load(folder, **kwargs)
-
-
 def rejection(folder: Path, **kwargs) -> list[Problem]:
     """The errors of a rejected tape, after checking it changed nothing in the book and that each
     file's batch is marked failed with its own errors recorded."""
@@ -323,6 +310,21 @@ def test_a_loan_id_repeated_with_a_trailing_space_is_rejected_as_a_duplicate(tmp
 
     assert messages(errors) == [
         "loans.csv, row 4, column loan_id: duplicate key: first seen on row 2 (value 'L00001')"
+    ]
+
+
+def test_a_schedule_line_repeated_for_the_same_loan_and_due_date_is_rejected_once(tmp_path, book):
+    # Its loan's schedule no longer adds up either; the duplicate is the one problem reported.
+    tape = tape_valid(2)
+    tape["schedules"].append(dict(tape["schedules"][0], loan_id=" L00001"))
+
+    errors = rejection(write(tmp_path, tape))
+
+    row = len(tape["schedules"]) + 1
+    due = tape["schedules"][0]["date_due"]
+    assert messages(errors) == [
+        f"schedules.csv, row {row}, column loan_id: duplicate key: first seen on row 2 "
+        f"(value 'L00001 / {due}')"
     ]
 
 
@@ -611,7 +613,7 @@ def test_a_newer_tape_updates_the_changed_loan_inserts_the_new_one_and_leaves_th
     tape["loans"][0]["outstanding_balance"] = "120.00"
     tape["loans"].append(dict(tape["loans"][4], loan_id="L00006"))
 
-    result = reload(write(tmp_path, tape, name="second"))
+    result = load(write(tmp_path, tape, name="second"))
 
     assert counts(result, "loans.csv") == (6, 1, 1, 4, 0)
     assert [f.tape_file.name for f in result.files] == ["loans.csv"]  # the rest: same bytes
@@ -646,7 +648,7 @@ def test_a_changed_disbursed_principal_waits_for_a_stewards_review(tmp_path):
     _first_import(tmp_path, tape)
     tape["loans"][1]["disburse_principal"] = "1500.00"
 
-    result = reload(write(tmp_path, tape, name="second"))
+    result = load(write(tmp_path, tape, name="second"))
 
     change = BatchChange.objects.get(batch_id=file_batch(result, "loans.csv"))
     assert (change.key, change.review) == ("L00002", BatchChange.Review.PENDING)
@@ -661,7 +663,7 @@ def test_a_loan_missing_from_the_newer_tape_is_recorded_as_vanished(tmp_path):
     _first_import(tmp_path, tape)
     del tape["loans"][2]
 
-    result = reload(write(tmp_path, tape, name="second"))
+    result = load(write(tmp_path, tape, name="second"))
 
     changes = BatchChange.objects.filter(batch_id=file_batch(result, "loans.csv"))
     assert [(c.key, c.change, c.review) for c in changes] == [
@@ -680,7 +682,7 @@ def test_a_steward_accepts_or_rejects_flagged_changes_and_must_give_a_reason(
     _first_import(tmp_path, tape)
     tape["loans"][0]["disburse_principal"] = "2000.00"
     del tape["loans"][2]
-    result = reload(write(tmp_path, tape, name="second"))
+    result = load(write(tmp_path, tape, name="second"))
     changes = BatchChange.objects.filter(batch_id=file_batch(result, "loans.csv"))
     updated = changes.filter(change=BatchChange.Change.UPDATED)
     vanished = changes.filter(change=BatchChange.Change.VANISHED)
@@ -703,6 +705,24 @@ def test_a_steward_accepts_or_rejects_flagged_changes_and_must_give_a_reason(
         ("L00003", "rejected", "Still open at the lender", steward),
     ]
     assert all(c.reviewed_at is not None for c in changes)
+
+
+def test_an_import_leaves_no_staging_table_and_the_search_path_as_it_found_it(tmp_path):
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW search_path")
+        search_path = cursor.fetchone()[0]
+
+    load(write(tmp_path, tape_valid(2)))
+    with pytest.raises(TapeRejected):
+        tape = tape_valid(2)
+        tape["loans"][0]["disburse_principal"] = "-1"
+        load(write(tmp_path, tape, name="bad"))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'import_staging'")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("SHOW search_path")
+        assert cursor.fetchone()[0] == search_path
 
 
 def test_two_tapes_can_be_imported_inside_one_outer_transaction(tmp_path):
