@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from django.conf import settings
 from django.core.files import File
 from django.db import connection, transaction
 from django.utils import timezone
@@ -25,6 +28,8 @@ from loans.imports.loader import (
     SourceFormat,
     TapeRejected,
     staging,
+    staging_drop,
+    use_staging,
 )
 from loans.models import Batch, ColumnMap
 
@@ -227,7 +232,8 @@ def tape_import(
     for batch in batches:
         batch.status, batch.started_at = Batch.Status.RUNNING, started
         batch.save(update_fields=["status", "started_at"])
-    loaders = [FileLoader(tape_file, fmt) for tape_file, _ in to_load]
+    tables = f"_{secrets.token_hex(4)}"  # this import's staging tables, whoever creates them
+    loaders = [FileLoader(tape_file, fmt, tables=tables) for tape_file, _ in to_load]
     steps = 3 * len(loaders)
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
@@ -238,20 +244,21 @@ def tape_import(
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
             with staging(cursor):
+                staged = _stage_files(loaders, progress=lambda i, label: progress(i / steps, label))
                 loaded_kinds: list[str] = []
                 for i, loader in enumerate(loaders):
-                    progress(i / steps, f"reading {loader.file.name}")
                     if any(not lo.result.rows_read for lo in loaders[:i]):
                         # An earlier file could not be read: checks against it would only bury its error.
+                        loader.result = FileLoad(loader.file)
                         loader.problem(
                             None,
                             "",
                             "",
                             "not checked: an earlier file of this tape could not be read",
                         )
-                    elif loader.stage(cursor):
+                    elif staged[i]:
                         progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
-                        loader.validate(cursor, loaded_kinds, quarantine=quarantine)
+                        loader.check_across(cursor, loaded_kinds, quarantine=quarantine)
                         loaded_kinds.append(loader.spec.kind)
                         if loader.result.rejected:
                             result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
@@ -284,10 +291,47 @@ def tape_import(
         logger.info("tape rejected", extra={"errors": len(rejected.problems), "source": source})
         rejected.result = result
         raise
+    finally:
+        # What the worker connections committed; gone already when the import committed.
+        staging_drop([table for loader in loaders for table in loader.tables])
     for loader, batch in zip(loaders, batches, strict=True):
         batch_finish(batch, status=Batch.Status.LOADED, load=loader.result)
     progress(1.0, "loaded")
     return result
+
+
+def _stage_files(loaders: list[FileLoader], *, progress: Callable[[int, str], None]) -> list[bool]:
+    """COPY the files and run each one's own checks (``FileLoader.check_file``) side by side,
+    ``IMPORT_JOBS`` at a time, each on a connection of its own that commits its staging tables
+    for the import's connection to read. These steps read nothing but the file, so they need
+    neither the import's transaction nor its view of the book, and a file's COPY (a single
+    core's work) no longer waits for the other files'. Biggest files first. Returns, per
+    loader, whether its file could be staged."""
+
+    def stage(loader: FileLoader) -> bool:
+        try:
+            with transaction.atomic(), connection.cursor() as django_cursor:
+                cursor = django_cursor.cursor
+                cursor.execute("SET LOCAL work_mem = '256MB'")
+                use_staging(cursor)
+                if not loader.stage(cursor):
+                    return False
+                loader.check_file(cursor)
+                return True
+        finally:
+            connection.close()  # this thread's own connection
+
+    order = sorted(range(len(loaders)), key=lambda i: -loaders[i].file.size)
+    staged = [False] * len(loaders)
+    with ThreadPoolExecutor(
+        max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape-stage"
+    ) as pool:
+        futures = {pool.submit(stage, loaders[i]): i for i in order}
+        for done, future in enumerate(as_completed(futures)):
+            i = futures[future]
+            staged[i] = future.result()
+            progress(done + 1, f"read {loaders[i].file.name}")
+    return staged
 
 
 def _preview(cursor, loaders: list[FileLoader], result: TapeImport) -> None:

@@ -489,6 +489,20 @@ def test_a_first_load_into_empty_tables_leaves_every_index_and_constraint_as_it_
     assert Transaction.objects.count() == 6
 
 
+def test_a_first_load_moves_each_tables_id_sequence_past_the_rows_it_inserted(tmp_path):
+    # A first load numbers its rows itself (from their line numbers) instead of a nextval() each.
+    load(write(tmp_path, tape_valid(3)))
+
+    for model in (Customer, Loan, Installment, Transaction):
+        ids = list(model.objects.values_list("id", flat=True))
+        assert len(set(ids)) == len(ids) > 0
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id'))", [model._meta.db_table]
+            )
+            assert cursor.fetchone()[0] > max(ids), model
+
+
 def test_one_bad_value_in_the_last_transaction_of_a_2000_loan_tape_loads_nothing(tmp_path, book):
     tape = tape_valid(2000)
     tape["transactions"][-1]["principal"] = "12,50"
@@ -707,7 +721,10 @@ def test_a_steward_accepts_or_rejects_flagged_changes_and_must_give_a_reason(
     assert all(c.reviewed_at is not None for c in changes)
 
 
+@pytest.mark.django_db(transaction=True)
 def test_an_import_leaves_no_staging_table_and_the_search_path_as_it_found_it(tmp_path):
+    # Files are staged on connections of their own, which commit their tables; whether the
+    # import commits or is rejected, none is left.
     with connection.cursor() as cursor:
         cursor.execute("SHOW search_path")
         search_path = cursor.fetchone()[0]
