@@ -155,6 +155,8 @@ class FileLoader:
         self.typed_table = self.typed(self.spec.kind)
         self.rejects_table = self.rejects(self.spec.kind)
         self.repeats_table = f"repeats_{self.spec.kind}{tables}"
+        self.totals_table = f"totals_{self.spec.kind}{tables}"  # schedules: per loan
+        self.references_clean = False  # see prepare_lookups
         self.result = FileLoad(tape_file)
         self.columns: list[Column] = []  # spec columns present in the file
         self.file_columns: list[str] = []  # staging column per file column, in file order
@@ -171,7 +173,13 @@ class FileLoader:
     @property
     def tables(self) -> list[str]:
         """The staging tables this file's ``stage`` and ``check_file`` may create."""
-        return [self.stage_table, self.typed_table, self.rejects_table, self.repeats_table]
+        return [
+            self.stage_table,
+            self.typed_table,
+            self.rejects_table,
+            self.repeats_table,
+            self.totals_table,
+        ]
 
     # ---------------------------------------------------------------- problems
     def problem(self, row, column, value, reason, severity=ERROR) -> None:
@@ -413,8 +421,8 @@ class FileLoader:
         self.check_across(cursor, loaded_kinds, quarantine=quarantine)
 
     def check_file(self, cursor) -> None:
-        """The checks of this file alone (values, warnings, duplicate keys) and the numbering
-        of repeated transactions. They read nothing but the file's own staging tables, so they
+        """The checks of this file alone (values, warnings, duplicate keys), the numbering of
+        repeated transactions and each loan's schedule totals. They read nothing but the file's own staging tables, so they
         may run on the connection that staged it, beside the other files'."""
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.rejects_table)))
         cursor.execute(
@@ -465,6 +473,16 @@ class FileLoader:
         self._check_duplicate_keys(cursor)
         if self.spec.kind == "transactions":
             self._number_repeats(cursor)
+        if self.spec.kind == "schedules":
+            # Each loan's schedule at once: its principal (for the totals check), its first row
+            # and its first due date (see prepare_lookups).
+            cursor.execute(
+                sql.SQL(
+                    "CREATE UNLOGGED TABLE {} AS SELECT btrim(loan_id) AS loan_id, "
+                    "sum(principal) AS total, min(line) AS first_line, min(date_due) AS first_due "
+                    "FROM {} GROUP BY 1"
+                ).format(_ident(self.totals_table), _ident(self.typed_table))
+            )
 
     def check_across(
         self, cursor, loaded_kinds: Iterable[str], *, quarantine: bool = False
@@ -598,7 +616,7 @@ class FileLoader:
                     "SELECT line, 'application_date', application_date::text, 'application date is after the disbursement date' FROM {t} WHERE application_date > disburse_date"
                 ).format(t=t)
             )
-        if kind in ("schedules", "transactions"):
+        if kind in ("schedules", "transactions") and not self.references_clean:
             date_col = "date_due" if kind == "schedules" else "date_paid"
             what = "due date" if kind == "schedules" else "payment date"
             # One join answers both: is the loan known, and is the date on or after its disbursement.
@@ -627,9 +645,7 @@ class FileLoader:
         its disbursed principal, and its payments' principal must not exceed it (to the cent).
         The problem is reported on the loan's first row of this file."""
         if self.spec.kind == "schedules":
-            totals = sql.SQL(
-                "(SELECT btrim(loan_id) AS loan_id, sum(principal) AS total, min(line) AS first_line FROM {} GROUP BY 1)"
-            ).format(_ident(self.typed_table))
+            totals = _ident(self.totals_table)
             reason = "schedule principal {} does not add up to the loan's disbursed principal {}"
             compare = sql.SQL("abs(round(s.total, 2) - round(l.disburse_principal, 2)) > 0.01")
         else:
@@ -659,6 +675,23 @@ class FileLoader:
         the day it was repaid)."""
         if self.spec.kind not in ("schedules", "transactions"):
             return
+        self._lookup_loans(cursor, loaded_kinds)
+        if self.spec.kind == "schedules":
+            # When every loan is known and no loan's first due date (check_file's totals) comes
+            # before its disbursement, no row can fail the row-by-row check of both, which is
+            # skipped: a join of a million loans instead of five million rows.
+            cursor.execute(
+                sql.SQL(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {} s LEFT JOIN tape_loans l ON l.loan_id = s.loan_id "
+                    "WHERE NULLIF(s.loan_id, '') IS NOT NULL AND (l.loan_id IS NULL OR s.first_due < l.disburse_date))"
+                ).format(_ident(self.totals_table))
+            )
+            self.references_clean = cursor.fetchone()[0]
+        if self.spec.kind == "transactions":
+            self._payments_pass(cursor)
+
+    def _lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
+        """``tape_loans``, once per import."""
         cursor.execute("SELECT to_regclass('import_staging.tape_loans') IS NOT NULL")
         if not cursor.fetchone()[0]:
             if "loans" in loaded_kinds:
@@ -682,28 +715,29 @@ class FileLoader:
                 "WHERE NOT EXISTS (SELECT 1 FROM tape_loans t WHERE t.loan_id = db.loan_id)"
             )
             cursor.execute("ANALYZE tape_loans")
-        if self.spec.kind == "transactions":
-            # One pass over the payments, in date order per loan: each loan's paid principal in this
-            # tape and, as ``repaid_on``, the day its payments first covered its principal
-            # (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip the loan
-            # after it). NULL when they never did, or the loan's own row is rejected.
-            # The loan is joined before the running sum, so one sort serves both the window and
-            # the grouping (joined after, the payments were sorted twice, on disk). The loan ids
-            # sort in byte order ("C"): 1.6 s less than the database's collation for 4.3M rows.
-            cursor.execute(
-                sql.SQL(
-                    "CREATE UNLOGGED TABLE tape_payments AS "
-                    'SELECT r.loan_id COLLATE "default" AS loan_id, sum(r.principal) AS total, min(r.line) AS first_line, '
-                    "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005 AND NOT r.rejected) AS repaid_on "
-                    "FROM ("
-                    ' SELECT btrim(x.loan_id) COLLATE "C" AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal, l.rejected,'
-                    ' sum(x.principal) OVER (PARTITION BY btrim(x.loan_id) COLLATE "C" ORDER BY x.date_paid, x.line) AS paid'
-                    " FROM {typed} x LEFT JOIN tape_loans l ON l.loan_id = btrim(x.loan_id)"
-                    " WHERE {type} = 'PAYMENT') r "
-                    "GROUP BY r.loan_id"
-                ).format(type=X_TRANSACTION_TYPE, typed=_ident(self.typed_table))
-            )
-            cursor.execute("ANALYZE tape_payments")
+
+    def _payments_pass(self, cursor) -> None:
+        """``tape_payments``, in one pass over the payments in date order per loan: each loan's
+        paid principal in this tape and, as ``repaid_on``, the day its payments first covered
+        its principal (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip
+        the loan after it). NULL when they never did, or the loan's own row is rejected."""
+        # The loan is joined before the running sum, so one sort serves both the window and
+        # the grouping (joined after, the payments were sorted twice, on disk). The loan ids
+        # sort in byte order ("C"): 1.6 s less than the database's collation for 4.3M rows.
+        cursor.execute(
+            sql.SQL(
+                "CREATE UNLOGGED TABLE tape_payments AS "
+                'SELECT r.loan_id COLLATE "default" AS loan_id, sum(r.principal) AS total, min(r.line) AS first_line, '
+                "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005 AND NOT r.rejected) AS repaid_on "
+                "FROM ("
+                ' SELECT btrim(x.loan_id) COLLATE "C" AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal, l.rejected,'
+                ' sum(x.principal) OVER (PARTITION BY btrim(x.loan_id) COLLATE "C" ORDER BY x.date_paid, x.line) AS paid'
+                " FROM {typed} x LEFT JOIN tape_loans l ON l.loan_id = btrim(x.loan_id)"
+                " WHERE {type} = 'PAYMENT') r "
+                "GROUP BY r.loan_id"
+            ).format(type=X_TRANSACTION_TYPE, typed=_ident(self.typed_table))
+        )
+        cursor.execute("ANALYZE tape_payments")
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""

@@ -249,6 +249,18 @@ def test_it_rejects_an_installment_due_before_its_loan_was_disbursed(tmp_path, b
     ]
 
 
+def test_it_rejects_a_schedule_line_for_a_loan_neither_in_the_tape_nor_in_the_book(tmp_path, book):
+    tape = tape_valid(3)
+    tape["schedules"].append(dict(tape["schedules"][0], loan_id="GHOST"))
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        f"schedules.csv, row {len(tape['schedules']) + 1}, column loan_id: loan is neither in "
+        "this tape nor in the database (value 'GHOST')"
+    ]
+
+
 def test_it_rejects_a_transaction_for_a_loan_neither_in_the_tape_nor_in_the_book(tmp_path, book):
     tape = tape_valid(3)
     tape["transactions"][3]["loan_id"] = "GHOST"
