@@ -8,9 +8,10 @@ writes decimal commas or day-first dates, the file is COPYed as text instead and
 value with its row and column. Either way the typed table has the same shape, and the same
 checks and merge run on it.
 
-Everything runs inside the caller's transaction: a file with any error raises ``TapeRejected``
-and the database is exactly as before. The staging tables are UNLOGGED tables in the
-``import_staging`` schema, created inside that transaction (see ``staging``).
+Everything that writes to the book runs inside the caller's transaction: a file with any error
+raises ``TapeRejected`` and the database is exactly as before. The staging tables are UNLOGGED
+tables in the ``import_staging`` schema (see ``staging``); a file's own staging and checks may
+run on another connection (``FileLoader``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
+from django.db import DatabaseError, connection, transaction
 from psycopg import errors as pg_errors
 from psycopg import sql
 
@@ -142,7 +144,12 @@ NUMERIC_TYPES = (ColumnType.MONEY, ColumnType.DECIMAL, ColumnType.INTEGER)
 
 
 class FileLoader:
-    """Loads one tape file: ``stage``, then ``validate``, then ``merge``."""
+    """Loads one tape file: ``stage``, ``check_file``, ``check_across``, then ``merge``.
+
+    Every bad row is found in bulk, in the two checking steps; bad values land in the file's
+    ``rejects`` table (line, column, value, reason). ``stage`` and ``check_file`` read nothing
+    but the file, and may run on a connection of their own (``tape_import`` runs the files side
+    by side); ``check_across`` and ``merge`` run in the import's transaction."""
 
     def __init__(self, tape_file: TapeFile, fmt: SourceFormat, *, tables: str = ""):
         """``tables``: a suffix for this file's staging tables, the same for every file of one
@@ -415,15 +422,9 @@ class FileLoader:
                 checks.append((column.name, cond, sql.Literal(reason)))
         return checks
 
-    def validate(self, cursor, loaded_kinds: Iterable[str], *, quarantine: bool = False) -> None:
-        """Find every bad row in bulk; they land in ``rejects`` (line, column, value, reason)."""
-        self.check_file(cursor)
-        self.check_across(cursor, loaded_kinds, quarantine=quarantine)
-
     def check_file(self, cursor) -> None:
         """The checks of this file alone (values, warnings, duplicate keys), the numbering of
-        repeated transactions and each loan's schedule totals. They read nothing but the file's own staging tables, so they
-        may run on the connection that staged it, beside the other files'."""
+        repeated transactions and each loan's schedule totals."""
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.rejects_table)))
         cursor.execute(
             sql.SQL(
@@ -515,32 +516,15 @@ class FileLoader:
         )
         cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.repeats_table)))
 
-    def _unique(self, cursor, exprs: list[sql.Composable]) -> bool:
-        """Whether no two staged rows share the values of ``exprs``: a unique index over them
-        builds (one parallel sort), or fails on the first repeat. NULLs count as equal, as in
-        a GROUP BY. Give text ``COLLATE "C"``: byte order is equality in any deterministic
-        collation, and sorts faster."""
-        cursor.execute("SAVEPOINT unique_keys")
-        try:
-            cursor.execute(
-                sql.SQL("CREATE UNIQUE INDEX ON {} ({}) NULLS NOT DISTINCT").format(
-                    _ident(self.typed_table),
-                    _join(sql.SQL("({})").format(e) for e in exprs),
-                )
-            )
-        except pg_errors.UniqueViolation:
-            cursor.execute("ROLLBACK TO SAVEPOINT unique_keys")
-            return False
-        cursor.execute("RELEASE SAVEPOINT unique_keys")
-        return True
-
     def _check_duplicate_keys(self, cursor) -> None:
         """Rows whose key an earlier row of the file has (keys compare as stored: text trimmed,
         so "L1" and "L1 " are the same loan).
 
         A unique index over the staged keys settles the usual case, no duplicate, in one
-        parallel sort (1.3 s for 5M schedule rows, against 4.3 s for grouping them); only when
-        it cannot be built does the query that lists every repeated row run.
+        parallel sort (about 2 s for 5M schedule lines, against 4.3 s for grouping them); only
+        when it cannot be built does the query that lists every repeated row run. NULLs count as
+        equal, as in the grouping; text compares in byte order, which is equality in any
+        deterministic collation, and sorts faster.
         """
         key = [c for c in self.spec.key if c != "sequence"]
         if self.spec.kind == "transactions":  # rows of one key are numbered, not duplicates
@@ -555,15 +539,23 @@ class FileLoader:
                 for k in key
             ]
 
-        if self._unique(
-            cursor,
-            [
-                sql.SQL('btrim({}) COLLATE "C"').format(_ident(k))
-                if self.spec.column(k).type == ColumnType.TEXT
-                else _ident(k)
-                for k in key
-            ],
-        ):
+        cursor.execute("SAVEPOINT unique_keys")
+        try:
+            cursor.execute(
+                sql.SQL("CREATE UNIQUE INDEX ON {} ({}) NULLS NOT DISTINCT").format(
+                    t,
+                    _join(
+                        sql.SQL('(btrim({}) COLLATE "C")').format(_ident(k))
+                        if self.spec.column(k).type == ColumnType.TEXT
+                        else _ident(k)
+                        for k in key
+                    ),
+                )
+            )
+        except pg_errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT unique_keys")
+        else:
+            cursor.execute("RELEASE SAVEPOINT unique_keys")
             return
         names = [_ident(f"k{i}") for i in range(len(key))]
         cursor.execute(
@@ -1128,9 +1120,11 @@ def staging(cursor) -> Iterator[None]:
 
     They are UNLOGGED tables in ``import_staging``, found first on the search path, rather than
     temporary tables: PostgreSQL never reads a temporary table with parallel workers, and the
-    checks and lookups that scan millions of rows take about half the time on two cores. They
-    are created inside the import's transaction, so other sessions never see them and a rollback
-    (an error, a dry run) removes them; on the way out they are dropped.
+    checks and lookups that scan millions of rows take about half the time on two cores. The
+    import's own (lookups, merges) are created in its transaction, so a rollback (an error, a
+    dry run) removes them; the files' tables, which other connections stage and commit, carry
+    the import's token in their names (``FileLoader``). On the way out all are dropped; when the
+    import does not commit, ``staging_drop`` drops the files' tables after it.
     """
     cursor.execute("SELECT current_setting('search_path')")
     search_path = cursor.fetchone()[0]
@@ -1156,8 +1150,6 @@ def staging_drop(tables: list[str]) -> None:
     For tables other connections committed (``tape_import`` stages files side by side) when the
     import did not commit. Best effort: the next import drops what is left.
     """
-    from django.db import DatabaseError, connection, transaction
-
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL lock_timeout = '5s'")
