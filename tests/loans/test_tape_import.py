@@ -462,6 +462,29 @@ def test_lowercase_types_and_currencies_are_stored_upper_case(tmp_path):
     assert result.problems == []
 
 
+def test_ids_and_texts_padded_with_spaces_load_trimmed_and_join_their_loan(tmp_path):
+    # Trimming is skipped for a file's column without a padded value: each file decides alone.
+    tape = tape_valid(3)
+    tape["customers"][0]["customer_id"] = " C00001"
+    tape["loans"][0]["customer_id"] = "C00001 "
+    tape["loans"][1]["loan_id"] = " L00002 "
+    tape["loans"][1]["product_type"] = "factoring  "
+    for row in tape["schedules"]:
+        row["loan_id"] = {"L00001": "L00001 "}.get(row["loan_id"], row["loan_id"])
+    for row in tape["transactions"]:
+        row["loan_id"] = {"L00002": "  L00002"}.get(row["loan_id"], row["loan_id"])
+
+    load(write(tmp_path, tape))
+
+    assert sorted(Loan.objects.values_list("loan_id", flat=True)) == ["L00001", "L00002", "L00003"]
+    assert Customer.objects.filter(customer_id="C00001").exists()
+    assert Loan.objects.get(loan_id="L00001").customer.customer_id == "C00001"
+    assert Loan.objects.get(loan_id="L00002").product_type == "factoring"
+    for loan in Loan.objects.all():
+        assert loan.installments.count() == 2, loan
+        assert loan.transactions.count() == 2, loan
+
+
 def test_two_identical_payments_on_the_same_day_both_load(tmp_path):
     tape = tape_valid(2)
     tape["transactions"].append(dict(tape["transactions"][1]))
