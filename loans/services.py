@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import secrets
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -243,26 +245,12 @@ def tape_import(
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
-            with staging(cursor):
-                staged = _stage_files(loaders, progress=lambda i, label: progress(i / steps, label))
-                loaded_kinds: list[str] = []
-                for i, loader in enumerate(loaders):
-                    if any(not lo.result.rows_read for lo in loaders[:i]):
-                        # An earlier file could not be read: checks against it would only bury its error.
-                        loader.result = FileLoad(loader.file)
-                        loader.problem(
-                            None,
-                            "",
-                            "",
-                            "not checked: an earlier file of this tape could not be read",
-                        )
-                    elif staged[i]:
-                        progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
-                        loader.check_across(cursor, loaded_kinds, quarantine=quarantine)
-                        loaded_kinds.append(loader.spec.kind)
-                        if loader.result.rejected:
-                            result.rejected_rows += loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
-                    result.files.append(loader.result)
+            with staging(cursor), _staged_files(loaders) as staged:
+                loaded_kinds, rejected_rows = _check_files(
+                    cursor, loaders, staged, quarantine=quarantine, progress=progress
+                )
+                result.files += [loader.result for loader in loaders]
+                result.rejected_rows += rejected_rows
                 by_kind = {lo.spec.kind: lo for lo in loaders if lo.spec.kind in loaded_kinds}
                 if "loans" in by_kind and "transactions" in by_kind:
                     by_kind["loans"].balance_warning(cursor)
@@ -300,13 +288,19 @@ def tape_import(
     return result
 
 
-def _stage_files(loaders: list[FileLoader], *, progress: Callable[[int, str], None]) -> list[bool]:
+# The order files are staged in: transactions first, whose checks against the book are the
+# longest (the payments pass), then the files every other file's checks read, then the rest.
+STAGE_ORDER = ("transactions", "loans", "customers", "schedules")
+
+
+@contextmanager
+def _staged_files(loaders: list[FileLoader]) -> Iterator[list[Future]]:
     """COPY the files and run each one's own checks (``FileLoader.check_file``) side by side,
     ``IMPORT_JOBS`` at a time, each on a connection of its own that commits its staging tables
     for the import's connection to read. These steps read nothing but the file, so they need
     neither the import's transaction nor its view of the book, and a file's COPY (a single
-    core's work) no longer waits for the other files'. Biggest files first. Returns, per
-    loader, whether its file could be staged."""
+    core's work) no longer waits for the other files'. Yields, per loader, a future of whether
+    its file could be staged; the import's connection checks each file as it is ready."""
 
     def stage(loader: FileLoader) -> bool:
         try:
@@ -321,17 +315,63 @@ def _stage_files(loaders: list[FileLoader], *, progress: Callable[[int, str], No
         finally:
             connection.close()  # this thread's own connection
 
-    order = sorted(range(len(loaders)), key=lambda i: -loaders[i].file.size)
-    staged = [False] * len(loaders)
-    with ThreadPoolExecutor(
-        max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape-stage"
-    ) as pool:
-        futures = {pool.submit(stage, loaders[i]): i for i in order}
-        for done, future in enumerate(as_completed(futures)):
-            i = futures[future]
-            staged[i] = future.result()
-            progress(done + 1, f"read {loaders[i].file.name}")
-    return staged
+    order = sorted(range(len(loaders)), key=lambda i: STAGE_ORDER.index(loaders[i].spec.kind))
+    staged: list[Future] = [Future()] * len(loaders)
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape")
+    try:
+        for i in order:
+            staged[i] = pool.submit(stage, loaders[i])
+        yield staged
+    except BaseException:
+        pool.shutdown(cancel_futures=True)  # files not started yet are not read for nothing
+        raise
+    finally:
+        pool.shutdown()
+
+
+def _check_files(
+    cursor,
+    loaders: list[FileLoader],
+    staged: list[Future],
+    *,
+    quarantine: bool,
+    progress: Progress,
+) -> tuple[list[str], list[Problem]]:
+    """Check each staged file against the tape's other files and the book
+    (``FileLoader.check_across``): customers and loans first, which the others' checks read, then
+    the others as their staging ends. Returns the kinds loaded and the rejected rows.
+
+    A file after one that could not be read (in the tape's order) is reported "not checked":
+    checks against the unreadable file would only bury its error."""
+    steps = 3 * len(loaders)
+    first = [i for i, lo in enumerate(loaders) if lo.spec.kind in ("customers", "loans")]
+    rest = {staged[i]: i for i in range(len(loaders)) if i not in first}
+    loaded_kinds: list[str] = []
+    rejected: dict[int, list[Problem]] = {}
+    progress(0.0, "reading the files")
+    # Lazily: a file is checked as soon as its staging ends, while the others' goes on.
+    ready = itertools.chain(
+        ((staged[i], i) for i in first), ((f, rest[f]) for f in as_completed(rest))
+    )
+    for future, i in ready:
+        loader = loaders[i]
+        progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
+        if not future.result() or any(not loaders[j].result.rows_read for j in first if j < i):
+            continue
+        loader.check_across(cursor, loaded_kinds, quarantine=quarantine)
+        loaded_kinds.append(loader.spec.kind)
+        if loader.result.rejected:
+            rejected[i] = loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
+    for i, loader in enumerate(loaders):
+        if any(not lo.result.rows_read for lo in loaders[:i]):
+            loader.result = FileLoad(loader.file)
+            loader.problem(
+                None, "", "", "not checked: an earlier file of this tape could not be read"
+            )
+            rejected.pop(i, None)
+            if loader.spec.kind in loaded_kinds:
+                loaded_kinds.remove(loader.spec.kind)
+    return loaded_kinds, [row for i in sorted(rejected) for row in rejected[i]]
 
 
 def _preview(cursor, loaders: list[FileLoader], result: TapeImport) -> None:

@@ -750,7 +750,7 @@ class FileLoader:
                 "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005 AND NOT r.rejected) AS repaid_on "
                 "FROM ("
                 ' SELECT {lid} COLLATE "C" AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal, l.rejected,'
-                ' sum(x.principal) OVER (PARTITION BY {lid} COLLATE "C" ORDER BY x.date_paid, x.line) AS paid'
+                ' sum(x.principal) OVER (PARTITION BY {lid} COLLATE "C" ORDER BY x.date_paid, x.line ROWS UNBOUNDED PRECEDING) AS paid'
                 " FROM {typed} x LEFT JOIN tape_loans l ON l.loan_id = {lid}"
                 " WHERE {type} = 'PAYMENT') r "
                 "GROUP BY r.loan_id"

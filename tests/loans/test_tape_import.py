@@ -364,6 +364,29 @@ def test_it_rejects_a_binary_file_named_loans_csv(tmp_path, book):
     assert errors[0].row is None
 
 
+@pytest.mark.parametrize(
+    ("unreadable", "not_checked"),
+    [("loans", ["schedules", "transactions"]), ("schedules", ["transactions"])],
+)
+def test_the_files_after_an_unreadable_one_are_reported_not_checked(
+    tmp_path, book, unreadable, not_checked
+):
+    # Files are read side by side and transactions are checked before schedules when they are
+    # ready first; what is reported follows the tape's order all the same.
+    folder = write(tmp_path, tape_valid(3))
+    (folder / f"{unreadable}.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00")
+
+    errors = rejection(folder)
+
+    assert messages(errors) == [
+        f"{unreadable}.csv: this is a binary file, not a CSV text file",
+        *(
+            f"{name}.csv: not checked: an earlier file of this tape could not be read"
+            for name in not_checked
+        ),
+    ]
+
+
 def test_it_rejects_an_empty_file(tmp_path, book):
     folder = tmp_path / "tape"
     folder.mkdir()
