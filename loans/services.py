@@ -362,6 +362,8 @@ def _check_files(
         loaded_kinds.append(loader.spec.kind)
         if loader.result.rejected:
             rejected[i] = loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
+        if loader.spec.kind == "loans" and rest:
+            loader.lookup_loans(cursor, set(loaded_kinds))  # while the big files are still read
     for i, loader in enumerate(loaders):
         if any(not lo.result.rows_read for lo in loaders[:i]):
             loader.result = FileLoad(loader.file)

@@ -694,7 +694,7 @@ class FileLoader:
         the day it was repaid)."""
         if self.spec.kind not in ("schedules", "transactions"):
             return
-        self._lookup_loans(cursor, loaded_kinds)
+        self.lookup_loans(cursor, loaded_kinds)
         if self.spec.kind == "schedules":
             # When every loan is known and no loan's first due date (check_file's totals) comes
             # before its disbursement, no row can fail the row-by-row check of both, which is
@@ -709,8 +709,9 @@ class FileLoader:
         if self.spec.kind == "transactions":
             self._payments_pass(cursor)
 
-    def _lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
-        """``tape_loans``, once per import."""
+    def lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
+        """``tape_loans``, once per import: after the loans file's checks (its rejected rows
+        are marked), before the first check of schedules or transactions."""
         cursor.execute("SELECT to_regclass('import_staging.tape_loans') IS NOT NULL")
         if not cursor.fetchone()[0]:
             if "loans" in loaded_kinds:
