@@ -316,12 +316,10 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[Future]]:
             connection.close()  # this thread's own connection
 
     order = sorted(range(len(loaders)), key=lambda i: STAGE_ORDER.index(loaders[i].spec.kind))
-    staged: list[Future] = [Future()] * len(loaders)
     pool = ThreadPoolExecutor(max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape")
     try:
-        for i in order:
-            staged[i] = pool.submit(stage, loaders[i])
-        yield staged
+        staged = {i: pool.submit(stage, loaders[i]) for i in order}
+        yield [staged[i] for i in range(len(loaders))]
     except BaseException:
         pool.shutdown(cancel_futures=True)  # files not started yet are not read for nothing
         raise
@@ -353,9 +351,9 @@ def _check_files(
     ready = itertools.chain(
         ((staged[i], i) for i in first), ((f, rest[f]) for f in as_completed(rest))
     )
-    for future, i in ready:
+    for done, (future, i) in enumerate(ready):
         loader = loaders[i]
-        progress((len(loaders) + i) / steps, f"checking {loader.file.name}")
+        progress((len(loaders) + done) / steps, f"checking {loader.file.name}")
         if not future.result() or any(not loaders[j].result.rows_read for j in first if j < i):
             continue
         loader.check_across(cursor, loaded_kinds, quarantine=quarantine)
