@@ -81,8 +81,9 @@ def roles_sync(apps, *, strict: bool = True) -> None:
     """Create or update the role groups with exactly their permissions (migration-safe).
 
     In the data migration (``strict=False``) permissions of models created by later migrations
-    do not exist yet and are skipped; the post_migrate re-sync adds them, and there a missing
-    permission is a typo in ``ROLES`` and raises.
+    do not exist yet and are skipped; the post_migrate re-sync adds them. There a permission no
+    installed model defines is a typo in ``ROLES`` and raises, and one whose model is not migrated
+    yet (``migrate`` of one app on a fresh database) is skipped until the migrate that adds it.
     """
     from django.contrib.auth.management import create_permissions
 
@@ -106,11 +107,27 @@ def roles_sync(apps, *, strict: bool = True) -> None:
             found = Permission.objects.filter(
                 content_type__app_label=app_label, codename=codename
             ).first()
-            if found is None and strict:
+            if found is None and strict and codename not in _defined_permissions(app_label):
                 raise LookupError(f"role {role.value}: no permission {perm}")
             if found is not None:
                 wanted.append(found)
         group.permissions.set(wanted)
+
+
+def _defined_permissions(app_label: str) -> set[str]:
+    """The permission codenames the installed models of ``app_label`` define."""
+    from django.apps import apps
+
+    try:
+        models = apps.get_app_config(app_label).get_models()
+    except LookupError:
+        return set()
+    codenames: set[str] = set()
+    for model in models:
+        opts = model._meta
+        codenames |= {f"{action}_{opts.model_name}" for action in opts.default_permissions}
+        codenames |= {codename for codename, _ in opts.permissions}
+    return codenames
 
 
 def role_required(perm: str) -> Callable:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 
-from abaco.roles import ROLES, Role
+from abaco import roles
+from abaco.roles import ROLES, Role, roles_sync
 from tests.base import CastTestCase
 
 
@@ -21,6 +24,32 @@ class RoleGroupTests(CastTestCase):
                 continue
             with self.subTest(role=role.value):
                 self.assertEqual(group_perms(role), set(perms))
+
+    def test_a_permission_no_model_defines_is_a_typo_and_stops_the_sync(self):
+        typo = {**ROLES, Role.MANAGER: [*ROLES[Role.MANAGER], "kpis.view_dashbaord"]}
+        with self._roles(typo), self.assertRaisesRegex(LookupError, "dashbaord"):
+            from django.apps import apps
+
+            roles_sync(apps)
+
+    def test_a_permission_whose_model_is_not_migrated_yet_waits_for_its_migrate(self):
+        # `migrate kpis` on a fresh database: the integrations app's tables come later.
+        Permission.objects.filter(content_type__app_label="integrations").delete()
+        loader = MigrationLoader(connection)
+        leaves = [loader.graph.leaf_nodes(app)[0] for app in ("kpis", "auth", "contenttypes")]
+        kpis_only = loader.project_state(leaves).apps
+        self.assertNotIn("integrations", {c.label for c in kpis_only.get_app_configs()})
+
+        roles_sync(kpis_only)
+
+        self.assertNotIn("integrations.view_pipelines", group_perms(Role.UPLOADER))
+        self.assertIn("loans.add_batch", group_perms(Role.UPLOADER))
+
+    @staticmethod
+    def _roles(table):
+        from unittest import mock
+
+        return mock.patch.object(roles, "ROLES", table)
 
     def test_a_manager_reads_dashboards_but_cannot_upload(self):
         perms = group_perms(Role.MANAGER)
