@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.templatetags.static import static
 
 from abaco.health import healthz
 
@@ -25,3 +26,8 @@ def _home_for_user(request: HttpRequest) -> HttpResponse:
     if user.is_staff:
         return redirect("admin:index")
     raise PermissionDenied("Your account has no role yet: ask an administrator for one.")
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on every page that names no icon (the admin's): the site's."""
+    return redirect(static("favicon.svg"), permanent=True)

@@ -116,3 +116,12 @@ class DatabaseDownTests(SimpleTestCase):
         with db.cursor() as cursor:
             cursor.execute("SELECT 1")
             self.assertEqual(cursor.fetchone(), (1,))
+
+
+class FaviconTests(TestCase):
+    def test_favicon_ico_leads_to_the_site_icon_without_a_login(self):
+        # The admin's pages name no icon, so browsers ask for /favicon.ico (a 404 in every log).
+        with self.assertNumQueries(0):
+            response = self.client.get("/favicon.ico")
+        self.assertEqual(response.status_code, 301)
+        self.assertTrue(response["Location"].endswith("favicon.svg"), response["Location"])
