@@ -800,6 +800,30 @@ def test_an_import_leaves_no_staging_table_and_the_search_path_as_it_found_it(tm
         assert cursor.fetchone()[0] == search_path
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_table(
+    tmp_path, monkeypatch
+):
+    from loans.imports.loader import FileLoader
+
+    check_file = FileLoader.check_file
+
+    def failing(self, cursor):
+        check_file(self, cursor)
+        if self.spec.kind == "schedules":
+            cursor.execute("SELECT 1 / 0")  # a database error on the worker's connection
+
+    monkeypatch.setattr(FileLoader, "check_file", failing)
+
+    with pytest.raises(Exception, match="division by zero"):
+        load(write(tmp_path, tape_valid(3)))
+
+    assert book_counts() == dict.fromkeys(book_counts(), 0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'import_staging'")
+        assert cursor.fetchone()[0] == 0
+
+
 def test_two_tapes_can_be_imported_inside_one_outer_transaction(tmp_path):
     tape = tape_valid(2)
     with transaction.atomic():
