@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.core.files import File
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
@@ -278,6 +279,13 @@ def tape_import(
             batch_finish(batch, status=Batch.Status.FAILED, load=loader.result)
         logger.info("tape rejected", extra={"errors": len(rejected.problems), "source": source})
         rejected.result = result
+        raise
+    except Exception:
+        # An internal error (the database, a bug): nothing was loaded, and the batches say so
+        # rather than staying "running" for good.
+        for loader, batch in zip(loaders, batches, strict=False):
+            with contextlib.suppress(DatabaseError):
+                batch_finish(batch, status=Batch.Status.FAILED, load=loader.result)
         raise
     finally:
         # What the worker connections committed; gone already when the import committed.

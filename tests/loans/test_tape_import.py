@@ -819,6 +819,7 @@ def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_t
         load(write(tmp_path, tape_valid(3)))
 
     assert book_counts() == dict.fromkeys(book_counts(), 0)
+    assert set(Batch.objects.values_list("status", flat=True)) == {Batch.Status.FAILED}
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'import_staging'")
         assert cursor.fetchone()[0] == 0
