@@ -274,18 +274,15 @@ def tape_import(
                     )
     except _DryRun:
         return result
-    except TapeRejected as rejected:
-        for loader, batch in zip(loaders, batches, strict=False):
-            batch_finish(batch, status=Batch.Status.FAILED, load=loader.result)
-        logger.info("tape rejected", extra={"errors": len(rejected.problems), "source": source})
-        rejected.result = result
-        raise
-    except Exception:
-        # An internal error (the database, a bug): nothing was loaded, and the batches say so
-        # rather than staying "running" for good.
+    except Exception as error:
+        # Nothing was loaded, and the batches say so rather than staying "running": after a
+        # rejection, or an internal error (then best effort: the database itself may be gone).
         for loader, batch in zip(loaders, batches, strict=False):
             with contextlib.suppress(DatabaseError):
                 batch_finish(batch, status=Batch.Status.FAILED, load=loader.result)
+        if isinstance(error, TapeRejected):
+            logger.info("tape rejected", extra={"errors": len(error.problems), "source": source})
+            error.result = result
         raise
     finally:
         # What the worker connections committed; gone already when the import committed.
@@ -328,11 +325,9 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[Future]]:
     try:
         staged = {i: pool.submit(stage, loaders[i]) for i in order}
         yield [staged[i] for i in range(len(loaders))]
-    except BaseException:
-        pool.shutdown(cancel_futures=True)  # files not started yet are not read for nothing
-        raise
     finally:
-        pool.shutdown()
+        # After an error, files not started yet are not read for nothing.
+        pool.shutdown(cancel_futures=True)
 
 
 def _check_files(

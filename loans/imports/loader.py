@@ -557,11 +557,13 @@ class FileLoader:
             return
         t = _ident(self.typed_table)
 
-        def key_exprs(alias: str) -> list[sql.Composable]:
+        def key_exprs(alias: str | None, collate: str = "") -> list[sql.Composable]:
             return [
-                sql.SQL("btrim({}.{})").format(_ident(alias), _ident(k))
+                sql.SQL("{}{}").format(self.trimmed(alias, k), sql.SQL(collate))
                 if self.spec.column(k).type == ColumnType.TEXT
                 else sql.SQL("{}.{}").format(_ident(alias), _ident(k))
+                if alias
+                else _ident(k)
                 for k in key
             ]
 
@@ -570,12 +572,7 @@ class FileLoader:
             cursor.execute(
                 sql.SQL("CREATE UNIQUE INDEX ON {} ({}) NULLS NOT DISTINCT").format(
                     t,
-                    _join(
-                        sql.SQL('({} COLLATE "C")').format(self.trimmed(None, k))
-                        if self.spec.column(k).type == ColumnType.TEXT
-                        else _ident(k)
-                        for k in key
-                    ),
+                    _join(sql.SQL("({})").format(e) for e in key_exprs(None, ' COLLATE "C"')),
                 )
             )
         except pg_errors.UniqueViolation:
