@@ -237,7 +237,15 @@ def tape_import(
         batch.save(update_fields=["status", "started_at"])
     tables = f"_{secrets.token_hex(4)}"  # this import's staging tables, whoever creates them
     loaders = [FileLoader(tape_file, fmt, tables=tables) for tape_file, _ in to_load]
-    steps = 3 * len(loaders)
+    steps = itertools.count(len(loaders))  # reading the files is the first third
+
+    def step(label: str) -> None:
+        progress(next(steps) / (3 * len(loaders)), label)
+
+    def merge(i: int) -> None:
+        step(f"merging {loaders[i].file.name}")
+        loaders[i].merge(cursor, batch_id=to_load[i][1].pk, quarantine=quarantine)
+
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
             cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
@@ -247,8 +255,14 @@ def tape_import(
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
             with staging(cursor), _staged_files(loaders) as staged:
-                loaded_kinds, rejected_rows = _check_files(
-                    cursor, loaders, staged, quarantine=quarantine, progress=progress
+                progress(0.0, "reading the files")
+                loaded_kinds, rejected_rows, merged = _check_files(
+                    cursor,
+                    loaders,
+                    staged,
+                    quarantine=quarantine,
+                    step=step,
+                    merge=None if dry_run or quarantine else merge,
                 )
                 result.files += [loader.result for loader in loaders]
                 result.rejected_rows += rejected_rows
@@ -262,9 +276,9 @@ def tape_import(
                     not lo.result.rows_read for lo in loaders
                 ):
                     raise TapeRejected(result.problems)
-                for i, (loader, (_, batch)) in enumerate(zip(loaders, to_load, strict=True)):
-                    progress((2 * len(loaders) + i) / steps, f"merging {loader.file.name}")
-                    loader.merge(cursor, batch_id=batch.pk, quarantine=quarantine)
+                for i in range(len(loaders)):
+                    if i not in merged:
+                        merge(i)
                 if "transactions" in loaded_kinds and "loans" not in loaded_kinds:
                     # Payments without their loans' file: bring those loans' repaid_on up to date.
                     cursor.execute(
@@ -296,35 +310,61 @@ def tape_import(
 # The order files are staged in: transactions first, whose checks against the book are the
 # longest (the payments pass), then the files every other file's checks read, then the rest.
 STAGE_ORDER = ("transactions", "loans", "customers", "schedules")
+# The file each kind refers to: it is merged first.
+PARENT_KIND = {"loans": "customers", "schedules": "loans", "transactions": "loans"}
+
+
+@dataclass
+class _Staged:
+    """A file's staging on its own connection, in two steps the import's connection can wait
+    for: ``values`` (the COPY and the pass over its values) and ``keys`` (its keys)."""
+
+    values: Future = field(default_factory=Future)
+    keys: Future | None = None
 
 
 @contextmanager
-def _staged_files(loaders: list[FileLoader]) -> Iterator[list[Future]]:
-    """COPY the files and run each one's own checks (``FileLoader.check_file``) side by side,
-    ``IMPORT_JOBS`` at a time, each on a connection of its own that commits its staging tables
-    for the import's connection to read. These steps read nothing but the file, so they need
-    neither the import's transaction nor its view of the book, and a file's COPY (a single
-    core's work) no longer waits for the other files'. Yields, per loader, a future of whether
-    its file could be staged; the import's connection checks each file as it is ready."""
+def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
+    """COPY the files and run each one's own checks side by side, ``IMPORT_JOBS`` at a time,
+    each on a connection of its own that commits its staging tables for the import's
+    connection to read: first the file and its values (``check_values``), then its keys
+    (``check_keys``). These steps read nothing but the file, so they need neither the import's
+    transaction nor its view of the book, and a file's COPY (a single core's work) no longer
+    waits for the other files'. Yields, per loader, futures of whether its file could be staged;
+    the import's connection checks and merges each file as it is ready."""
 
-    def stage(loader: FileLoader) -> bool:
+    def stage(loader: FileLoader, staged: _Staged) -> bool:
         try:
             with transaction.atomic(), connection.cursor() as django_cursor:
                 cursor = django_cursor.cursor
                 cursor.execute("SET LOCAL work_mem = '256MB'")
                 use_staging(cursor)
-                if not loader.stage(cursor):
-                    return False
-                loader.check_file(cursor)
-                return True
+                readable = loader.stage(cursor)
+                if readable:
+                    loader.check_values(cursor)
+            staged.values.set_result(readable)
+            if not readable:
+                return False
+            with transaction.atomic(), connection.cursor() as django_cursor:
+                cursor = django_cursor.cursor
+                cursor.execute("SET LOCAL work_mem = '256MB'")
+                use_staging(cursor)
+                loader.check_keys(cursor)
+            return True
+        except BaseException as error:
+            if not staged.values.done():
+                staged.values.set_exception(error)
+            raise
         finally:
             connection.close()  # this thread's own connection
 
     order = sorted(range(len(loaders)), key=lambda i: STAGE_ORDER.index(loaders[i].spec.kind))
     pool = ThreadPoolExecutor(max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape")
+    staged = [_Staged() for _ in loaders]
     try:
-        staged = {i: pool.submit(stage, loaders[i]) for i in order}
-        yield [staged[i] for i in range(len(loaders))]
+        for i in order:
+            staged[i].keys = pool.submit(stage, loaders[i], staged[i])
+        yield staged
     finally:
         # After an error, files not started yet are not read for nothing.
         pool.shutdown(cancel_futures=True)
@@ -333,38 +373,80 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[Future]]:
 def _check_files(
     cursor,
     loaders: list[FileLoader],
-    staged: list[Future],
+    staged: list[_Staged],
     *,
     quarantine: bool,
-    progress: Progress,
-) -> tuple[list[str], list[Problem]]:
+    step: Callable[[str], None],
+    merge: Callable[[int], None] | None,
+) -> tuple[list[str], list[Problem], set[int]]:
     """Check each staged file against the tape's other files and the book
     (``FileLoader.check_across``): customers and loans first, which the others' checks read, then
-    the others as their staging ends. Returns the kinds loaded and the rejected rows.
+    the others as their staging ends. Returns the kinds loaded, the rejected rows, and which
+    files ``merge`` merged.
+
+    ``merge`` (a load that is all or nothing, not a preview): each file is merged as soon as it
+    is checked and the file it refers to is merged (the loans, also once the payments pass gave
+    their repaid dates), while later files are still being staged and checked: the merges, one
+    core's work, overlap the staging instead of following it. No merge starts once any file has
+    an error; the import then rolls back those done.
 
     A file after one that could not be read (in the tape's order) is reported "not checked":
     checks against the unreadable file would only bury its error."""
-    steps = 3 * len(loaders)
     first = [i for i, lo in enumerate(loaders) if lo.spec.kind in ("customers", "loans")]
-    rest = {staged[i]: i for i in range(len(loaders)) if i not in first}
+    rest = {staged[i].keys: i for i in range(len(loaders)) if i not in first}
+    index = {lo.spec.kind: i for i, lo in enumerate(loaders)}
     loaded_kinds: list[str] = []
     rejected: dict[int, list[Problem]] = {}
-    progress(0.0, "reading the files")
-    # Lazily: a file is checked as soon as its staging ends, while the others' goes on.
-    ready = itertools.chain(
-        ((staged[i], i) for i in first), ((f, rest[f]) for f in as_completed(rest))
-    )
-    for done, (future, i) in enumerate(ready):
+    checked: set[int] = set()
+    merged: set[int] = set()
+
+    def merge_ready() -> None:
+        if merge is None or any(lo.errors for lo in loaders):
+            return
+        for kind in ("customers", "loans", "transactions", "schedules"):
+            i, parent = index.get(kind), index.get(PARENT_KIND.get(kind, ""))
+            if (
+                i is None
+                or i in merged
+                or i not in checked
+                or (parent is not None and parent not in merged)
+            ):
+                continue
+            if (
+                kind == "loans"
+                and "transactions" in index
+                and not loaders[index["transactions"]].payments_done
+            ):
+                continue
+            merge(i)
+            merged.add(i)
+
+    def check(i: int) -> None:
         loader = loaders[i]
-        progress((len(loaders) + done) / steps, f"checking {loader.file.name}")
-        if not future.result() or any(not loaders[j].result.rows_read for j in first if j < i):
-            continue
+        step(f"checking {loader.file.name}")
+        if not staged[i].keys.result() or any(
+            not loaders[j].result.rows_read for j in first if j < i
+        ):
+            return
         loader.check_across(cursor, loaded_kinds, quarantine=quarantine)
         loaded_kinds.append(loader.spec.kind)
+        checked.add(i)
         if loader.result.rejected:
             rejected[i] = loader.rejected_rows(cursor)[:MAX_REJECTED_ROWS]
         if loader.spec.kind == "loans" and rest:
             loader.lookup_loans(cursor, set(loaded_kinds))  # while the big files are still read
+        merge_ready()
+
+    for i in first:
+        check(i)
+    payments = index.get("transactions")
+    if payments is not None and staged[payments].values.result():
+        # The payments pass reads only the staged payments: it need not wait for their keys'
+        # checks, and the loans' merge waits for it.
+        loaders[payments].payments_pass(cursor, set(loaded_kinds))
+        merge_ready()
+    for future in as_completed(rest):
+        check(rest[future])
     for i, loader in enumerate(loaders):
         if any(not lo.result.rows_read for lo in loaders[:i]):
             loader.result = FileLoad(loader.file)
@@ -374,7 +456,7 @@ def _check_files(
             rejected.pop(i, None)
             if loader.spec.kind in loaded_kinds:
                 loaded_kinds.remove(loader.spec.kind)
-    return loaded_kinds, [row for i in sorted(rejected) for row in rejected[i]]
+    return loaded_kinds, [row for i in sorted(rejected) for row in rejected[i]], merged
 
 
 def _preview(cursor, loaders: list[FileLoader], result: TapeImport) -> None:

@@ -144,12 +144,14 @@ NUMERIC_TYPES = (ColumnType.MONEY, ColumnType.DECIMAL, ColumnType.INTEGER)
 
 
 class FileLoader:
-    """Loads one tape file: ``stage``, ``check_file``, ``check_across``, then ``merge``.
+    """Loads one tape file: ``stage``, ``check_values``, ``check_keys``, ``check_across``, then
+    ``merge``.
 
-    Every bad row is found in bulk, in the two checking steps; bad values land in the file's
-    ``rejects`` table (line, column, value, reason). ``stage`` and ``check_file`` read nothing
-    but the file, and may run on a connection of their own (``tape_import`` runs the files side
-    by side); ``check_across`` and ``merge`` run in the import's transaction."""
+    Every bad row is found in bulk, in the checking steps; bad values land in the file's
+    ``rejects`` table (line, column, value, reason). ``stage``, ``check_values`` and
+    ``check_keys`` read nothing but the file, and may run on a connection of their own
+    (``tape_import`` runs the files side by side); ``check_across`` and ``merge`` run in the
+    import's transaction."""
 
     def __init__(self, tape_file: TapeFile, fmt: SourceFormat, *, tables: str = ""):
         """``tables``: a suffix for this file's staging tables, the same for every file of one
@@ -164,7 +166,8 @@ class FileLoader:
         self.repeats_table = f"repeats_{self.spec.kind}{tables}"
         self.totals_table = f"totals_{self.spec.kind}{tables}"  # schedules: per loan
         self.references_clean = False  # see prepare_lookups
-        # Text columns with a value that starts or ends with a space; None until check_file.
+        self.payments_done = False  # see payments_pass
+        # Text columns with a value that starts or ends with a space; None until check_values.
         self.padded: set[str] | None = None
         self.result = FileLoad(tape_file)
         self.columns: list[Column] = []  # spec columns present in the file
@@ -180,7 +183,7 @@ class FileLoader:
         return f"rejects_{kind}{self.suffix}"
 
     def trimmed(self, alias: str | None, column: str) -> sql.Composable:
-        """``alias.column`` as stored: trimmed. ``btrim()`` only when check_file found a value
+        """``alias.column`` as stored: trimmed. ``btrim()`` only when check_values found a value
         of the file's column starting or ending with a space: on 5M rows it costs a second a
         pass (a hash join on the trimmed loan id took 1.9-2.5 s, on the column itself 1.1 s)."""
         ref = sql.SQL("{}.{}").format(_ident(alias), _ident(column)) if alias else _ident(column)
@@ -190,7 +193,7 @@ class FileLoader:
 
     @property
     def tables(self) -> list[str]:
-        """The staging tables this file's ``stage`` and ``check_file`` may create."""
+        """The staging tables this file's ``stage`` and checks may create."""
         return [
             self.stage_table,
             self.typed_table,
@@ -433,9 +436,9 @@ class FileLoader:
                 checks.append((column.name, cond, sql.Literal(reason)))
         return checks
 
-    def check_file(self, cursor) -> None:
-        """The checks of this file alone (values, warnings, duplicate keys), the numbering of
-        repeated transactions and each loan's schedule totals."""
+    def check_values(self, cursor) -> None:
+        """The checks of this file's values, row by row, and its warnings, in one pass; it also
+        finds out which text columns need trimming (``padded``)."""
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.rejects_table)))
         cursor.execute(
             sql.SQL(
@@ -492,6 +495,10 @@ class FileLoader:
                     "CROSS JOIN LATERAL (VALUES {}) AS v(col, value, reason) WHERE v.reason IS NOT NULL"
                 ).format(_ident(self.rejects_table), source, values)
             )
+
+    def check_keys(self, cursor) -> None:
+        """After ``check_values``: duplicate keys in this file, the numbering of repeated
+        transactions and each loan's schedule totals."""
         self._check_duplicate_keys(cursor)
         if self.spec.kind == "transactions":
             self._number_repeats(cursor)
@@ -513,7 +520,7 @@ class FileLoader:
     def check_across(
         self, cursor, loaded_kinds: Iterable[str], *, quarantine: bool = False
     ) -> None:
-        """The checks against the other files of the tape and the book (after ``check_file``)."""
+        """The checks against the other files of the tape and the book (after ``check_keys``)."""
         self.prepare_lookups(cursor, set(loaded_kinds))
         for check in self._set_checks(set(loaded_kinds), quarantine):
             cursor.execute(
@@ -693,7 +700,7 @@ class FileLoader:
             return
         self.lookup_loans(cursor, loaded_kinds)
         if self.spec.kind == "schedules":
-            # When every loan is known and no loan's first due date (check_file's totals) comes
+            # When every loan is known and no loan's first due date (check_keys' totals) comes
             # before its disbursement, no row can fail the row-by-row check of both, which is
             # skipped: a join of a million loans instead of five million rows.
             cursor.execute(
@@ -704,7 +711,7 @@ class FileLoader:
             )
             self.references_clean = cursor.fetchone()[0]
         if self.spec.kind == "transactions":
-            self._payments_pass(cursor)
+            self.payments_pass(cursor, loaded_kinds)
 
     def lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
         """``tape_loans``, once per import: after the loans file's checks (its rejected rows
@@ -733,11 +740,17 @@ class FileLoader:
             )
             cursor.execute("ANALYZE tape_loans")
 
-    def _payments_pass(self, cursor) -> None:
+    def payments_pass(self, cursor, loaded_kinds: set[str]) -> None:
         """``tape_payments``, in one pass over the payments in date order per loan: each loan's
         paid principal in this tape and, as ``repaid_on``, the day its payments first covered
         its principal (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip
-        the loan after it). NULL when they never did, or the loan's own row is rejected."""
+        the loan after it). NULL when they never did, or the loan's own row is rejected.
+
+        It reads only the staged file and ``tape_loans``, so it may run (once) as soon as the
+        file is staged, before its own checks: the loans' merge waits for it."""
+        if self.payments_done:
+            return
+        self.lookup_loans(cursor, loaded_kinds)
         # The loan is joined before the running sum, so one sort serves both the window and
         # the grouping (joined after, the payments were sorted twice, on disk). The loan ids
         # sort in byte order ("C"): 1.6 s less than the database's collation for 4.3M rows.
@@ -759,6 +772,7 @@ class FileLoader:
             )
         )
         cursor.execute("ANALYZE tape_payments")
+        self.payments_done = True
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""

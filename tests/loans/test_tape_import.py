@@ -806,14 +806,14 @@ def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_t
 ):
     from loans.imports.loader import FileLoader
 
-    check_file = FileLoader.check_file
+    check_keys = FileLoader.check_keys
 
     def failing(self, cursor):
-        check_file(self, cursor)
+        check_keys(self, cursor)
         if self.spec.kind == "schedules":
             cursor.execute("SELECT 1 / 0")  # a database error on the worker's connection
 
-    monkeypatch.setattr(FileLoader, "check_file", failing)
+    monkeypatch.setattr(FileLoader, "check_keys", failing)
 
     with pytest.raises(Exception, match="division by zero"):
         load(write(tmp_path, tape_valid(3)))
@@ -1118,6 +1118,21 @@ def test_it_rejects_a_schedule_whose_principal_does_not_add_up_to_the_loan(tmp_p
         "schedules.csv, row 4, column principal: schedule principal 901.00 does not add up to the "
         "loan's disbursed principal 1002.00 (value 'L00002')"
     ]
+
+
+def test_files_merged_while_a_later_one_is_checked_are_rolled_back_when_it_fails(tmp_path, book):
+    # Customers and loans merge once the payments pass is through, before the schedule's
+    # checks: its error must still leave the book as it was.
+    tape = tape_valid(3)
+    tape["schedules"][2]["principal"] = "400.00"
+    steps: list[tuple[float, str]] = []
+
+    errors = rejection(write(tmp_path, tape), progress=lambda *step: steps.append(step))
+
+    assert len(errors) == 1
+    labels = [label for _, label in steps]
+    assert labels.index("merging loans.csv") < labels.index("checking schedules.csv")
+    assert [fraction for fraction, _ in steps] == sorted(fraction for fraction, _ in steps)
 
 
 def test_it_rejects_payments_whose_principal_exceeds_the_loan(tmp_path, book):
