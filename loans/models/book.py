@@ -14,7 +14,9 @@ from django.db.models import F, Q
 
 MONEY = {"max_digits": 18, "decimal_places": 2}
 ZERO = Decimal("0.00")
-CURRENCY_CODE = Q(currency__regex=r"^[A-Z]{3}$")
+# An ISO 4217 code. USD, the book's own currency, is settled by one comparison before the
+# regex: the regex alone cost 1 s per 5M rows a tape import inserts, the test 0.2 s.
+CURRENCY_CODE = Q(currency="USD") | Q(currency__regex=r"^[A-Z]{3}$")
 
 
 def money_field(**kwargs) -> models.DecimalField:
