@@ -310,6 +310,8 @@ def tape_import(
 # The order files are staged in: transactions first, whose checks against the book are the
 # longest (the payments pass), then the files every other file's checks read, then the rest.
 STAGE_ORDER = ("transactions", "loans", "customers", "schedules")
+# How long a staging connection waits for a lock before it fails the import (see _staged_files).
+STAGING_LOCK_TIMEOUT = "60s"
 # The file each kind refers to: it is merged first.
 PARENT_KIND = {"loans": "customers", "schedules": "loans", "transactions": "loans"}
 
@@ -333,22 +335,28 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
     waits for the other files'. Yields, per loader, futures of whether its file could be staged;
     the import's connection checks and merges each file as it is ready."""
 
+    @contextmanager
+    def step() -> Iterator:
+        with transaction.atomic(), connection.cursor() as django_cursor:
+            cursor = django_cursor.cursor
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+            # These tables are this connection's own, so it never waits for a lock, except by
+            # mistake: the import's connection, which may hold one (the payments pass reads the
+            # payments before their keys' step), waits for this one. An error, not a hang.
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [STAGING_LOCK_TIMEOUT])
+            use_staging(cursor)
+            yield cursor
+
     def stage(loader: FileLoader, staged: _Staged) -> bool:
         try:
-            with transaction.atomic(), connection.cursor() as django_cursor:
-                cursor = django_cursor.cursor
-                cursor.execute("SET LOCAL work_mem = '256MB'")
-                use_staging(cursor)
+            with step() as cursor:
                 readable = loader.stage(cursor)
                 if readable:
                     loader.check_values(cursor)
             staged.values.set_result(readable)
             if not readable:
                 return False
-            with transaction.atomic(), connection.cursor() as django_cursor:
-                cursor = django_cursor.cursor
-                cursor.execute("SET LOCAL work_mem = '256MB'")
-                use_staging(cursor)
+            with step() as cursor:
                 loader.check_keys(cursor)
             return True
         except BaseException as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -823,6 +824,40 @@ def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_t
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'import_staging'")
         assert cursor.fetchone()[0] == 0
+
+
+def test_a_staging_connection_that_waits_for_the_imports_lock_fails_instead_of_hanging(
+    tmp_path, monkeypatch
+):
+    # The import's connection reads the payments (the payments pass) while their keys are still
+    # being checked on a staging connection, and waits for it: a lock wait there would be
+    # forever. Staging connections give up instead.
+    from loans import services
+    from loans.imports.loader import FileLoader
+
+    check_keys = FileLoader.check_keys
+
+    def altering(self, cursor):
+        if self.spec.kind == "transactions":
+            self.payments_ready.wait(timeout=10)
+            cursor.execute(f'ALTER TABLE "{self.typed_table}" ADD COLUMN late text')
+        check_keys(self, cursor)
+
+    payments_pass = FileLoader.payments_pass
+
+    def signalling(self, cursor, loaded_kinds):
+        payments_pass(self, cursor, loaded_kinds)
+        self.payments_ready.set()
+
+    monkeypatch.setattr(services, "STAGING_LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(FileLoader, "check_keys", altering)
+    monkeypatch.setattr(FileLoader, "payments_pass", signalling)
+    monkeypatch.setattr(FileLoader, "payments_ready", threading.Event(), raising=False)
+
+    with pytest.raises(Exception, match="lock timeout"):
+        load(write(tmp_path, tape_valid(3)))
+
+    assert book_counts() == dict.fromkeys(book_counts(), 0)
 
 
 def test_two_tapes_can_be_imported_inside_one_outer_transaction(tmp_path):
