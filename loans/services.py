@@ -319,18 +319,18 @@ PARENT_KIND = {"loans": "customers", "schedules": "loans", "transactions": "loan
 @dataclass
 class _Staged:
     """A file's staging on its own connection, in two steps the import's connection can wait
-    for: ``values`` (the COPY and the pass over its values) and ``keys`` (its keys)."""
+    for: ``copied`` (the COPY) and ``checked`` (its own checks)."""
 
-    values: Future = field(default_factory=Future)
-    keys: Future | None = None
+    copied: Future = field(default_factory=Future)
+    checked: Future | None = None
 
 
 @contextmanager
 def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
     """COPY the files and run each one's own checks side by side, ``IMPORT_JOBS`` at a time,
     each on a connection of its own that commits its staging tables for the import's
-    connection to read: first the file and its values (``check_values``), then its keys
-    (``check_keys``). These steps read nothing but the file, so they need neither the import's
+    connection to read: first the file (``stage``), then its own checks (``check_values``,
+    ``check_keys``). These steps read nothing but the file, so they need neither the import's
     transaction nor its view of the book, and a file's COPY (a single core's work) no longer
     waits for the other files'. Yields, per loader, futures of whether its file could be staged;
     the import's connection checks and merges each file as it is ready."""
@@ -342,7 +342,7 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
             cursor.execute("SET LOCAL work_mem = '256MB'")
             # These tables are this connection's own, so it never waits for a lock, except by
             # mistake: the import's connection, which may hold one (the payments pass reads the
-            # payments before their keys' step), waits for this one. An error, not a hang.
+            # payments before their checks), waits for this one. An error, not a hang.
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [STAGING_LOCK_TIMEOUT])
             use_staging(cursor)
             yield cursor
@@ -351,17 +351,16 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
         try:
             with step() as cursor:
                 readable = loader.stage(cursor)
-                if readable:
-                    loader.check_values(cursor)
-            staged.values.set_result(readable)
+            staged.copied.set_result(readable)
             if not readable:
                 return False
             with step() as cursor:
+                loader.check_values(cursor)
                 loader.check_keys(cursor)
             return True
         except BaseException as error:
-            if not staged.values.done():
-                staged.values.set_exception(error)
+            if not staged.copied.done():
+                staged.copied.set_exception(error)
             raise
         finally:
             connection.close()  # this thread's own connection
@@ -371,7 +370,7 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
     staged = [_Staged() for _ in loaders]
     try:
         for i in order:
-            staged[i].keys = pool.submit(stage, loaders[i], staged[i])
+            staged[i].checked = pool.submit(stage, loaders[i], staged[i])
         yield staged
     finally:
         # After an error, files not started yet are not read for nothing.
@@ -401,7 +400,7 @@ def _check_files(
     A file after one that could not be read (in the tape's order) is reported "not checked":
     checks against the unreadable file would only bury its error."""
     first = [i for i, lo in enumerate(loaders) if lo.spec.kind in ("customers", "loans")]
-    rest = {staged[i].keys: i for i in range(len(loaders)) if i not in first}
+    rest = {staged[i].checked: i for i in range(len(loaders)) if i not in first}
     index = {lo.spec.kind: i for i, lo in enumerate(loaders)}
     loaded_kinds: list[str] = []
     rejected: dict[int, list[Problem]] = {}
@@ -432,7 +431,7 @@ def _check_files(
     def check(i: int) -> None:
         loader = loaders[i]
         step(f"checking {loader.file.name}")
-        if not staged[i].keys.result() or any(
+        if not staged[i].checked.result() or any(
             not loaders[j].result.rows_read for j in first if j < i
         ):
             return
@@ -448,8 +447,8 @@ def _check_files(
     for i in first:
         check(i)
     payments = index.get("transactions")
-    if payments is not None and staged[payments].values.result():
-        # The payments pass reads only the staged payments: it need not wait for their keys'
+    if payments is not None and staged[payments].copied.result():
+        # The payments pass reads only the staged payments: it need not wait for their own
         # checks, and the loans' merge waits for it.
         loaders[payments].payments_pass(cursor, set(loaded_kinds))
         merge_ready()

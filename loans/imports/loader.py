@@ -166,7 +166,7 @@ class FileLoader:
         self.totals_table = f"totals_{self.spec.kind}{tables}"  # schedules: per loan
         self.references_clean = False  # see prepare_lookups
         self.payments_done = False  # see payments_pass
-        # Text columns with a value that starts or ends with a space; None until check_values.
+        # Text columns with a value that starts or ends with a space; None until staged.
         self.padded: set[str] | None = None
         self.result = FileLoad(tape_file)
         self.columns: list[Column] = []  # spec columns present in the file
@@ -182,7 +182,7 @@ class FileLoader:
         return f"rejects_{kind}{self.suffix}"
 
     def trimmed(self, alias: str | None, column: str) -> sql.Composable:
-        """``alias.column`` as stored: trimmed. ``btrim()`` only when check_values found a value
+        """``alias.column`` as stored: trimmed. ``btrim()`` only when stage found a value
         of the file's column starting or ending with a space: on 5M rows it costs a second a
         pass (a hash join on the trimmed loan id took 1.9-2.5 s, on the column itself 1.1 s)."""
         ref = sql.SQL("{}.{}").format(_ident(alias), _ident(column)) if alias else _ident(column)
@@ -238,7 +238,8 @@ class FileLoader:
             self.file_columns.append(f"_ignored_{position}")
         return not self.errors
 
-    def _copy(self, cursor, table: str) -> None:
+    def _copy(self, cursor, table: str) -> int:
+        """COPY the file into ``table``; the number of rows it read."""
         copy_sql = sql.SQL(
             "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING {})"
         ).format(
@@ -254,6 +255,7 @@ class FileLoader:
                     chunk = chunk[len(BOM) :]
                 first = False
                 copy.write(chunk)
+        return cursor.rowcount
 
     def _create(self, cursor, table: str, types: dict[str, str]) -> None:
         cols = _join(
@@ -275,6 +277,22 @@ class FileLoader:
         """Load the file into the typed staging table. False when the file cannot be read at all."""
         if not self._stage(cursor):
             return False
+        # Which text columns need trimming (see trimmed): known from here on, so the payments
+        # pass, which may read the file before its checks, joins on the loan id as it is.
+        texts = [c.name for c in self.columns if c.type == ColumnType.TEXT]
+        cursor.execute(
+            sql.SQL("SELECT {} FROM {} t").format(
+                _join(
+                    sql.SQL("coalesce(bool_or(t.{c} LIKE ' %' OR t.{c} LIKE '% '), false)").format(
+                        c=_ident(name)
+                    )
+                    for name in texts
+                ),
+                _ident(self.typed_table),
+            )
+        )
+        flags = cursor.fetchone()
+        self.padded = {name for name, flag in zip(texts, flags, strict=True) if flag}
         if self.spec.kind == "transactions":
             # Set by _number_repeats. Added now: once the import's transaction has read the
             # table (the payments pass), it holds a lock no ALTER TABLE gets past until commit.
@@ -292,13 +310,13 @@ class FileLoader:
             cursor.execute("SAVEPOINT typed_copy")
             self._create(cursor, self.typed_table, self._typed_columns())
             try:
-                self._copy(cursor, self.typed_table)
+                rows = self._copy(cursor, self.typed_table)
             except psycopg.Error:
                 # A value PostgreSQL refuses: go the slow way, which lists every bad value.
                 cursor.execute("ROLLBACK TO SAVEPOINT typed_copy")
             else:
                 cursor.execute("RELEASE SAVEPOINT typed_copy")
-                return self._count_rows(cursor, self.typed_table)
+                return self._count_rows(cursor, self.typed_table, rows)
         return self._stage_text(cursor)
 
     def _stage_text(self, cursor) -> bool:
@@ -306,7 +324,7 @@ class FileLoader:
         self._create(cursor, self.stage_table, dict.fromkeys(self.file_columns, "text"))
         cursor.execute("SAVEPOINT text_copy")
         try:
-            self._copy(cursor, self.stage_table)
+            rows = self._copy(cursor, self.stage_table)
         except COPY_DATA_ERRORS as exc:
             # Keep the transaction usable so the other files are still checked and reported.
             cursor.execute("ROLLBACK TO SAVEPOINT text_copy")
@@ -318,7 +336,7 @@ class FileLoader:
                 f"unreadable row: {exc.diag.message_primary}",
             )
             return False
-        if not self._count_rows(cursor, self.stage_table):
+        if not self._count_rows(cursor, self.stage_table, rows):
             return False
         # Parse into the same typed shape the fast path produces; bad values become NULL.
         selects = [
@@ -339,12 +357,11 @@ class FileLoader:
         cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.typed_table)))
         return True
 
-    def _count_rows(self, cursor, table: str) -> bool:
-        # Statistics for the checks' plans: autovacuum never sees a temporary table, and without
+    def _count_rows(self, cursor, table: str, rows: int) -> bool:
+        # Statistics for the checks' plans: autovacuum never sees a staging table, and without
         # them PostgreSQL guesses a few thousand rows and sorts millions on disk instead of hashing.
         cursor.execute(sql.SQL("ANALYZE {}").format(_ident(table)))
-        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(table)))
-        self.result.rows_read = cursor.fetchone()[0]
+        self.result.rows_read = rows
         if self.result.rows_read == 0:
             self.problem(None, "", "", "the file has a header but no rows")
             return False
@@ -448,8 +465,7 @@ class FileLoader:
         return checks
 
     def check_values(self, cursor) -> None:
-        """The checks of this file's values, row by row, and its warnings, in one pass; it also
-        finds out which text columns need trimming (``padded``)."""
+        """The checks of this file's values, row by row, and its warnings, in one pass."""
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.rejects_table)))
         cursor.execute(
             sql.SQL(
@@ -478,21 +494,11 @@ class FileLoader:
             if checks
             else sql.SQL("false")
         )
-        texts = [c.name for c in self.columns if c.type == ColumnType.TEXT]
-        padded = [
-            sql.SQL("coalesce(bool_or(t.{c} LIKE ' %' OR t.{c} LIKE '% '), false)").format(
-                c=_ident(name)
-            )
-            for name in texts
-        ]
         cursor.execute(
-            sql.SQL("SELECT {} FROM {}").format(
-                _join([any_bad, *padded, *warning_aggregates]), source
-            )
+            sql.SQL("SELECT {} FROM {}").format(_join([any_bad, *warning_aggregates]), source)
         )
         row = cursor.fetchone()
-        self.padded = {name for name, flag in zip(texts, row[1:], strict=False) if flag}
-        warnings_report(row[1 + len(texts) :])
+        warnings_report(row[1:])
         if row[0]:
             values = _join(
                 sql.SQL("({}, {}, CASE WHEN {} THEN {} END)").format(
