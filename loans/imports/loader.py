@@ -244,9 +244,13 @@ class FileLoader:
         return not self.errors
 
     def _copy(self, cursor, table: str) -> int:
-        """COPY the file into ``table``; the number of rows it read."""
+        """COPY the file into ``table``, which this subtransaction created; the number of rows
+        it read.
+
+        FREEZE writes the rows as already visible to everyone: otherwise the first pass over
+        them sets each row's commit hint, dirtying and writing every page of the file again."""
         copy_sql = sql.SQL(
-            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER {}, ENCODING {})"
+            "COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER true, FREEZE, DELIMITER {}, ENCODING {})"
         ).format(
             _ident(table),
             _join(map(_ident, self.file_columns)),
@@ -267,9 +271,11 @@ class FileLoader:
             sql.SQL("{} {}").format(_ident(name), sql.SQL(kind)) for name, kind in types.items()
         )
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(table)))
+        # The line numbers come from the table's own sequence, which, read by this COPY alone,
+        # hands them out in order; taking them 100,000 at a time saved 1 s per 5M rows.
         cursor.execute(
             sql.SQL(
-                "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY, {}) "
+                "CREATE UNLOGGED TABLE {} (line bigint GENERATED ALWAYS AS IDENTITY (CACHE 100000), {}) "
                 + NO_AUTOVACUUM
             ).format(_ident(table), cols)
         )
@@ -327,8 +333,8 @@ class FileLoader:
 
     def _stage_text(self, cursor) -> bool:
         self.text_staged = True
-        self._create(cursor, self.stage_table, dict.fromkeys(self.file_columns, "text"))
         cursor.execute("SAVEPOINT text_copy")
+        self._create(cursor, self.stage_table, dict.fromkeys(self.file_columns, "text"))
         try:
             rows = self._copy(cursor, self.stage_table)
         except COPY_DATA_ERRORS as exc:
@@ -562,19 +568,27 @@ class FileLoader:
         being the only one of theirs (sequence 0). A narrow pass here instead of sorting every
         row with all its values in the merge (4 s for 5M), and a column the merge reads instead
         of a join (1 s). By the trimmed loan id, so "L1" and "L1 " count as one loan; text sorts
-        in byte order."""
+        in byte order. The numbering is a table first: an UPDATE never sorts in parallel."""
+        repeats = _ident(f"repeats_{self.spec.kind}{self.suffix}")
         cursor.execute(
             sql.SQL(
-                "UPDATE {t} t SET _sequence = n.sequence FROM ("
-                ' SELECT x.line, row_number() OVER (PARTITION BY {lid} COLLATE "C", x.date_paid,'
-                ' {type} COLLATE "C" ORDER BY x.line) - 1 AS sequence FROM {t} x) n'
-                " WHERE n.sequence > 0 AND t.line = n.line"
+                f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS SELECT line, sequence FROM ("
+                ' SELECT x.line, row_number() OVER (PARTITION BY {} COLLATE "C", x.date_paid,'
+                ' {} COLLATE "C" ORDER BY x.line) - 1 AS sequence FROM {} x) n WHERE sequence > 0'
             ).format(
-                t=_ident(self.typed_table),
-                lid=self.trimmed("x", "loan_id"),
-                type=X_TRANSACTION_TYPE,
+                repeats,
+                self.trimmed("x", "loan_id"),
+                X_TRANSACTION_TYPE,
+                _ident(self.typed_table),
             )
         )
+        cursor.execute(sql.SQL("ANALYZE {}").format(repeats))
+        cursor.execute(
+            sql.SQL(
+                "UPDATE {} t SET _sequence = r.sequence FROM {} r WHERE t.line = r.line"
+            ).format(_ident(self.typed_table), repeats)
+        )
+        cursor.execute(sql.SQL("DROP TABLE {}").format(repeats))
 
     def _check_duplicate_keys(self, cursor) -> None:
         """Rows whose key an earlier row of the file has (keys compare as stored: text trimmed,
