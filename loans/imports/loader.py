@@ -133,9 +133,10 @@ def _join(parts: Iterable[sql.Composable], sep: str = ", ") -> sql.Composed:
     return sql.SQL(sep).join(list(parts))
 
 
-# Every staging table: autovacuum would otherwise VACUUM ANALYZE each freshly loaded one (25 s
-# for the 5M staged payments), competing for the cores the import is using, and a DROP at the
-# end waited a second (deadlock_timeout) for it to give way. The import ANALYZEs what it reads.
+# Every staging table: autovacuum would otherwise VACUUM ANALYZE each freshly loaded one (over
+# 20 s for the 5M staged payments), competing for the cores the import is using, and a DROP at
+# the end could wait a second (deadlock_timeout) for it to give way. The import ANALYZEs what it
+# reads.
 NO_AUTOVACUUM = "WITH (autovacuum_enabled = false)"
 
 TYPED_SQL = {
