@@ -293,19 +293,21 @@ class FileLoader:
         # Which text columns need trimming (see trimmed): known from here on, so the payments
         # pass, which may read the file before its checks, joins on the loan id as it is.
         texts = [c.name for c in self.columns if c.type == ColumnType.TEXT]
-        cursor.execute(
-            sql.SQL("SELECT {} FROM {} t").format(
-                _join(
-                    sql.SQL("coalesce(bool_or(t.{c} LIKE ' %' OR t.{c} LIKE '% '), false)").format(
-                        c=_ident(name)
-                    )
-                    for name in texts
-                ),
-                _ident(self.typed_table),
+        self.padded = set()
+        if texts:
+            cursor.execute(
+                sql.SQL("SELECT {} FROM {} t").format(
+                    _join(
+                        sql.SQL(
+                            "coalesce(bool_or(t.{c} LIKE ' %' OR t.{c} LIKE '% '), false)"
+                        ).format(c=_ident(name))
+                        for name in texts
+                    ),
+                    _ident(self.typed_table),
+                )
             )
-        )
-        flags = cursor.fetchone()
-        self.padded = {name for name, flag in zip(texts, flags, strict=True) if flag}
+            flags = cursor.fetchone()
+            self.padded = {name for name, flag in zip(texts, flags, strict=True) if flag}
         if self.spec.kind == "transactions":
             # Set by _number_repeats. Added now: once the import's transaction has read the
             # table (the payments pass), it holds a lock no ALTER TABLE gets past until commit.
