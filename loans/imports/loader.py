@@ -331,7 +331,7 @@ class FileLoader:
                 cursor.execute("ROLLBACK TO SAVEPOINT typed_copy")
             else:
                 cursor.execute("RELEASE SAVEPOINT typed_copy")
-                return self._count_rows(cursor, self.typed_table, rows)
+                return self._rows_read(cursor, self.typed_table, rows)
         return self._stage_text(cursor)
 
     def _stage_text(self, cursor) -> bool:
@@ -351,7 +351,7 @@ class FileLoader:
                 f"unreadable row: {exc.diag.message_primary}",
             )
             return False
-        if not self._count_rows(cursor, self.stage_table, rows):
+        if not self._rows_read(cursor, self.stage_table, rows):
             return False
         # Parse into the same typed shape the fast path produces; bad values become NULL.
         selects = [
@@ -374,7 +374,8 @@ class FileLoader:
         cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.typed_table)))
         return True
 
-    def _count_rows(self, cursor, table: str, rows: int) -> bool:
+    def _rows_read(self, cursor, table: str, rows: int) -> bool:
+        """Record the ``rows`` the COPY read into ``table`` (False when none) and ANALYZE it."""
         # Statistics for the checks' plans: autovacuum never sees a staging table, and without
         # them PostgreSQL guesses a few thousand rows and sorts millions on disk instead of hashing.
         cursor.execute(sql.SQL("ANALYZE {}").format(_ident(table)))
