@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
+from loans.imports.files import CHUNK, tape_files_find
 from loans.imports.loader import ERROR, WARNING, Problem, TapeRejected
 from loans.models import (
     Batch,
@@ -976,6 +977,30 @@ def test_a_latin1_file_with_crlf_line_endings_keeps_accented_city_names(tmp_path
     assert (
         Loan.objects.get(loan_id="P-001").company == "Abaco SV"
     )  # no '\r' left on the last column
+
+
+HEAD = b"customer_id,geography_city\nC1,San Jos"
+FIRST_READ = HEAD + b"x" * (CHUNK - len(HEAD) - 1)  # one byte short of the first read
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [
+        # "é" split across two reads: UTF-8.
+        (FIRST_READ + "é".encode() + b"\nC2,x\n", "UTF8"),
+        # The first read ends with a byte that starts a character, the next is all ASCII.
+        (FIRST_READ + b"\xc3" + b"\nC2,x\n" * 10, "LATIN1"),
+        # Latin-1 whose one accented letter is the file's last byte.
+        (HEAD + b"\xe9", "LATIN1"),
+    ],
+    ids=["utf8-character-across-reads", "lead-byte-then-ascii", "latin1-last-byte"],
+)
+def test_the_encoding_is_told_from_every_byte_of_the_file(tmp_path, content, encoding):
+    (tmp_path / "customers.csv").write_bytes(content)
+
+    (found,), _ = tape_files_find(tmp_path)
+
+    assert found.encoding == encoding
 
 
 def test_a_utf8_tape_with_a_bom_and_crlf_line_endings_loads_its_first_and_last_columns(tmp_path):
