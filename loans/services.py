@@ -10,7 +10,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,9 +282,11 @@ def tape_import(
                 if "transactions" in loaded_kinds and "loans" not in loaded_kinds:
                     # Payments without their loans' file: bring those loans' repaid_on up to date.
                     cursor.execute(
-                        "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM tape_payments rp "
-                        "WHERE l.loan_id = rp.loan_id AND rp.repaid_on IS NOT NULL "
-                        "AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
+                        sql.SQL(
+                            "UPDATE loans_loan l SET repaid_on = rp.repaid_on FROM {} rp "
+                            "WHERE l.loan_id = rp.loan_id AND rp.repaid_on IS NOT NULL "
+                            "AND l.repaid_on IS DISTINCT FROM rp.repaid_on"
+                        ).format(sql.Identifier(by_kind["transactions"].payments_table))
                     )
     except _DryRun:
         return result
@@ -307,9 +309,9 @@ def tape_import(
     return result
 
 
-# The order files are staged in: transactions first, whose checks against the book are the
-# longest (the payments pass), then the files every other file's checks read, then the rest.
-STAGE_ORDER = ("transactions", "loans", "customers", "schedules")
+# The order files are staged in: loans first, whose first rows the payments pass reads, then
+# transactions, the longest to check, then the rest.
+STAGE_ORDER = ("loans", "transactions", "customers", "schedules")
 # How long a staging connection waits for a lock before it fails the import (see _staged_files).
 STAGING_LOCK_TIMEOUT = "60s"
 # The file each kind refers to: it is merged first.
@@ -318,10 +320,12 @@ PARENT_KIND = {"loans": "customers", "schedules": "loans", "transactions": "loan
 
 @dataclass
 class _Staged:
-    """A file's staging on its own connection, in two steps the import's connection can wait
-    for: ``copied`` (the COPY) and ``checked`` (its own checks)."""
+    """A file's staging on its own connection, in steps the import's connection can wait for:
+    ``copied`` (the COPY), ``paid`` (transactions: the payments pass) and ``checked`` (its own
+    checks)."""
 
     copied: Future = field(default_factory=Future)
+    paid: Future = field(default_factory=Future)
     checked: Future | None = None
 
 
@@ -347,31 +351,48 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
             use_staging(cursor)
             yield cursor
 
+    def loans_firsts() -> str | None:
+        """The loans file's first rows once its own checks made them (None without one)."""
+        for loader, staged in zip(loaders, staged_files, strict=True):
+            if loader.spec.kind == "loans":
+                wait([staged.checked])
+                if not staged.checked.cancelled() and staged.checked.exception() is None:
+                    return loader.firsts_table if staged.checked.result() else None
+        return None
+
     def stage(loader: FileLoader, staged: _Staged) -> bool:
         try:
             with step() as cursor:
                 readable = loader.stage(cursor)
             staged.copied.set_result(readable)
             if not readable:
+                staged.paid.set_result(False)
                 return False
+            # The loans file is staged before this one (STAGE_ORDER): never waiting for a free
+            # connection. Without it, the import's own connection runs the pass on the book.
+            if loader.spec.kind == "transactions" and (firsts := loans_firsts()):
+                with step() as cursor:
+                    loader.payments_pass(cursor, firsts)
+            staged.paid.set_result(True)
             with step() as cursor:
                 loader.check_values(cursor)
                 loader.check_keys(cursor)
             return True
         except BaseException as error:
-            if not staged.copied.done():
-                staged.copied.set_exception(error)
+            for future in (staged.copied, staged.paid):
+                if not future.done():
+                    future.set_exception(error)
             raise
         finally:
             connection.close()  # this thread's own connection
 
     order = sorted(range(len(loaders)), key=lambda i: STAGE_ORDER.index(loaders[i].spec.kind))
     pool = ThreadPoolExecutor(max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape")
-    staged = [_Staged() for _ in loaders]
+    staged_files = [_Staged() for _ in loaders]
     try:
         for i in order:
-            staged[i].checked = pool.submit(stage, loaders[i], staged[i])
-        yield staged
+            staged_files[i].checked = pool.submit(stage, loaders[i], staged_files[i])
+        yield staged_files
     finally:
         # After an error, files not started yet are not read for nothing.
         pool.shutdown(cancel_futures=True)
@@ -422,7 +443,7 @@ def _check_files(
             if (
                 kind == "loans"
                 and "transactions" in index
-                and not loaders[index["transactions"]].payments_done
+                and not staged[index["transactions"]].paid.done()
             ):
                 continue
             merge(i)
@@ -447,10 +468,9 @@ def _check_files(
     for i in first:
         check(i)
     payments = index.get("transactions")
-    if payments is not None and staged[payments].copied.result():
-        # The payments pass reads only the staged payments: it need not wait for their own
-        # checks, and the loans' merge waits for it.
-        loaders[payments].payments_pass(cursor, set(loaded_kinds))
+    if payments is not None:
+        # The payments pass comes before the payments' own checks; the loans' merge waits for it.
+        staged[payments].paid.result()
         merge_ready()
     for future in as_completed(rest):
         check(rest[future])

@@ -170,8 +170,11 @@ class FileLoader:
         self.typed_table = self.typed(self.spec.kind)
         self.rejects_table = self.rejects(self.spec.kind)
         self.totals_table = f"totals_{self.spec.kind}{tables}"  # schedules: per loan
+        self.firsts_table = self.firsts(self.spec.kind)  # loans: each loan's first row
+        self.repeats_table = f"repeats_{self.spec.kind}{tables}"  # transactions: see check_keys
+        # Transactions: each loan's payments in this tape (see payments_pass); one per import.
+        self.payments_table = f"payments{tables}"
         self.references_clean = False  # see prepare_lookups
-        self.payments_done = False  # see payments_pass
         # Text columns with a value that starts or ends with a space; None until staged.
         self.padded: set[str] | None = None
         self.result = FileLoad(tape_file)
@@ -186,6 +189,10 @@ class FileLoader:
     def rejects(self, kind: str) -> str:
         """The rejected values of this import's file of ``kind``."""
         return f"rejects_{kind}{self.suffix}"
+
+    def firsts(self, kind: str) -> str:
+        """Each key's first row in this import's file of ``kind`` (loans, see check_keys)."""
+        return f"firsts_{kind}{self.suffix}"
 
     def trimmed(self, alias: str | None, column: str) -> sql.Composable:
         """``alias.column`` as stored: trimmed. ``btrim()`` only when stage found a value
@@ -204,6 +211,9 @@ class FileLoader:
             self.typed_table,
             self.rejects_table,
             self.totals_table,
+            self.firsts_table,
+            self.repeats_table,
+            *([self.payments_table] if self.spec.kind == "transactions" else []),
         ]
 
     # ---------------------------------------------------------------- problems
@@ -291,7 +301,7 @@ class FileLoader:
         if not self._stage(cursor):
             return False
         # Which text columns need trimming (see trimmed): known from here on, so the payments
-        # pass, which may read the file before its checks, joins on the loan id as it is.
+        # pass, which reads the file before its checks, joins on the loan id as it is.
         texts = [c.name for c in self.columns if c.type == ColumnType.TEXT]
         self.padded = set()
         if texts:
@@ -308,14 +318,6 @@ class FileLoader:
             )
             flags = cursor.fetchone()
             self.padded = {name for name, flag in zip(texts, flags, strict=True) if flag}
-        if self.spec.kind == "transactions":
-            # Set by _number_repeats. Added now: once the import's transaction has read the
-            # table (the payments pass), it holds a lock no ALTER TABLE gets past until commit.
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN _sequence smallint").format(
-                    _ident(self.typed_table)
-                )
-            )
         return True
 
     def _stage(self, cursor) -> bool:
@@ -533,9 +535,22 @@ class FileLoader:
             )
 
     def check_keys(self, cursor) -> None:
-        """After ``check_values``: duplicate keys in this file, the numbering of repeated
-        transactions and each loan's schedule totals."""
+        """After ``check_values``: duplicate keys in this file, each loan's first row (loans),
+        the numbering of repeated transactions and each loan's schedule totals."""
         self._check_duplicate_keys(cursor)
+        if self.spec.kind == "loans":
+            # The loan a loan id names, for the checks and the payments pass: its first row.
+            # "C": the loan ids are only told apart here, and byte order sorts faster.
+            lid = self.trimmed("t", "loan_id")
+            cursor.execute(
+                sql.SQL(
+                    f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS "
+                    'SELECT DISTINCT ON ({lid} COLLATE "C") {lid} AS loan_id, t.line, t.disburse_date, '
+                    "t.disburse_principal FROM {typed} t WHERE NULLIF({lid}, '') IS NOT NULL "
+                    'ORDER BY {lid} COLLATE "C", t.line'
+                ).format(_ident(self.firsts_table), lid=lid, typed=_ident(self.typed_table))
+            )
+            cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.firsts_table)))
         if self.spec.kind == "transactions":
             self._number_repeats(cursor)
         if self.spec.kind == "schedules":
@@ -568,12 +583,15 @@ class FileLoader:
 
     def _number_repeats(self, cursor) -> None:
         """Transactions: each row's place among the rows of its (loan, date, type), in file
-        order, as ``_sequence``; set only on the rows that are the n-th (n >= 1), most rows
-        being the only one of theirs (sequence 0). A narrow pass here instead of sorting every
-        row with all its values in the merge (4 s for 5M), and a column the merge reads instead
-        of a join (1 s). By the trimmed loan id, so "L1" and "L1 " count as one loan; text sorts
-        in byte order. The numbering is a table first: an UPDATE never sorts in parallel."""
-        repeats = _ident(f"repeats_{self.spec.kind}{self.suffix}")
+        order, for the rows that are the n-th (n >= 1): most rows are the only one of theirs
+        (sequence 0). A narrow pass here instead of sorting every row with all its values in
+        the merge (4 s for 5M), which joins this small table by line. By the trimmed loan id,
+        so "L1" and "L1 " count as one loan; text sorts in byte order.
+
+        Not an UPDATE of the staged rows: it rewrote 68,000 rows scattered over nearly every
+        page of 5M, and each later pass over the table dirtied those pages again to set the
+        commit hints of their old and new versions."""
+        repeats = _ident(self.repeats_table)
         cursor.execute(
             sql.SQL(
                 f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS SELECT line, sequence FROM ("
@@ -587,12 +605,6 @@ class FileLoader:
             )
         )
         cursor.execute(sql.SQL("ANALYZE {}").format(repeats))
-        cursor.execute(
-            sql.SQL(
-                "UPDATE {} t SET _sequence = r.sequence FROM {} r WHERE t.line = r.line"
-            ).format(_ident(self.typed_table), repeats)
-        )
-        cursor.execute(sql.SQL("DROP TABLE {}").format(repeats))
 
     def _check_duplicate_keys(self, cursor) -> None:
         """Rows whose key an earlier row of the file has (keys compare as stored: text trimmed,
@@ -717,7 +729,7 @@ class FileLoader:
             reason = "schedule principal {} does not add up to the loan's disbursed principal {}"
             compare = sql.SQL("abs(round(s.total, 2) - round(l.disburse_principal, 2)) > 0.01")
         else:
-            totals = sql.SQL("tape_payments")
+            totals = _ident(self.payments_table)
             reason = "payments' principal {} exceeds the loan's disbursed principal {}"
             compare = sql.SQL("round(s.total, 2) > round(l.disburse_principal, 2) + 0.01")
         before, after = reason.split("{}", 1)[0], reason.split("{}")[1]
@@ -737,10 +749,9 @@ class FileLoader:
         )
 
     def prepare_lookups(self, cursor, loaded_kinds: set[str]) -> None:
-        """Per-import lookups the checks of schedules and transactions share, built once:
-        ``tape_loans`` (every loan this tape or the book knows, with its disbursement facts) and
-        ``tape_payments`` (each loan's paid principal in this tape, for totals and balances, and
-        the day it was repaid)."""
+        """The per-import lookup the checks of schedules and transactions share, built once:
+        ``tape_loans`` (every loan this tape or the book knows, with its disbursement facts);
+        and the payments table when the file's staging did not make it (``payments_pass``)."""
         if self.spec.kind not in ("schedules", "transactions"):
             return
         self.lookup_loans(cursor, loaded_kinds)
@@ -756,7 +767,11 @@ class FileLoader:
             )
             self.references_clean = cursor.fetchone()[0]
         if self.spec.kind == "transactions":
-            self.payments_pass(cursor, loaded_kinds)
+            cursor.execute(
+                "SELECT to_regclass(%s) IS NULL", [f"{STAGING_SCHEMA}.{self.payments_table}"]
+            )
+            if cursor.fetchone()[0]:  # no loans file: not made while the file was staged
+                self.payments_pass(cursor, "tape_loans")
 
     def lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
         """``tape_loans``, once per import: after the loans file's checks (its rejected rows
@@ -764,15 +779,12 @@ class FileLoader:
         cursor.execute("SELECT to_regclass('import_staging.tape_loans') IS NOT NULL")
         if not cursor.fetchone()[0]:
             if "loans" in loaded_kinds:
-                # "C": the loan ids are only told apart here, and byte order sorts faster.
                 cursor.execute(
                     sql.SQL(
                         f"CREATE UNLOGGED TABLE tape_loans {NO_AUTOVACUUM} AS "
-                        'SELECT DISTINCT ON (btrim(t.loan_id) COLLATE "C") btrim(t.loan_id) AS loan_id, t.disburse_date, t.disburse_principal, '
-                        "true AS in_tape, EXISTS (SELECT 1 FROM {} r WHERE r.line = t.line) AS rejected "
-                        "FROM {} t WHERE NULLIF(btrim(t.loan_id), '') IS NOT NULL "
-                        'ORDER BY btrim(t.loan_id) COLLATE "C", t.line'
-                    ).format(_ident(self.rejects("loans")), _ident(self.typed("loans")))
+                        "SELECT f.loan_id, f.disburse_date, f.disburse_principal, true AS in_tape, "
+                        "EXISTS (SELECT 1 FROM {} r WHERE r.line = f.line) AS rejected FROM {} f"
+                    ).format(_ident(self.rejects("loans")), _ident(self.firsts("loans")))
                 )
             else:
                 cursor.execute(
@@ -785,50 +797,56 @@ class FileLoader:
             )
             cursor.execute("ANALYZE tape_loans")
 
-    def payments_pass(self, cursor, loaded_kinds: set[str]) -> None:
-        """``tape_payments``, in one pass over the payments in date order per loan: each loan's
-        paid principal in this tape and, as ``repaid_on``, the day its payments first covered
-        its principal (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip
-        the loan after it). NULL when they never did, or the loan's own row is rejected.
+    def payments_pass(self, cursor, loans: str) -> None:
+        """The payments table (``payments_table``), in one pass over the payments in date order
+        per loan: each loan's paid principal in this tape (for totals and balances) and, as
+        ``repaid_on``, the day its payments first covered the principal ``loans`` gives it
+        (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip the loan after
+        it); NULL when they never did.
 
-        It reads only the staged file and ``tape_loans``, so it may run (once) as soon as the
-        file is staged, before its own checks: the loans' merge waits for it."""
-        if self.payments_done:
-            return
-        self.lookup_loans(cursor, loaded_kinds)
+        With the loans file in the tape, ``loans`` is its first rows (``firsts_table``): the
+        pass reads nothing but the tape, so it runs on the payments' staging connection as soon
+        as they are staged, before their own checks, and the loans' merge waits for it. Only the
+        tape's loans need it then: the merge sets their repaid dates, and the totals and
+        balances are checked for them alone. Without the loans file it runs in the import's
+        transaction (``prepare_lookups``) on ``tape_loans``, the book's loans, whose repaid
+        dates it then updates."""
+        lid = self.trimmed("x", "loan_id")
         # The loan is joined before the running sum, so one sort serves both the window and
         # the grouping (joined after, the payments were sorted twice, on disk). The loan ids
         # sort in byte order ("C"): 1.6 s less than the database's collation for 4.3M rows.
         cursor.execute(
             sql.SQL(
-                f"CREATE UNLOGGED TABLE tape_payments {NO_AUTOVACUUM} AS "
+                f"CREATE UNLOGGED TABLE {{payments}} {NO_AUTOVACUUM} AS "
                 'SELECT r.loan_id COLLATE "default" AS loan_id, sum(r.principal) AS total, min(r.line) AS first_line, '
-                "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005 AND NOT r.rejected) AS repaid_on "
+                "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005) AS repaid_on "
                 "FROM ("
-                ' SELECT {lid} COLLATE "C" AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal, l.rejected,'
+                ' SELECT {lid} COLLATE "C" AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal,'
                 ' sum(x.principal) OVER (PARTITION BY {lid} COLLATE "C" ORDER BY x.date_paid, x.line ROWS UNBOUNDED PRECEDING) AS paid'
-                " FROM {typed} x LEFT JOIN tape_loans l ON l.loan_id = {lid}"
+                " FROM {typed} x LEFT JOIN {loans} l ON l.loan_id = {lid}"
                 " WHERE {type} = 'PAYMENT') r "
                 "GROUP BY r.loan_id"
             ).format(
+                payments=_ident(self.payments_table),
+                loans=_ident(loans),
                 type=X_TRANSACTION_TYPE,
                 typed=_ident(self.typed_table),
-                lid=self.trimmed("x", "loan_id"),
+                lid=lid,
             )
         )
-        cursor.execute("ANALYZE tape_payments")
-        self.payments_done = True
+        cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.payments_table)))
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""
         cursor.execute(
             sql.SQL(
-                "SELECT count(*), min(l.line) FROM {} l LEFT JOIN tape_payments p ON p.loan_id = {}"
+                "SELECT count(*), min(l.line) FROM {} l LEFT JOIN {} p ON p.loan_id = {}"
                 " WHERE l.outstanding_balance IS NOT NULL"
                 " AND NOT EXISTS (SELECT 1 FROM {} r WHERE r.line = l.line)"
                 " AND abs(round(l.outstanding_balance, 2) - greatest(round(l.disburse_principal, 2) - round(coalesce(p.total, 0), 2), 0)) > 0.01"
             ).format(
                 _ident(self.typed_table),
+                _ident(self.payments_table),
                 self.trimmed("l", "loan_id"),
                 _ident(self.rejects_table),
             )
@@ -1016,16 +1034,21 @@ class FileLoader:
         if spec.kind == "transactions":
             # n-th row of its (loan, date, type) in file order: 0, unless _number_repeats says.
             targets.append("sequence")
-            values.append(sql.SQL("COALESCE(x._sequence, 0)"))
+            values.append(sql.SQL("COALESCE(rs.sequence, 0)"))
+            joins.append(
+                sql.SQL("LEFT JOIN {} rs ON rs.line = x.line").format(_ident(self.repeats_table))
+            )
         if spec.kind == "loans":
-            cursor.execute("SELECT to_regclass('import_staging.tape_payments') IS NOT NULL")
+            cursor.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", [f"{STAGING_SCHEMA}.{self.payments_table}"]
+            )
             if cursor.fetchone()[0]:  # the tape carries the loans' payments too
                 targets.append("repaid_on")
                 values.append(sql.SQL("rp.repaid_on"))
                 # A join, not a subquery per row: a million loans against a million repaid dates.
                 joins.append(
-                    sql.SQL("LEFT JOIN tape_payments rp ON rp.loan_id = {}").format(
-                        self.trimmed("x", "loan_id")
+                    sql.SQL("LEFT JOIN {} rp ON rp.loan_id = {}").format(
+                        _ident(self.payments_table), self.trimmed("x", "loan_id")
                     )
                 )
         key_text = {

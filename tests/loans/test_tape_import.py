@@ -830,9 +830,10 @@ def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_t
 def test_a_staging_connection_that_waits_for_the_imports_lock_fails_instead_of_hanging(
     tmp_path, monkeypatch
 ):
-    # The import's connection reads the payments (the payments pass) while their keys are still
-    # being checked on a staging connection, and waits for it: a lock wait there would be
-    # forever. Staging connections give up instead.
+    # The import's connection reads the loans' staging tables (their checks, the loans lookup)
+    # while the payments are still being checked on a staging connection, and holds its lock
+    # on them until it commits: a lock wait there would be forever. Staging connections give up
+    # instead.
     from loans import services
     from loans.imports.loader import FileLoader
 
@@ -840,20 +841,20 @@ def test_a_staging_connection_that_waits_for_the_imports_lock_fails_instead_of_h
 
     def altering(self, cursor):
         if self.spec.kind == "transactions":
-            self.payments_ready.wait(timeout=10)
-            cursor.execute(f'ALTER TABLE "{self.typed_table}" ADD COLUMN late text')
+            self.loans_read.wait(timeout=10)
+            cursor.execute(f'ALTER TABLE "{self.typed("loans")}" ADD COLUMN late text')
         check_keys(self, cursor)
 
-    payments_pass = FileLoader.payments_pass
+    lookup_loans = FileLoader.lookup_loans
 
     def signalling(self, cursor, loaded_kinds):
-        payments_pass(self, cursor, loaded_kinds)
-        self.payments_ready.set()
+        lookup_loans(self, cursor, loaded_kinds)
+        self.loans_read.set()
 
     monkeypatch.setattr(services, "STAGING_LOCK_TIMEOUT", "200ms")
     monkeypatch.setattr(FileLoader, "check_keys", altering)
-    monkeypatch.setattr(FileLoader, "payments_pass", signalling)
-    monkeypatch.setattr(FileLoader, "payments_ready", threading.Event(), raising=False)
+    monkeypatch.setattr(FileLoader, "lookup_loans", signalling)
+    monkeypatch.setattr(FileLoader, "loans_read", threading.Event(), raising=False)
 
     with pytest.raises(Exception, match="lock timeout"):
         load(write(tmp_path, tape_valid(3)))
@@ -1231,6 +1232,24 @@ def test_the_import_records_the_day_payments_covered_a_loans_principal(tmp_path)
     tape["transactions"].append(second)
 
     load(write(tmp_path, tape))
+
+    repaid = dict(Loan.objects.values_list("loan_id", "repaid_on"))
+    assert repaid == {"L00001": None, "L00002": second["date_paid"], "L00003": None}
+
+
+def test_payments_loaded_without_their_loans_file_date_the_repayment_by_the_books_principal(
+    tmp_path,
+):
+    tape = tape_valid(3)
+    # L00002 (1002.00 lent): half paid in the first tape, the other half in a later file of
+    # payments alone, whose loan the payments pass finds in the book.
+    second = dict(tape["transactions"][3], principal="501.00")
+    second["date_paid"] = tape["transactions"][3]["date_paid"] + timedelta(days=10)
+    load(write(tmp_path, tape))
+    assert Loan.objects.get(loan_id="L00002").repaid_on is None
+
+    later = {"transactions": [*tape["transactions"], second]}
+    load(write(tmp_path, later, name="later"))
 
     repaid = dict(Loan.objects.values_list("loan_id", "repaid_on"))
     assert repaid == {"L00001": None, "L00002": second["date_paid"], "L00003": None}
