@@ -755,23 +755,28 @@ class FileLoader:
         if self.spec.kind not in ("schedules", "transactions"):
             return
         self.lookup_loans(cursor, loaded_kinds)
-        if self.spec.kind == "schedules":
-            # When every loan is known and no loan's first due date (check_keys' totals) comes
-            # before its disbursement, no row can fail the row-by-row check of both, which is
-            # skipped: a join of a million loans instead of five million rows.
-            cursor.execute(
-                sql.SQL(
-                    "SELECT NOT EXISTS (SELECT 1 FROM {} s LEFT JOIN tape_loans l ON l.loan_id = s.loan_id "
-                    "WHERE NULLIF(s.loan_id, '') IS NOT NULL AND (l.loan_id IS NULL OR s.first_due < l.disburse_date))"
-                ).format(_ident(self.totals_table))
-            )
-            self.references_clean = cursor.fetchone()[0]
         if self.spec.kind == "transactions":
             cursor.execute(
                 "SELECT to_regclass(%s) IS NULL", [f"{STAGING_SCHEMA}.{self.payments_table}"]
             )
             if cursor.fetchone()[0]:  # no loans file: not made while the file was staged
                 self.payments_pass(cursor, "tape_loans")
+        # When every loan is known and no loan's first date in this file (the schedule's totals,
+        # the payments table) comes before its disbursement, no row can fail the row-by-row
+        # check of both, which is skipped: a join of a million loans instead of five million
+        # rows.
+        per_loan, first = (
+            (self.totals_table, "first_due")
+            if self.spec.kind == "schedules"
+            else (self.payments_table, "first_date")
+        )
+        cursor.execute(
+            sql.SQL(
+                "SELECT NOT EXISTS (SELECT 1 FROM {} s LEFT JOIN tape_loans l ON l.loan_id = s.loan_id "
+                "WHERE NULLIF(s.loan_id, '') IS NOT NULL AND (l.loan_id IS NULL OR s.{} < l.disburse_date))"
+            ).format(_ident(per_loan), _ident(first))
+        )
+        self.references_clean = cursor.fetchone()[0]
 
     def lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
         """``tape_loans``, once per import: after the loans file's checks (its rejected rows
@@ -798,8 +803,9 @@ class FileLoader:
             cursor.execute("ANALYZE tape_loans")
 
     def payments_pass(self, cursor, loans: str) -> None:
-        """The payments table (``payments_table``), in one pass over the payments in date order
-        per loan: each loan's paid principal in this tape (for totals and balances) and, as
+        """The payments table (``payments_table``), in one pass over the file in date order per
+        loan: each loan's first date in the file (for the reference check, see
+        ``prepare_lookups``), its paid principal in this tape (for totals and balances) and, as
         ``repaid_on``, the day its payments first covered the principal ``loans`` gives it
         (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip the loan after
         it); NULL when they never did.
@@ -818,13 +824,16 @@ class FileLoader:
         cursor.execute(
             sql.SQL(
                 f"CREATE UNLOGGED TABLE {{payments}} {NO_AUTOVACUUM} AS "
-                'SELECT r.loan_id COLLATE "default" AS loan_id, sum(r.principal) AS total, min(r.line) AS first_line, '
-                "min(r.date_paid) FILTER (WHERE r.paid >= r.disburse_principal - 0.005) AS repaid_on "
+                'SELECT r.loan_id COLLATE "default" AS loan_id, min(r.date_paid) AS first_date, '
+                "sum(r.principal) FILTER (WHERE r.payment) AS total, "
+                "min(r.line) FILTER (WHERE r.payment) AS first_line, "
+                "min(r.date_paid) FILTER (WHERE r.payment AND r.paid >= r.disburse_principal - 0.005) AS repaid_on "
                 "FROM ("
                 ' SELECT {lid} COLLATE "C" AS loan_id, x.date_paid, x.line, x.principal, l.disburse_principal,'
-                ' sum(x.principal) OVER (PARTITION BY {lid} COLLATE "C" ORDER BY x.date_paid, x.line ROWS UNBOUNDED PRECEDING) AS paid'
-                " FROM {typed} x LEFT JOIN {loans} l ON l.loan_id = {lid}"
-                " WHERE {type} = 'PAYMENT') r "
+                " {type} = 'PAYMENT' AS payment,"
+                " sum(x.principal) FILTER (WHERE {type} = 'PAYMENT')"
+                ' OVER (PARTITION BY {lid} COLLATE "C" ORDER BY x.date_paid, x.line ROWS UNBOUNDED PRECEDING) AS paid'
+                " FROM {typed} x LEFT JOIN {loans} l ON l.loan_id = {lid}) r "
                 "GROUP BY r.loan_id"
             ).format(
                 payments=_ident(self.payments_table),

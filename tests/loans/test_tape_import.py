@@ -275,6 +275,19 @@ def test_it_rejects_a_transaction_for_a_loan_neither_in_the_tape_nor_in_the_book
     ]
 
 
+@pytest.mark.parametrize(("index", "row"), [(2, 4), (3, 5)], ids=["disbursement", "payment"])
+def test_it_rejects_a_transaction_dated_before_its_loan_was_disbursed(tmp_path, book, index, row):
+    tape = tape_valid(3)
+    tape["transactions"][index]["date_paid"] = "2023-01-01"  # L00002's
+
+    errors = rejection(write(tmp_path, tape))
+
+    assert messages(errors) == [
+        f"transactions.csv, row {row}, column date_paid: payment date is before the loan's "
+        "disbursement date (value '2023-01-01')"
+    ]
+
+
 def test_a_transaction_for_a_loan_already_in_the_book_loads_without_the_loan_in_the_tape(
     tmp_path, book
 ):
