@@ -755,12 +755,9 @@ class FileLoader:
         if self.spec.kind not in ("schedules", "transactions"):
             return
         self.lookup_loans(cursor, loaded_kinds)
-        if self.spec.kind == "transactions":
-            cursor.execute(
-                "SELECT to_regclass(%s) IS NULL", [f"{STAGING_SCHEMA}.{self.payments_table}"]
-            )
-            if cursor.fetchone()[0]:  # no loans file: not made while the file was staged
-                self.payments_pass(cursor, "tape_loans")
+        if self.spec.kind == "transactions" and not _staged(cursor, self.payments_table):
+            # No loans file: the pass was not run while the file was staged.
+            self.payments_pass(cursor, "tape_loans")
         # When every loan is known and no loan's first date in this file (the schedule's totals,
         # the payments table) comes before its disbursement, no row can fail the row-by-row
         # check of both, which is skipped: a join of a million loans instead of five million
@@ -781,8 +778,7 @@ class FileLoader:
     def lookup_loans(self, cursor, loaded_kinds: set[str]) -> None:
         """``tape_loans``, once per import: after the loans file's checks (its rejected rows
         are marked), before the first check of schedules or transactions."""
-        cursor.execute("SELECT to_regclass('import_staging.tape_loans') IS NOT NULL")
-        if not cursor.fetchone()[0]:
+        if not _staged(cursor, "tape_loans"):
             if "loans" in loaded_kinds:
                 cursor.execute(
                     sql.SQL(
@@ -1047,19 +1043,16 @@ class FileLoader:
             joins.append(
                 sql.SQL("LEFT JOIN {} rs ON rs.line = x.line").format(_ident(self.repeats_table))
             )
-        if spec.kind == "loans":
-            cursor.execute(
-                "SELECT to_regclass(%s) IS NOT NULL", [f"{STAGING_SCHEMA}.{self.payments_table}"]
-            )
-            if cursor.fetchone()[0]:  # the tape carries the loans' payments too
-                targets.append("repaid_on")
-                values.append(sql.SQL("rp.repaid_on"))
-                # A join, not a subquery per row: a million loans against a million repaid dates.
-                joins.append(
-                    sql.SQL("LEFT JOIN {} rp ON rp.loan_id = {}").format(
-                        _ident(self.payments_table), self.trimmed("x", "loan_id")
-                    )
+        # Loans, when the tape carries their payments too.
+        if spec.kind == "loans" and _staged(cursor, self.payments_table):
+            targets.append("repaid_on")
+            values.append(sql.SQL("rp.repaid_on"))
+            # A join, not a subquery per row: a million loans against a million repaid dates.
+            joins.append(
+                sql.SQL("LEFT JOIN {} rp ON rp.loan_id = {}").format(
+                    _ident(self.payments_table), self.trimmed("x", "loan_id")
                 )
+            )
         key_text = {
             "customers": self.trimmed("x", "customer_id"),
             "loans": self.trimmed("x", "loan_id"),
@@ -1265,6 +1258,12 @@ def staging(cursor) -> Iterator[None]:
     yield
     _drop_staging_tables(cursor)
     cursor.execute("SELECT set_config('search_path', %s, true)", [search_path])
+
+
+def _staged(cursor, table: str) -> bool:
+    """Whether this import has made the staging table ``table`` (or a connection committed it)."""
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{STAGING_SCHEMA}.{table}"])
+    return cursor.fetchone()[0]
 
 
 def use_staging(cursor) -> None:
