@@ -840,8 +840,24 @@ def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_t
         assert cursor.fetchone()[0] == 0
 
 
+def test_one_staging_connection_loads_the_whole_tape(tmp_path, settings):
+    # The payments pass waits for the loans' first rows: the loans file is staged before the
+    # payments, so a single connection never waits for itself.
+    settings.IMPORT_JOBS = 1
+    tape = tape_valid(3)
+    second = dict(tape["transactions"][3], principal="501.00")  # repays L00002
+    second["date_paid"] = tape["transactions"][3]["date_paid"] + timedelta(days=10)
+    tape["transactions"].append(second)
+
+    load(write(tmp_path, tape))
+
+    assert book_counts() == {"customers": 2, "loans": 3, "installments": 6, "transactions": 7}
+    repaid = dict(Loan.objects.values_list("loan_id", "repaid_on"))
+    assert repaid == {"L00001": None, "L00002": second["date_paid"], "L00003": None}
+
+
 def test_a_staging_connection_that_waits_for_the_imports_lock_fails_instead_of_hanging(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, settings
 ):
     # The import's connection reads the loans' staging tables (their checks, the loans lookup)
     # while the payments are still being checked on a staging connection, and holds its lock
@@ -864,6 +880,7 @@ def test_a_staging_connection_that_waits_for_the_imports_lock_fails_instead_of_h
         lookup_loans(self, cursor, loaded_kinds)
         self.loans_read.set()
 
+    settings.IMPORT_JOBS = 2  # the loans are checked while the payments are still staged
     monkeypatch.setattr(services, "STAGING_LOCK_TIMEOUT", "200ms")
     monkeypatch.setattr(FileLoader, "check_keys", altering)
     monkeypatch.setattr(FileLoader, "lookup_loans", signalling)
