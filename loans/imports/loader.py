@@ -139,6 +139,15 @@ def _join(parts: Iterable[sql.Composable], sep: str = ", ") -> sql.Composed:
 # reads.
 NO_AUTOVACUUM = "WITH (autovacuum_enabled = false)"
 
+
+def _create_as(cursor, table: str, query: sql.Composable) -> None:
+    """A staging table of ``query``'s rows, with the statistics the next statements plan by."""
+    cursor.execute(
+        sql.SQL(f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS {{}}").format(_ident(table), query)
+    )
+    cursor.execute(sql.SQL("ANALYZE {}").format(_ident(table)))
+
+
 TYPED_SQL = {
     ColumnType.TEXT: "text",
     ColumnType.MONEY: "numeric",  # rounded to cents at merge, so float noise can be reported
@@ -361,19 +370,17 @@ class FileLoader:
             for c in self.spec.columns
         ]
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(self.typed_table)))
-        cursor.execute(
-            sql.SQL(
-                f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS SELECT line, {{}} FROM {{}}"
-            ).format(
-                _ident(self.typed_table),
+        _create_as(
+            cursor,
+            self.typed_table,
+            sql.SQL("SELECT line, {} FROM {}").format(
                 _join(
                     sql.SQL("{}::{} AS {}").format(expr, sql.SQL(TYPED_SQL[c.type]), _ident(c.name))
                     for expr, c in zip(selects, self.spec.columns, strict=True)
                 ),
                 _ident(self.stage_table),
-            )
+            ),
         )
-        cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.typed_table)))
         return True
 
     def _rows_read(self, cursor, table: str, rows: int) -> bool:
@@ -542,30 +549,27 @@ class FileLoader:
             # The loan a loan id names, for the checks and the payments pass: its first row.
             # "C": the loan ids are only told apart here, and byte order sorts faster.
             lid = self.trimmed("t", "loan_id")
-            cursor.execute(
+            _create_as(
+                cursor,
+                self.firsts_table,
                 sql.SQL(
-                    f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS "
                     'SELECT DISTINCT ON ({lid} COLLATE "C") {lid} AS loan_id, t.line, t.disburse_date, '
                     "t.disburse_principal FROM {typed} t WHERE NULLIF({lid}, '') IS NOT NULL "
                     'ORDER BY {lid} COLLATE "C", t.line'
-                ).format(_ident(self.firsts_table), lid=lid, typed=_ident(self.typed_table))
+                ).format(lid=lid, typed=_ident(self.typed_table)),
             )
-            cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.firsts_table)))
         if self.spec.kind == "transactions":
             self._number_repeats(cursor)
         if self.spec.kind == "schedules":
             # Each loan's schedule at once: its principal (for the totals check), its first row
             # and its first due date (see prepare_lookups).
-            cursor.execute(
+            _create_as(
+                cursor,
+                self.totals_table,
                 sql.SQL(
-                    f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS SELECT {{}} AS loan_id, "
-                    "sum(principal) AS total, min(line) AS first_line, min(date_due) AS first_due "
-                    "FROM {} x GROUP BY 1"
-                ).format(
-                    _ident(self.totals_table),
-                    self.trimmed("x", "loan_id"),
-                    _ident(self.typed_table),
-                )
+                    "SELECT {} AS loan_id, sum(principal) AS total, min(line) AS first_line, "
+                    "min(date_due) AS first_due FROM {} x GROUP BY 1"
+                ).format(self.trimmed("x", "loan_id"), _ident(self.typed_table)),
             )
 
     def check_across(
@@ -591,20 +595,19 @@ class FileLoader:
         Not an UPDATE of the staged rows: it rewrote 68,000 rows scattered over nearly every
         page of 5M, and each later pass over the table dirtied those pages again to set the
         commit hints of their old and new versions."""
-        repeats = _ident(self.repeats_table)
-        cursor.execute(
+        _create_as(
+            cursor,
+            self.repeats_table,
             sql.SQL(
-                f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS SELECT line, sequence FROM ("
+                "SELECT line, sequence FROM ("
                 ' SELECT x.line, row_number() OVER (PARTITION BY {} COLLATE "C", x.date_paid,'
                 ' {} COLLATE "C" ORDER BY x.line) - 1 AS sequence FROM {} x) n WHERE sequence > 0'
             ).format(
-                repeats,
                 self.trimmed("x", "loan_id"),
                 X_TRANSACTION_TYPE,
                 _ident(self.typed_table),
-            )
+            ),
         )
-        cursor.execute(sql.SQL("ANALYZE {}").format(repeats))
 
     def _check_duplicate_keys(self, cursor) -> None:
         """Rows whose key an earlier row of the file has (keys compare as stored: text trimmed,
@@ -817,9 +820,10 @@ class FileLoader:
         # The loan is joined before the running sum, so one sort serves both the window and
         # the grouping (joined after, the payments were sorted twice, on disk). The loan ids
         # sort in byte order ("C"): 1.6 s less than the database's collation for 4.3M rows.
-        cursor.execute(
+        _create_as(
+            cursor,
+            self.payments_table,
             sql.SQL(
-                f"CREATE UNLOGGED TABLE {{payments}} {NO_AUTOVACUUM} AS "
                 'SELECT r.loan_id COLLATE "default" AS loan_id, min(r.date_paid) AS first_date, '
                 "sum(r.principal) FILTER (WHERE r.payment) AS total, "
                 "min(r.line) FILTER (WHERE r.payment) AS first_line, "
@@ -832,14 +836,12 @@ class FileLoader:
                 " FROM {typed} x LEFT JOIN {loans} l ON l.loan_id = {lid}) r "
                 "GROUP BY r.loan_id"
             ).format(
-                payments=_ident(self.payments_table),
                 loans=_ident(loans),
                 type=X_TRANSACTION_TYPE,
                 typed=_ident(self.typed_table),
                 lid=lid,
-            )
+            ),
         )
-        cursor.execute(sql.SQL("ANALYZE {}").format(_ident(self.payments_table)))
 
     def balance_warning(self, cursor) -> None:
         """The tape's outstanding balance against disbursed minus paid principal (warning)."""
@@ -1077,14 +1079,10 @@ class FileLoader:
         )
         if book_has_rows:
             # Read twice (changes, then update and insert): materialize once.
-            merge_table = _ident(f"merge_{spec.kind}")
-            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(merge_table))
-            cursor.execute(
-                sql.SQL(f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS {{}}").format(
-                    merge_table, incoming
-                )
-            )
-            cursor.execute(sql.SQL("ANALYZE {}").format(merge_table))
+            name = f"merge_{spec.kind}"
+            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(name)))
+            _create_as(cursor, name, incoming)
+            merge_table = _ident(name)
         else:
             # First load into an empty table: stream straight from staging into the insert.
             merge_table = sql.SQL("({})").format(incoming)
