@@ -321,10 +321,9 @@ PARENT_KIND = {"loans": "customers", "schedules": "loans", "transactions": "loan
 @dataclass
 class _Staged:
     """A file's staging on its own connection, in steps the import's connection can wait for:
-    ``copied`` (the COPY), ``paid`` (transactions: the payments pass) and ``checked`` (its own
+    ``paid`` (staged and, for transactions, the payments pass done) and ``checked`` (its own
     checks)."""
 
-    copied: Future = field(default_factory=Future)
     paid: Future = field(default_factory=Future)
     checked: Future | None = None
 
@@ -345,8 +344,8 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
             cursor = django_cursor.cursor
             cursor.execute("SET LOCAL work_mem = '256MB'")
             # These tables are this connection's own, so it never waits for a lock, except by
-            # mistake: the import's connection, which may hold one (the payments pass reads the
-            # payments before their checks), waits for this one. An error, not a hang.
+            # mistake: the import's connection, which may hold one (it reads the loans' tables
+            # while the payments are still checked), waits for this one. An error, not a hang.
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [STAGING_LOCK_TIMEOUT])
             use_staging(cursor)
             yield cursor
@@ -364,7 +363,6 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
         try:
             with step() as cursor:
                 readable = loader.stage(cursor)
-            staged.copied.set_result(readable)
             if not readable:
                 staged.paid.set_result(False)
                 return False
@@ -379,9 +377,8 @@ def _staged_files(loaders: list[FileLoader]) -> Iterator[list[_Staged]]:
                 loader.check_keys(cursor)
             return True
         except BaseException as error:
-            for future in (staged.copied, staged.paid):
-                if not future.done():
-                    future.set_exception(error)
+            if not staged.paid.done():
+                staged.paid.set_exception(error)
             raise
         finally:
             connection.close()  # this thread's own connection
