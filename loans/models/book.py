@@ -257,6 +257,13 @@ class CashFlowParts(models.Model):
     add_balance = money_field()
     reduce_balance = money_field()
     currency = models.CharField(max_length=3, default="USD")
+    # No database FK: millions of rows per tape would each queue a check at commit. Batches are
+    # never deleted (PROTECT here, no delete in the admin), so the id always resolves. No index
+    # either: nothing looks these rows up by batch, and building it cost a tape's first load
+    # 1-1.2 s per 5M rows (every update changes the batch, so it was kept up on re-imports too).
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
 
     class Meta:
         abstract = True
@@ -269,7 +276,7 @@ class CashFlowParts(models.Model):
 class Installment(CashFlowParts):
     """One line of a loan's expected schedule (what is due, and when)."""
 
-    # No database FK (like ``batch`` below): the import checks every loan id before merging and
+    # No database FK (like ``batch``): the import checks every loan id before merging and
     # loans are never deleted; a per-row check at commit would cost a third of a tape's load time.
     loan = models.ForeignKey(
         Loan,
@@ -279,13 +286,6 @@ class Installment(CashFlowParts):
         db_constraint=False,
     )
     due_date = models.DateField()
-    # No database FK: millions of rows per tape would each queue a check at commit. Batches are
-    # never deleted (PROTECT here, no delete in the admin), so the id always resolves. No index
-    # either: nothing looks these rows up by batch, and building it cost a tape's first load
-    # 1-1.2 s per 5M rows (every update changes the batch, so it was kept up on re-imports too).
-    batch = models.ForeignKey(
-        Batch, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
-    )
 
     class Meta:
         ordering = ["loan", "due_date"]
@@ -334,13 +334,6 @@ class Transaction(CashFlowParts):
     date = models.DateField(help_text="The tape's date_paid.")
     # The tape has no transaction id: the n-th row of the same loan, type and date is its key.
     sequence = models.PositiveSmallIntegerField(default=0)
-    # No database FK: millions of rows per tape would each queue a check at commit. Batches are
-    # never deleted (PROTECT here, no delete in the admin), so the id always resolves. No index
-    # either: nothing looks these rows up by batch, and building it cost a tape's first load
-    # 1-1.2 s per 5M rows (every update changes the batch, so it was kept up on re-imports too).
-    batch = models.ForeignKey(
-        Batch, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
-    )
 
     class Meta:
         ordering = ["loan", "date", "sequence"]
