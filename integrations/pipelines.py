@@ -31,8 +31,8 @@ from integrations.http import ProviderError
 from integrations.models import PipelineRun, PipelineStep
 from integrations.schedules import JOBS
 from loans.imports.files import TapeFile
+from loans.lineage import batch_for
 from loans.models import Batch
-from loans.services import batch_for
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +201,10 @@ def error_text(exc: BaseException) -> str:
 
 
 def raw_land(*, content: bytes, name: str, source: str, kind: str, job: str, by=None) -> Batch:
-    """Keep a provider payload unchanged in the raw layer (``loans.services.batch_for``, as for
+    """Keep a provider payload unchanged in the raw layer (``loans.lineage.batch_for``, as for
     uploads): the same bytes twice are a duplicate of the first batch.
 
-    The batch stays ``running`` until the caller finishes it with ``loans.services.batch_finish``.
+    The batch stays ``running`` until the caller finishes it with ``loans.lineage.batch_finish``.
     """
     payload = TapeFile(
         name=name,

@@ -21,9 +21,9 @@ from django.utils import timezone
 
 from kpis import definitions as d
 from kpis.models import SnapshotRun
+from loans.lineage import BOOK_LOCK
 from loans.models import Batch, BatchChange
 from loans.selectors import batches_latest_per_source
-from loans.services import BOOK_LOCK
 
 logger = logging.getLogger(__name__)
 

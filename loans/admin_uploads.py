@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from loans.imports.loader import TapeRejected
+from loans.lineage import TapeRejected
 from loans.models import ColumnMap, Upload
 from loans.services import upload_preview
 

@@ -14,37 +14,41 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from django.conf import settings
-from django.core.files import File
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
 from loans.imports.files import TapeFile, tape_files_find
 from loans.imports.loader import (
-    ERROR,
     FileLoad,
     FileLoader,
-    Problem,
     SourceFormat,
-    TapeRejected,
     staging,
     staging_drop,
     use_staging,
 )
-from loans.models import Batch, ColumnMap
+from loans.imports.statements import statements_import
+from loans.lineage import (
+    BOOK_LOCK,
+    SUMMARY_HEADER,
+    Findings,
+    Problem,
+    TapeRejected,
+    batch_finish,
+    batch_for,
+    duplicate_line,
+    errors_of,
+    summary_line,
+)
+from loans.models import Batch, BatchChange, ColumnMap, Upload
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 PREVIEW_ROWS = 10
 MAX_REJECTED_ROWS = 200_000  # kept for the downloadable CSV; counts stay exact beyond it
-# An advisory lock an import holds for its whole transaction (one import at a time) and KPI
-# snapshots share (kpis.engine): a snapshot never reads a book that an import is half-way
-# through, and an import waits for the snapshots being computed.
-BOOK_LOCK = "abaco.tape_import"
 
 
 class _DryRun(Exception):
@@ -52,7 +56,7 @@ class _DryRun(Exception):
 
 
 @dataclass
-class TapeImport:
+class TapeImport(Findings):
     """What an import did (or, for a dry run, would do), file by file."""
 
     files: list[FileLoad] = field(default_factory=list)
@@ -72,25 +76,13 @@ class TapeImport:
         return [p for f in self.files for p in f.problems]
 
     @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == ERROR]
-
-    @property
     def ok(self) -> bool:
         return not self.errors
 
     def summary(self) -> str:
-        lines = [
-            f"{'file':<32} {'read':>10} {'inserted':>10} {'updated':>10} {'unchanged':>10} {'rejected':>9}"
-        ]
-        for f in self.files:
-            lines.append(
-                f"{f.tape_file.name:<32} {f.rows_read:>10,} {f.inserted:>10,} {f.updated:>10,} {f.unchanged:>10,} {f.rejected:>9,}"
-            )
-        for batch in self.duplicates:
-            lines.append(
-                f"{batch.original_name:<32} same bytes as batch {batch.duplicate_of_id}: nothing to load"
-            )
+        lines = [SUMMARY_HEADER]
+        lines += [summary_line(f.tape_file.name, f) for f in self.files]
+        lines += [duplicate_line(batch) for batch in self.duplicates]
         for name in self.skipped:
             lines.append(f"{name:<32} not a tape file: skipped")
         return "\n".join(lines)
@@ -109,70 +101,6 @@ def source_format(source: str) -> tuple[SourceFormat, dict[str, str], str]:
     )
     aliases = {k.strip().lower(): v for k, v in column_map.file_names.items()}
     return fmt, aliases, column_map.encoding
-
-
-def batch_for(tape_file: TapeFile, *, kind: str, source: str, by, job: str) -> Batch:
-    """Keep the raw file (always, even when it fails) and open its lineage record.
-
-    Bytes already loaded once make a ``duplicate`` batch pointing at the first, with nothing stored.
-    """
-    earlier = Batch.objects.filter(sha256=tape_file.sha256, status=Batch.Status.LOADED).first()
-    batch = Batch(
-        source=source,
-        kind=kind,
-        original_name=tape_file.name,
-        sha256=tape_file.sha256,
-        size=tape_file.size,
-        created_by=by,
-        job=job,
-        status=Batch.Status.DUPLICATE if earlier else Batch.Status.PENDING,
-        duplicate_of=earlier,
-    )
-    if earlier:
-        batch.file.name = earlier.file.name
-    else:
-        with tape_file.open() as stream:
-            batch.file.save(Path(tape_file.name.replace(":", "_")).name, File(stream), save=False)
-    batch.save()
-    return batch
-
-
-class LoadCounts(Protocol):
-    """What a file's load counted: ``FileLoad`` (tapes) and every ``LoadTally`` are one."""
-
-    rows_read: int
-    inserted: int
-    updated: int
-    unchanged: int
-    rejected: int
-    problems: list[Problem]
-
-
-@dataclass
-class LoadTally:
-    """A ``LoadCounts`` that counts ``unchanged`` itself: statements, marketing spend, Meta."""
-
-    rows_read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    problems: list[Problem] = field(default_factory=list)
-
-
-def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
-    """Close a batch's lineage record with what its load counted and found."""
-    loaded = status == Batch.Status.LOADED
-    batch.status = status
-    batch.finished_at = timezone.now()
-    batch.rows_read = load.rows_read
-    batch.rows_inserted = load.inserted if loaded else 0
-    batch.rows_updated = load.updated if loaded else 0
-    batch.rows_unchanged = load.unchanged if loaded else 0
-    batch.rows_rejected = load.rejected
-    batch.errors = [p.as_dict() for p in load.problems if p.severity == ERROR]
-    batch.warnings = [p.as_dict() for p in load.problems if p.severity != ERROR]
-    batch.save()
 
 
 def tape_import(
@@ -212,9 +140,7 @@ def tape_import(
     to_load: list[tuple[TapeFile, Batch | None]] = []
     for tape_file in found:
         if dry_run:
-            earlier = Batch.objects.filter(
-                sha256=tape_file.sha256, status=Batch.Status.LOADED
-            ).first()
+            earlier = Batch.objects.loaded().holding(tape_file.sha256).first()
             if earlier:
                 result.already_loaded.append((tape_file.name, earlier))
             else:
@@ -514,8 +440,6 @@ def upload_preview(*, upload) -> TapeImport:
 
 def upload_load(*, upload) -> None:
     """Load an upload (run by the task cluster), reporting progress as it goes."""
-    from loans.models import Upload
-
     progress_rows = Upload.objects.using("progress").filter(pk=upload.pk)
 
     def report(fraction: float, label: str) -> None:
@@ -537,8 +461,6 @@ def upload_load(*, upload) -> None:
                 progress=report,
             )
         else:
-            from loans.imports.statements import statements_import
-
             result = statements_import(
                 path=Path(upload.file.path),
                 kind=upload.kind,
@@ -568,9 +490,7 @@ def upload_load(*, upload) -> None:
     upload.progress_label = "done" if status == Upload.Status.LOADED else "rejected"
     upload.summary = result.summary() if result is not None else ""
     upload.problems = [p.as_dict() | {"severity": p.severity} for p in problems[:1000]]
-    rejected_rows = getattr(result, "rejected_rows", None) or [
-        p for p in problems if p.severity == ERROR
-    ]
+    rejected_rows = getattr(result, "rejected_rows", None) or errors_of(problems)
     if rejected_rows:
         upload.rejects.save(
             f"upload-{upload.pk}-rejected-rows.csv", _rejects_csv(rejected_rows), save=False
@@ -603,8 +523,6 @@ def batch_changes_review(*, changes, accept: bool, reason: str, by) -> int:
     """A steward's verdict on flagged changes of a newer tape. The data stays as the tape says
     (the loan platform is the system of record); a rejection records the dispute for follow-up
     and keeps KPI snapshots provisional until it is resolved."""
-    from loans.models import BatchChange
-
     if not reason.strip():
         raise ValueError("a reason is required")
     return changes.filter(review=BatchChange.Review.PENDING).update(

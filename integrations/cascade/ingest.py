@@ -13,7 +13,7 @@ from pathlib import Path
 
 from integrations.cascade.client import CascadeClient
 from integrations.pipelines import RunContext
-from loans.imports.loader import TapeRejected
+from loans.lineage import TapeRejected
 from loans.models import Batch
 from loans.services import tape_import
 

@@ -38,10 +38,9 @@ from django.utils import timezone
 from integrations.hubspot.client import CrmObject, HubSpotClient, WindowStalled
 from integrations.models import CrmRecord, PipelineRun, PipelineStep
 from integrations.pipelines import RunContext, raw_land
-from loans.imports.loader import Problem
+from loans.lineage import LoadTally, Problem, batch_finish
 from loans.models import Batch, Customer
 from loans.segments import customer_segments_refresh
-from loans.services import LoadTally, batch_finish
 
 OBJECT_TYPES = ["companies", "contacts", "deals"]
 PROPERTY_SETTINGS = {

@@ -38,8 +38,8 @@ import httpx
 from django.conf import settings
 
 from integrations.http import ApiSession, PayloadError, ProviderError, Verdict, retry_after
-from loans.imports.loader import ERROR, Problem
 from loans.imports.specs import ISO_CURRENCIES
+from loans.lineage import Findings, Problem
 
 PROVIDER = "meta"
 FIELDS = (
@@ -201,14 +201,10 @@ class Insight:
 
 
 @dataclass
-class Parsed:
+class Parsed(Findings):
     rows: list[Insight] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     rejected: int = 0
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == ERROR]
 
 
 class MetaClient:

@@ -37,9 +37,8 @@ from integrations.meta.client import CENT, PROVIDER, Fetch, Insight, MetaClient,
 from integrations.meta.client import account_path as meta_account
 from integrations.models import AdInsight
 from integrations.pipelines import RunContext, error_text, raw_land
-from loans.imports.loader import Problem
+from loans.lineage import LoadTally, Problem, batch_finish
 from loans.models import Batch, MarketingSpend
-from loans.services import LoadTally, batch_finish
 
 CHANNEL = "meta"
 FIRST_RUN_DAYS = 90

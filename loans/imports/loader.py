@@ -29,47 +29,13 @@ from psycopg import sql
 
 from loans.imports.files import BOM, CHUNK, TapeFile
 from loans.imports.specs import ISO_CURRENCIES, TAPE_SPECS, Column, ColumnType, FileSpec
+from loans.lineage import ERROR, WARNING, Problem, errors_of
 from loans.models import Transaction
 
 logger = logging.getLogger(__name__)
 
-ERROR, WARNING = "error", "warning"
 MAX_LISTED = 1000  # problems kept per file for pages and messages; counts stay exact
 COPY_DATA_ERRORS = (pg_errors.DataException, pg_errors.BadCopyFileFormat)
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    row: int | None  # 1 is the header line; data starts at row 2
-    column: str
-    value: str
-    reason: str
-    severity: str = ERROR
-
-    def __str__(self) -> str:
-        where = f"{self.file}, row {self.row}" if self.row else self.file
-        col = f", column {self.column}" if self.column else ""
-        value = f" (value {self.value!r})" if self.value not in ("", None) else ""
-        return f"{where}{col}: {self.reason}{value}"
-
-    def as_dict(self) -> dict:
-        return {
-            "file": self.file,
-            "row": self.row,
-            "column": self.column,
-            "value": self.value,
-            "reason": self.reason,
-        }
-
-
-class TapeRejected(Exception):
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        errors = [p for p in problems if p.severity == ERROR]
-        lines = "\n".join(str(p) for p in errors[:20])
-        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        super().__init__(f"{len(errors)} error(s):\n{lines}{more}")
 
 
 @dataclass(frozen=True)
@@ -233,7 +199,7 @@ class FileLoader:
 
     @property
     def errors(self) -> list[Problem]:
-        return [p for p in self.result.problems if p.severity == ERROR]
+        return errors_of(self.result.problems)
 
     # ---------------------------------------------------------------- stage
     def _read_header(self) -> bool:

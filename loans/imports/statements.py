@@ -24,10 +24,20 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from loans.imports.files import BOM, TapeFile
-from loans.imports.loader import ERROR, WARNING, Problem, TapeRejected
 from loans.imports.specs import ISO_CURRENCIES
+from loans.lineage import (
+    ERROR,
+    SUMMARY_HEADER,
+    WARNING,
+    LoadTally,
+    Problem,
+    TapeRejected,
+    batch_finish,
+    batch_for,
+    duplicate_line,
+    summary_line,
+)
 from loans.models import Batch, FinancialStatementLine, MarketingSpend
-from loans.services import LoadTally, batch_finish, batch_for
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +56,13 @@ class StatementsImport(LoadTally):
     batch: Batch
 
     @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == ERROR]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity != ERROR]
-
-    @property
     def duplicate(self) -> bool:
         return self.batch.status == Batch.Status.DUPLICATE
 
     def summary(self) -> str:
         name = self.batch.original_name
-        lines = [
-            f"{'file':<32} {'read':>10} {'inserted':>10} {'updated':>10} {'unchanged':>10} {'rejected':>9}"
-        ]
-        if self.duplicate:
-            lines.append(
-                f"{name:<32} same bytes as batch {self.batch.duplicate_of_id}: nothing to load"
-            )
-        else:
-            lines.append(
-                f"{name:<32} {self.rows_read:>10,} {self.inserted:>10,} {self.updated:>10,} {self.unchanged:>10,} {self.rejected:>9,}"
-            )
-        return "\n".join(lines)
+        row = duplicate_line(self.batch) if self.duplicate else summary_line(name, self)
+        return f"{SUMMARY_HEADER}\n{row}"
 
 
 # ---------------------------------------------------------------------------- values

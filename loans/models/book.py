@@ -23,6 +23,15 @@ def money_field(**kwargs) -> models.DecimalField:
     return models.DecimalField(**MONEY, default=ZERO, **kwargs)
 
 
+class BatchQuerySet(models.QuerySet):
+    def loaded(self) -> BatchQuerySet:
+        return self.filter(status=Batch.Status.LOADED)
+
+    def holding(self, sha256: str) -> BatchQuerySet:
+        """Batches of these exact bytes (the same SHA-256)."""
+        return self.filter(sha256=sha256)
+
+
 class Batch(models.Model):
     """One file uploaded or one fetch from a provider: the raw layer and its lineage record."""
 
@@ -75,6 +84,8 @@ class Batch(models.Model):
     rows_rejected = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+
+    objects = BatchQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "batches"

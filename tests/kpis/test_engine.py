@@ -19,9 +19,9 @@ from django.db import connection, transaction
 from kpis import definitions
 from kpis.engine import snapshot_compute
 from kpis.models import KpiValue, LoanState, SnapshotRun
+from loans.lineage import BOOK_LOCK
 from loans.models import Batch, BatchChange, Transaction
 from loans.segments import customer_segments_refresh
-from loans.services import BOOK_LOCK
 from tests.factories import batch_create
 from tests.kpis import portfolios as p
 

@@ -11,8 +11,8 @@ import pytest
 from django.db import IntegrityError, transaction
 from openpyxl import Workbook
 
-from loans.imports.loader import TapeRejected
 from loans.imports.statements import statements_import
+from loans.lineage import TapeRejected
 from loans.models import Batch, FinancialStatementLine, MarketingSpend
 from tests.factories import batch_create
 

@@ -17,7 +17,7 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 
 from loans.imports.files import CHUNK, tape_files_find
-from loans.imports.loader import ERROR, WARNING, Problem, TapeRejected
+from loans.lineage import ERROR, WARNING, Problem, TapeRejected
 from loans.models import (
     Batch,
     BatchChange,

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from loans.imports.loader import WARNING, TapeRejected
+from loans.lineage import WARNING, TapeRejected
 from loans.services import tape_import
 
 

@@ -1,0 +1,169 @@
+"""The load vocabulary every source shares: what a problem in a file is, how a load is refused,
+what a load counted, the batch that records where the rows came from, and the book lock.
+
+This is the bottom of the load layer. The tape import (``loans.imports``), financial statements,
+HubSpot, Meta, the Cascade job and the KPI engine import it; it imports nothing of theirs, so no
+source depends on another source's loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from django.core.files import File
+from django.utils import timezone
+
+from loans.models import Batch
+
+if TYPE_CHECKING:
+    from loans.imports.files import TapeFile
+
+ERROR, WARNING = "error", "warning"
+
+# An advisory lock an import holds for its whole transaction (one import at a time) and KPI
+# snapshots share (kpis.engine): a snapshot never reads a book that an import is half-way
+# through, and an import waits for the snapshots being computed.
+BOOK_LOCK = "abaco.tape_import"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or worth a warning) in a file, named by file, row and column."""
+
+    file: str
+    row: int | None  # 1 is the header line; data starts at row 2
+    column: str
+    value: str
+    reason: str
+    severity: str = ERROR
+
+    def __str__(self) -> str:
+        where = f"{self.file}, row {self.row}" if self.row else self.file
+        col = f", column {self.column}" if self.column else ""
+        value = f" (value {self.value!r})" if self.value not in ("", None) else ""
+        return f"{where}{col}: {self.reason}{value}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "row": self.row,
+            "column": self.column,
+            "value": self.value,
+            "reason": self.reason,
+        }
+
+
+def errors_of(problems: list[Problem]) -> list[Problem]:
+    """The problems that refuse a load (the rest are warnings)."""
+    return [p for p in problems if p.severity == ERROR]
+
+
+class TapeRejected(Exception):
+    """A load refused whole: nothing it would have written is in the database."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        errors = errors_of(problems)
+        lines = "\n".join(str(p) for p in errors[:20])
+        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        super().__init__(f"{len(errors)} error(s):\n{lines}{more}")
+
+
+class LoadCounts(Protocol):
+    """What a file's load counted: the tape import's ``FileLoad`` and every ``LoadTally``."""
+
+    rows_read: int
+    inserted: int
+    updated: int
+    rejected: int
+    problems: list[Problem]
+
+    @property
+    def unchanged(self) -> int: ...
+
+
+class Findings:
+    """``errors`` and ``warnings`` of anything that keeps its ``problems``."""
+
+    problems: list[Problem]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return errors_of(self.problems)
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity != ERROR]
+
+
+@dataclass
+class LoadTally(Findings):
+    """A ``LoadCounts`` that counts ``unchanged`` itself: statements, marketing spend, Meta."""
+
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def batch_for(tape_file: TapeFile, *, kind: str, source: str, by: Any, job: str) -> Batch:
+    """Keep the raw file (always, even when it fails) and open its lineage record.
+
+    Bytes already loaded once make a ``duplicate`` batch pointing at the first, with nothing stored.
+    """
+    earlier = Batch.objects.loaded().holding(tape_file.sha256).first()
+    batch = Batch(
+        source=source,
+        kind=kind,
+        original_name=tape_file.name,
+        sha256=tape_file.sha256,
+        size=tape_file.size,
+        created_by=by,
+        job=job,
+        status=Batch.Status.DUPLICATE if earlier else Batch.Status.PENDING,
+        duplicate_of=earlier,
+    )
+    if earlier:
+        batch.file.name = earlier.file.name
+    else:
+        with tape_file.open() as stream:
+            batch.file.save(Path(tape_file.name.replace(":", "_")).name, File(stream), save=False)
+    batch.save()
+    return batch
+
+
+def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
+    """Close a batch's lineage record with what its load counted and found."""
+    loaded = status == Batch.Status.LOADED
+    batch.status = status
+    batch.finished_at = timezone.now()
+    batch.rows_read = load.rows_read
+    batch.rows_inserted = load.inserted if loaded else 0
+    batch.rows_updated = load.updated if loaded else 0
+    batch.rows_unchanged = load.unchanged if loaded else 0
+    batch.rows_rejected = load.rejected
+    batch.errors = [p.as_dict() for p in errors_of(load.problems)]
+    batch.warnings = [p.as_dict() for p in load.problems if p.severity != ERROR]
+    batch.save()
+
+
+SUMMARY_HEADER = (
+    f"{'file':<32} {'read':>10} {'inserted':>10} {'updated':>10} {'unchanged':>10} {'rejected':>9}"
+)
+
+
+def summary_line(name: str, load: LoadCounts) -> str:
+    """One file's row under ``SUMMARY_HEADER``: what its load counted."""
+    return (
+        f"{name:<32} {load.rows_read:>10,} {load.inserted:>10,} {load.updated:>10,} "
+        f"{load.unchanged:>10,} {load.rejected:>9,}"
+    )
+
+
+def duplicate_line(batch: Batch) -> str:
+    """A file whose bytes an earlier batch loaded, under ``SUMMARY_HEADER``."""
+    return f"{batch.original_name:<32} same bytes as batch {batch.duplicate_of_id}: nothing to load"
