@@ -61,8 +61,8 @@ def _bare_copy(folder: Path) -> float:
     """COPY every file into an unindexed table of the same column types; seconds."""
     _settle()
     types = {"customers": None, "loans": None, "schedules": None, "transactions": None}
-    from loans.imports.loader import TYPED_SQL
     from loans.imports.specs import TAPE_SPECS
+    from loans.imports.tape import TYPED_SQL
 
     started = time.perf_counter()
     with connection.cursor() as django_cursor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -815,22 +815,41 @@ def test_an_import_leaves_no_staging_table_and_the_search_path_as_it_found_it(tm
         assert cursor.fetchone()[0] == search_path
 
 
+@contextmanager
+def ddl_trigger(when: str, then: str):
+    """An event trigger that runs ``then`` (PL/pgSQL) after DDL of any connection whose
+    ``pg_event_trigger_ddl_commands()`` row matches ``when`` (over ``command_tag`` and
+    ``object_identity``): a way to make a staging connection fail, or wait, at a chosen step
+    without patching the import. Committed, so the staging connections see it; dropped after."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_ddl_hook() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
+            "DECLARE c record; BEGIN "
+            "FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP "
+            f"IF {when} THEN {then} END IF; END LOOP; END $$"
+        )
+        cursor.execute(
+            "CREATE EVENT TRIGGER test_ddl_hook ON ddl_command_end EXECUTE FUNCTION test_ddl_hook()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP EVENT TRIGGER IF EXISTS test_ddl_hook")
+            cursor.execute("DROP FUNCTION IF EXISTS test_ddl_hook()")
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_table(
-    tmp_path, monkeypatch
-):
-    from loans.imports.loader import FileLoader
-
-    check_keys = FileLoader.check_keys
-
-    def failing(self, cursor):
-        check_keys(self, cursor)
-        if self.spec.kind == "schedules":
-            cursor.execute("SELECT 1 / 0")  # a database error on the worker's connection
-
-    monkeypatch.setattr(FileLoader, "check_keys", failing)
-
-    with pytest.raises(Exception, match="division by zero"):
+def test_a_failure_on_a_staging_connection_loads_nothing_and_leaves_no_staging_table(tmp_path):
+    # A database error on a worker's connection, in the schedules' own checks (the table of
+    # each loan's schedule totals that check_keys makes).
+    with (
+        ddl_trigger(
+            "c.object_identity LIKE 'import_staging.totals\\_schedules\\_%'",
+            "PERFORM 1 / 0;",
+        ),
+        pytest.raises(Exception, match="division by zero"),
+    ):
         load(write(tmp_path, tape_valid(3)))
 
     assert book_counts() == dict.fromkeys(book_counts(), 0)
@@ -856,37 +875,35 @@ def test_one_staging_connection_loads_the_whole_tape(tmp_path, settings):
     assert repaid == {"L00001": None, "L00002": second["date_paid"], "L00003": None}
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_staging_connection_that_waits_for_the_imports_lock_fails_instead_of_hanging(
     tmp_path, monkeypatch, settings
 ):
     # The import's connection reads the loans' staging tables (their checks, the loans lookup)
     # while the payments are still being checked on a staging connection, and holds its lock
     # on them until it commits: a lock wait there would be forever. Staging connections give up
-    # instead.
-    from loans import services
-    from loans.imports.loader import FileLoader
-
-    check_keys = FileLoader.check_keys
-
-    def altering(self, cursor):
-        if self.spec.kind == "transactions":
-            self.loans_read.wait(timeout=10)
-            cursor.execute(f'ALTER TABLE "{self.typed("loans")}" ADD COLUMN late text')
-        check_keys(self, cursor)
-
-    lookup_loans = FileLoader.lookup_loans
-
-    def signalling(self, cursor, loaded_kinds):
-        lookup_loans(self, cursor, loaded_kinds)
-        self.loans_read.set()
+    # instead. Here the payments' connection, in its own checks (the numbering of repeated
+    # transactions), waits until another connection holds a lock on the staged loans, then
+    # alters them.
+    from loans.imports.tape import pool
 
     settings.IMPORT_JOBS = 2  # the loans are checked while the payments are still staged
-    monkeypatch.setattr(services, "STAGING_LOCK_TIMEOUT", "200ms")
-    monkeypatch.setattr(FileLoader, "check_keys", altering)
-    monkeypatch.setattr(FileLoader, "lookup_loans", signalling)
-    monkeypatch.setattr(FileLoader, "loans_read", threading.Event(), raising=False)
-
-    with pytest.raises(Exception, match="lock timeout"):
+    monkeypatch.setattr(pool, "STAGING_LOCK_TIMEOUT", "200ms")
+    loans_read = (
+        "EXISTS (SELECT 1 FROM pg_locks k JOIN pg_class r ON r.oid = k.relation "
+        "WHERE k.pid <> pg_backend_pid() AND k.granted AND r.relname LIKE 'typed\\_loans\\_%')"
+    )
+    with (
+        ddl_trigger(
+            "c.object_identity LIKE 'import_staging.repeats\\_transactions\\_%' "
+            "AND c.command_tag = 'CREATE TABLE AS'",
+            # Waits up to 10 s for the import's connection to have read the loans.
+            f"FOR i IN 1..1000 LOOP EXIT WHEN {loans_read}; PERFORM pg_sleep(0.01); END LOOP; "
+            "EXECUTE (SELECT format('ALTER TABLE %s ADD COLUMN late text', r.oid::regclass) "
+            "FROM pg_class r WHERE r.relname LIKE 'typed\\_loans\\_%' LIMIT 1);",
+        ),
+        pytest.raises(Exception, match="lock timeout"),
+    ):
         load(write(tmp_path, tape_valid(3)))
 
     assert book_counts() == dict.fromkeys(book_counts(), 0)
