@@ -13,8 +13,8 @@ from loans.lineage import WARNING
 def payments_pass(f: StagedFile, cursor, loans: str) -> None:
     """The payments table (``payments_table``), in one pass over the file in date order per
     loan: each loan's first date in the file (for the reference check, see
-    ``prepare_lookups``), its paid principal in this tape (for totals and balances) and, as
-    ``repaid_on``, the day its payments first covered the principal ``loans`` gives it
+    ``check_across.prepare_lookups``), its paid principal in this tape (for totals and
+    balances) and, as ``repaid_on``, the day its payments first covered the principal ``loans`` gives it
     (Loan.repaid_on; never earlier than the truth, so the KPI engine may skip the loan after
     it); NULL when they never did.
 
@@ -23,8 +23,8 @@ def payments_pass(f: StagedFile, cursor, loans: str) -> None:
     as they are staged, before their own checks, and the loans' merge waits for it. Only the
     tape's loans need it then: the merge sets their repaid dates, and the totals and
     balances are checked for them alone. Without the loans file it runs in the import's
-    transaction (``prepare_lookups``) on ``tape_loans``, the book's loans, whose repaid
-    dates it then updates."""
+    transaction (``check_across.prepare_lookups``) on ``tape_loans``, the book's loans, whose
+    repaid dates it then updates."""
     lid = f.trimmed("x", "loan_id")
     # The loan is joined before the running sum, so one sort serves both the window and
     # the grouping (joined after, the payments were sorted twice, on disk). The loan ids
