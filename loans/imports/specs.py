@@ -1,6 +1,6 @@
 """What each tape file must contain, and where each column lands.
 
-A ``FileSpec`` names the file's columns (the Cascade headers of DESIGN.md), their types, which are
+A ``FileSpec`` names the file's columns (the Cascade headers of docs/tape-import.md), their types, which are
 required, the natural key, and the target table. The loader builds its SQL from these, so a new
 column is one line here.
 """
