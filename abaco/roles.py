@@ -1,4 +1,4 @@
-"""The roles of DESIGN.md as Django groups, and the checks views use.
+"""The roles of docs/design.md ("Who uses it") as Django groups, and the checks views use.
 
 Groups are created by a data migration (``abaco/migrations``) from ``ROLES`` below and re-synced
 after every ``migrate`` (``AbacoConfig.ready``), so a change here reaches every deployment.

@@ -153,7 +153,7 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-# Operators schedule jobs in Central European Time (DESIGN.md); data is stored in UTC.
+# Operators schedule jobs in Central European Time (docs/design.md); data is stored in UTC.
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Madrid")
 USE_I18N = True
 USE_TZ = True
@@ -218,7 +218,7 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Abaco Loans Analytics API", "VERSION": "1"}
 
-# Data rules (KPI definitions version 1, DESIGN.md).
+# Data rules (KPI definitions version 1, docs/kpis.md).
 WRITE_OFF_DPD = env.int("WRITE_OFF_DPD", default=180)
 if not 0 < WRITE_OFF_DPD <= 180:
     # Definitions v1 bucket live loans up to 91-180 DPD; a later write-off has no bucket to go to.
@@ -238,7 +238,7 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 EMAIL_SUBJECT_PREFIX = "[abaco] "
 ADMINS = [("Operations", addr) for addr in env.list("ALERT_EMAILS", default=[])]
 
-# Integrations (DESIGN.md, "Scheduled work"). Each stays off until it is enabled *and* its
+# Integrations (docs/integrations.md). Each stays off until it is enabled *and* its
 # credentials are set: the product works fully on uploads alone.
 HTTP_CONNECT_TIMEOUT = env.float("HTTP_CONNECT_TIMEOUT", default=5.0)
 HTTP_READ_TIMEOUT = env.float("HTTP_READ_TIMEOUT", default=60.0)

@@ -1,6 +1,6 @@
 """The scheduled jobs, declared in code and synced into django-q2 by ``manage.py setup_schedules``.
 
-Times are Central European Time as the operators run them (DESIGN.md, "Scheduled work"). Each job
+Times are Central European Time as the operators run them (docs/design.md, "Scheduled work"). Each job
 is added here in the same change that adds its task; schedules are never created at import time.
 """
 

@@ -1,4 +1,4 @@
-"""KPI definitions, version 1 (DESIGN.md): each KPI's code, name, unit, formula and thresholds.
+"""KPI definitions, version 1 (docs/kpis.md): each KPI's code, name, unit, formula and thresholds.
 
 The engine computes exactly these; dashboards show ``formula`` next to the number; ``docs/kpis.md``
 is generated from this module (``manage.py kpi_docs``) and a test fails when the two differ. A

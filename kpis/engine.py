@@ -1,5 +1,5 @@
 """The KPI engine: loan states at an as-of date and KPI values per portfolio slice, set-based in
-PostgreSQL, stored as a dated snapshot (DESIGN.md "Snapshots"; definitions in kpis.definitions).
+PostgreSQL, stored as a dated snapshot (docs/design.md, "Where data lives"; definitions in kpis.definitions).
 
 Dashboards and the API read snapshots; nothing here runs in a request.
 """

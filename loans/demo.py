@@ -4,7 +4,7 @@ The anonymised export in ``shared/data`` may not enter the repository, yet the i
 engine, the dashboards and the benchmarks all need a tape that looks like it: two lending
 entities, repeat borrowers, bullet factoring and monthly working-capital loans, and loans that are
 paid late, in parts, early, never, or written off, with the odd interest rebate. ``tape_generate``
-writes such a tape in the Cascade format of DESIGN.md.
+writes such a tape in the Cascade format of docs/tape-import.md.
 
 Two promises shape the code. Everything is drawn from one ``random.Random(seed)`` and nothing reads
 the clock, so the same arguments give byte-identical files (tests and benchmarks can compare

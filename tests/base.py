@@ -1,4 +1,4 @@
-"""The fixed cast every test can use: one user per role of DESIGN.md, plus an outsider."""
+"""The fixed cast every test can use: one user per role of docs/design.md, plus an outsider."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ``daily_ingest`` job: HubSpot contacts, companies and deals, then customer sector, size and
-segments (DESIGN.md, "Scheduled work"; docs/integrations.md, "HubSpot").
+segments (docs/design.md, "Scheduled work"; docs/integrations.md, "HubSpot").
 
 Each object type (companies, contacts, deals) runs two steps:
 

@@ -1,5 +1,5 @@
 """Reads of KPI snapshots for the dashboards: one module per page, a fixed number of indexed
-queries each, never a recomputation (DESIGN.md "Snapshots"; numbers come from kpis.engine runs).
+queries each, never a recomputation (docs/design.md, "Where data lives"; numbers come from kpis.engine runs).
 
 Every page reads the same selection (as-of date, basis, portfolio slice) through
 ``common.selection_read``; values reach templates already formatted, and every table also comes

@@ -1,7 +1,7 @@
 """The tape's format, declared once: what each file must contain, where each column lands, and
 the per-kind facts the import acts on.
 
-A ``FileSpec`` names the file's columns (the Cascade headers of DESIGN.md), their types, which are
+A ``FileSpec`` names the file's columns (the Cascade headers of docs/tape-import.md), their types, which are
 required, what an absent value is stored as, the natural key, the target table, the file its rows
 refer to, the fields that describe the past, and the per-kind checks. The import
 (``loans.imports.tape``) builds its SQL from these, so a new column is one line here, and a new

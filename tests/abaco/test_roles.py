@@ -1,4 +1,4 @@
-"""Roles of DESIGN.md: each lands where it works and cannot open another role's pages."""
+"""Roles of docs/design.md: each lands where it works and cannot open another role's pages."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Golden tests of the KPI engine: tiny books whose every number is worked out by hand below
-(DESIGN.md, "KPI definitions, version 1"), then reproducibility, restatement and the quality gate.
+(docs/kpis.md, "KPI definitions", version 1), then reproducibility, restatement and the quality gate.
 
 As-of date R means end of day R. Expected values are exact Decimals; KpiValue stores ten places.
 """
@@ -505,8 +505,8 @@ def test_a_rebate_lowers_collections_but_not_the_principal():
 
 
 def test_a_reversal_is_ignored_by_the_engine():
-    # The engine counts PAYMENT principal only (DESIGN.md: "principal paid … (payment
-    # transactions)"): a bounced payment reversed on 02-03 still pays the loan off and still
+    # The engine counts PAYMENT principal only (docs/kpis.md: "principal of PAYMENT
+    # transactions"): a bounced payment reversed on 02-03 still pays the loan off and still
     # counts as collected. Recorded here so a change of definition is a deliberate new version.
     p.reversal_book()
     run = snapshot_compute(as_of=date(2025, 2, 28))

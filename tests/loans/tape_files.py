@@ -19,7 +19,7 @@ from loans.imports.specs import TAPE_SPECS
 Row = dict[str, object]
 Tape = dict[str, list[Row]]
 
-# The Cascade headers in the export's column order (DESIGN.md "Loan tape format").
+# The Cascade headers in the export's column order (docs/tape-import.md, "Cascade headers").
 HEADERS: dict[str, list[str]] = {
     kind: [column.name for column in spec.columns] for kind, spec in TAPE_SPECS.items()
 }

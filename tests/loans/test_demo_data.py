@@ -21,7 +21,7 @@ from loans.models import Batch, Customer, Loan
 
 AS_OF = date(2025, 11, 30)
 
-# The headers of DESIGN.md ("Loan tape format (Cascade)"), in the real export's column order.
+# The headers of docs/tape-import.md ("Cascade headers"), in the real export's column order.
 CASCADE_HEADERS = {
     "customers": "customer_id,customer_type,income,currency,gender,birth_date,channel_type,"
     "dependents,geography_city,geography_state,geography_country",
@@ -148,7 +148,7 @@ def test_no_cash_is_dated_after_the_tape_date(tape):
 
 
 def test_the_as_of_columns_agree_with_the_cash_flows(tape):
-    """Outstanding, ratio paid, DPD (rolling, as DESIGN.md defines it) and status, recomputed."""
+    """Outstanding, ratio paid, DPD (rolling, as docs/kpis.md defines it) and status, recomputed."""
     schedules, cash = by_loan(tape["schedules"]), by_loan(tape["transactions"])
     for loan in tape["loans"]:
         loan_id = loan["loan_id"]

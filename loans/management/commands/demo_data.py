@@ -3,7 +3,7 @@
 Why: the product is only worth looking at with a loan book in it, and the real tape may not leave
 ``shared/data``. This command gives a fresh checkout a realistic, reproducible book (see
 ``loans.demo``) through the same import path real tapes take, plus a login for every role of
-DESIGN.md, so the README quickstart is one command. ``--scale`` writes big tapes for benchmarks;
+docs/design.md, so the README quickstart is one command. ``--scale`` writes big tapes for benchmarks;
 ``--no-load`` only writes the files.
 """
 
@@ -25,7 +25,7 @@ from abaco.roles import STAFF_ROLES, Role
 from loans.demo import WORKING_CAPITAL_SHARE, tape_generate
 from loans.models import Loan
 
-# username -> role; one login per role of DESIGN.md.
+# username -> role; one login per role of docs/design.md.
 DEMO_USERS: dict[str, Role] = {
     "uploader": Role.UPLOADER,
     "steward": Role.STEWARD,
