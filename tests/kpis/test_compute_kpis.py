@@ -37,7 +37,7 @@ from kpis.models import (
 from kpis.services import snapshots_compute
 from loans.models import Batch
 from tests.factories import batch_create
-from tests.kpis import portfolios as p
+from tests.kpis import books as p
 from tests.kpis.test_engine import GOLDEN_PORTFOLIO
 
 pytestmark = pytest.mark.django_db

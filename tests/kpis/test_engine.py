@@ -23,7 +23,7 @@ from loans.lineage import BOOK_LOCK
 from loans.models import Batch, BatchChange, Transaction
 from loans.segments import customer_segments_refresh
 from tests.factories import batch_create
-from tests.kpis import portfolios as p
+from tests.kpis import books as p
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +98,7 @@ def gone(balance: str, dpd: int) -> tuple:
     return (D(0), dpd, "written_off", True, D(balance))
 
 
-# --- The golden book (tests/kpis/portfolios.py: golden_book), read at R = 2025-03-31 ------------
+# --- The golden book (tests/kpis/books.py: golden_book), read at R = 2025-03-31 ------------
 
 # Loan states at R:
 #   L1 paid 5,000 + 1,000 (ON R) of 11,000 → OB 5,000; 02-15 covered (5,000 ≤ 6,000), 03-15 not
@@ -642,7 +642,7 @@ def test_currency_slices_split_the_book_by_loan_currency():
     }
 
 
-# --- Monthly rates against the previous month-end (portfolios.monthly_rates_book) -----------------
+# --- Monthly rates against the previous month-end (books.monthly_rates_book) -----------------
 
 MONTHLY_CODES = ("liquidation_rate", "cdr", "smm", "cpr", "cac")
 
