@@ -56,16 +56,15 @@ def snapshot_compute(
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        # The book as no import is changing it (an import running now commits first), for this
-        # transaction's statements and the second connection's exported snapshot alike.
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [BOOK_LOCK])
-        # Aggregates over millions of cash flows: hash them in memory, not in 4 MB batches on disk.
-        cursor.execute("SET LOCAL work_mem = '256MB'")
+        # The book as no import is changing it, for this transaction's statements and the
+        # second connection's exported snapshot alike.
+        cursor.execute(statements.BOOK_LOCK_SHARED, [BOOK_LOCK])
+        cursor.execute(statements.WORK_MEM)
         run, reported, batch_ids, reasons = run_open(cursor, as_of=as_of, by=by, job=job)
         # Loan cash in two parts when there is a second connection: odd loan ids there, even here.
         params = steps.params(run=run.pk, as_of=as_of, parts=2 if aside else 1)
         if aside:
-            cursor.execute("SELECT pg_export_snapshot()")
+            cursor.execute(statements.EXPORT_SNAPSHOT)
             snapshot = cursor.fetchone()[0]
             part = pool.submit(_loan_cash_aside, snapshot, {**params, "part": 1})
             book_facts = pool.submit(_book_facts_aside, snapshot, dict(params))

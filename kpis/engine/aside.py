@@ -12,15 +12,16 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
+from kpis.engine import statements as s
 from kpis.engine import steps
 
 
 @contextmanager
 def _aside(snapshot: str) -> Iterator:
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
-        cursor.execute("SET LOCAL work_mem = '256MB'")
+        cursor.execute(s.REPEATABLE_READ)
+        cursor.execute(s.SNAPSHOT_SET, [snapshot])
+        cursor.execute(s.WORK_MEM)
         yield cursor
         transaction.set_rollback(True)  # it wrote nothing worth keeping, only temporary tables
 

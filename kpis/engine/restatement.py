@@ -11,32 +11,38 @@ from __future__ import annotations
 
 import logging
 
+from psycopg import sql
+
 from kpis import definitions as d
 from kpis.engine.runs import run_delete
 from kpis.models import SnapshotRun
 
 logger = logging.getLogger("kpis.engine")
 
+# A value of the reported run (b) that the new run (a) lacks or changed, but for a monthly rate
+# that had none.
+VALUES_DIFFER = sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM kpis_kpivalue b LEFT JOIN kpis_kpivalue a "
+    "ON a.run_id = %s AND a.code = b.code AND a.dimension = b.dimension AND a.member = b.member "
+    "WHERE b.run_id = %s AND a.value IS DISTINCT FROM b.value "
+    "AND NOT (b.value IS NULL AND b.code = ANY(%s)))"
+)
+# A value of the new run (a) for a KPI and slice the reported run (b) has none of.
+VALUES_ADDED = sql.SQL(
+    "SELECT EXISTS (SELECT 1 FROM kpis_kpivalue a WHERE a.run_id = %s AND NOT EXISTS ("
+    "SELECT 1 FROM kpis_kpivalue b WHERE b.run_id = %s AND b.code = a.code AND b.dimension = a.dimension AND b.member = a.member))"
+)
+
 
 def _values_differ(cursor, run: SnapshotRun, reported: SnapshotRun) -> bool:
     """Did any number that was reported change? KPIs added since are not a restatement, and
     neither is a monthly rate appearing because the previous month-end was computed later."""
-    cursor.execute(
-        "SELECT EXISTS (SELECT 1 FROM kpis_kpivalue b LEFT JOIN kpis_kpivalue a "
-        "ON a.run_id = %s AND a.code = b.code AND a.dimension = b.dimension AND a.member = b.member "
-        "WHERE b.run_id = %s AND a.value IS DISTINCT FROM b.value "
-        "AND NOT (b.value IS NULL AND b.code = ANY(%s)))",
-        [run.pk, reported.pk, list(d.FROM_PREVIOUS_MONTH_END)],
-    )
+    cursor.execute(VALUES_DIFFER, [run.pk, reported.pk, list(d.FROM_PREVIOUS_MONTH_END)])
     return cursor.fetchone()[0]
 
 
 def _adds_values(cursor, run: SnapshotRun, reported: SnapshotRun) -> bool:
-    cursor.execute(
-        "SELECT EXISTS (SELECT 1 FROM kpis_kpivalue a WHERE a.run_id = %s AND NOT EXISTS ("
-        "SELECT 1 FROM kpis_kpivalue b WHERE b.run_id = %s AND b.code = a.code AND b.dimension = a.dimension AND b.member = a.member))",
-        [run.pk, reported.pk],
-    )
+    cursor.execute(VALUES_ADDED, [run.pk, reported.pk])
     return cursor.fetchone()[0]
 
 

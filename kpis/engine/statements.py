@@ -15,6 +15,16 @@ from kpis import definitions as d
 # Borrowers kept per slice for the concentration page.
 TOP_BORROWERS = 10
 
+# The book as no import is changing it (loans.lineage.BOOK_LOCK, the parameter): an import
+# running now commits first.
+BOOK_LOCK_SHARED = sql.SQL("SELECT pg_advisory_xact_lock_shared(hashtext(%s))")
+# Aggregates over millions of cash flows: hash them in memory, not in 4 MB batches on disk.
+WORK_MEM = sql.SQL("SET LOCAL work_mem = '256MB'")
+# The snapshot's transaction lends its view of the data to the side connection.
+EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
+REPEATABLE_READ = sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+SNAPSHOT_SET = sql.SQL("SET TRANSACTION SNAPSHOT %s")
+
 # Each loan's cash and schedule read once per snapshot, for both the loan states and the month's
 # collections split: the loans that can have a balance at R or paid in R's month (disbursed by R
 # and not repaid before the month began, and the month's payers), with principal paid by R and
