@@ -15,15 +15,23 @@ from kpis import definitions as d
 # Borrowers kept per slice for the concentration page.
 TOP_BORROWERS = 10
 
+
+def _rendered(statement: sql.Composable) -> str:
+    """A statement's text, rendered once here: psycopg would otherwise compose it again at every
+    execute (milliseconds per snapshot for VALUES_INSERT alone). Only the definitions' constants
+    are composed in, never run-time values: those are %(name)s parameters."""
+    return statement.as_string()
+
+
 # The book as no import is changing it (loans.lineage.BOOK_LOCK, the parameter): an import
 # running now commits first.
-BOOK_LOCK_SHARED = sql.SQL("SELECT pg_advisory_xact_lock_shared(hashtext(%s))")
+BOOK_LOCK_SHARED = _rendered(sql.SQL("SELECT pg_advisory_xact_lock_shared(hashtext(%s))"))
 # Aggregates over millions of cash flows: hash them in memory, not in 4 MB batches on disk.
-WORK_MEM = sql.SQL("SET LOCAL work_mem = '256MB'")
+WORK_MEM = _rendered(sql.SQL("SET LOCAL work_mem = '256MB'"))
 # The snapshot's transaction lends its view of the data to the side connection.
-EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
-REPEATABLE_READ = sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-SNAPSHOT_SET = sql.SQL("SET TRANSACTION SNAPSHOT %s")
+EXPORT_SNAPSHOT = _rendered(sql.SQL("SELECT pg_export_snapshot()"))
+REPEATABLE_READ = _rendered(sql.SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+SNAPSHOT_SET = _rendered(sql.SQL("SET TRANSACTION SNAPSHOT %s"))
 
 # Each loan's cash and schedule read once per snapshot, for both the loan states and the month's
 # collections split: the loans that can have a balance at R or paid in R's month (disbursed by R
@@ -32,7 +40,8 @@ SNAPSHOT_SET = sql.SQL("SET TRANSACTION SNAPSHOT %s")
 # These two tables are the heaviest reads of a snapshot, and each loan's rows depend on that loan
 # alone: they are computed in parts by loan id (mod(id, parts) = part), each on its own
 # connection (see kpis.engine.aside), and put together on the snapshot's.
-LOAN_CASH = sql.SQL("""
+LOAN_CASH = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
 WITH cash_loans AS (
     SELECT id AS loan_id FROM loans_loan
@@ -52,6 +61,7 @@ LEFT JOIN loans_transaction t ON t.loan_id = c.loan_id AND t.transaction_type IN
     AND mod(t.loan_id, %(parts)s) = %(part)s  -- a cheap test before the join's probe
 GROUP BY c.loan_id
 """)
+)
 
 
 def _due_within(n: int) -> sql.Placeholder:
@@ -63,7 +73,8 @@ def _due_within(n: int) -> sql.Placeholder:
 # R: principal paid is applied to installments in due-date order, so the oldest installment that
 # fell due before R and whose cumulative principal exceeds what was paid sets DPD. The same pass
 # sums the principal falling due in the next 30/60/90 days.
-LOAN_SCHEDULE = sql.SQL("""
+LOAN_SCHEDULE = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE loan_schedule ON COMMIT DROP AS
 SELECT s.loan_id,
        min(s.due_date) FILTER (WHERE s.due_date < %(as_of)s AND s.due_so_far > s.paid + 0.005) AS oldest_unpaid,
@@ -76,13 +87,14 @@ FROM (
 ) s
 GROUP BY s.loan_id
 """).format(
-    due=sql.SQL(", ").join(
-        sql.SQL(
-            "sum(s.principal) FILTER (WHERE s.due_date > %(as_of)s AND s.due_date <= {}) AS {}"
-        ).format(_due_within(n), sql.Identifier(f"due_{n}"))
-        for n in d.DUE_DAYS
-    ),
-    due_last=_due_within(max(d.DUE_DAYS)),
+        due=sql.SQL(", ").join(
+            sql.SQL(
+                "sum(s.principal) FILTER (WHERE s.due_date > %(as_of)s AND s.due_date <= {}) AS {}"
+            ).format(_due_within(n), sql.Identifier(f"due_{n}"))
+            for n in d.DUE_DAYS
+        ),
+        due_last=_due_within(max(d.DUE_DAYS)),
+    )
 )
 
 BUCKET = sql.SQL("CASE WHEN written_off THEN 'written_off' {} END").format(
@@ -97,7 +109,8 @@ BUCKET = sql.SQL("CASE WHEN written_off THEN 'written_off' {} END").format(
 
 # Loan state at end of day R for every loan disbursed on or before R that still has a balance
 # (live or written off).
-LOAN_STATES = sql.SQL("""
+LOAN_STATES = _rendered(
+    sql.SQL("""
 WITH open AS (
     SELECT l.id AS loan_id, l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.interest_rate,
            l.disburse_principal - c.paid AS balance, c.write_off_booked
@@ -116,6 +129,7 @@ SELECT %(run)s, loan_id, customer_id, company, product_type, currency, segment, 
        CASE WHEN written_off THEN balance ELSE 0 END
 FROM state
 """).format(bucket=BUCKET)
+)
 
 
 # Slices (kpis.definitions.DIMENSION_COLUMNS) as GROUPING SETS. Loans read the segment from their
@@ -202,7 +216,8 @@ _STATE_SUMS: dict[str, sql.Composable] = {
 }
 # A run's state facts: summed per slice combination first (a few dozen rows, one pass over the
 # states), then the slices' grouping sets over those.
-STATE_FACTS = sql.SQL("""
+STATE_FACTS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE facts_state ON COMMIT DROP AS
 WITH per_combination AS (
     SELECT company, product_type, currency, segment,
@@ -213,15 +228,17 @@ WITH per_combination AS (
 SELECT {slice_columns}, {sums}
 FROM per_combination GROUP BY {slices}
 """).format(
-    aggregates=_aliased(_STATE_SUMS),
-    slice_columns=SLICE_COLUMNS,
-    sums=_summed(_STATE_SUMS),
-    slices=SLICES,
+        aggregates=_aliased(_STATE_SUMS),
+        slice_columns=SLICE_COLUMNS,
+        sums=_summed(_STATE_SUMS),
+        slices=SLICES,
+    )
 )
 
 # Each slice's customers with a balance (one row per slice and customer), for the run's
 # concentration facts, its top ten and its active borrowers.
-SLICE_CUSTOMERS = sql.SQL("""
+SLICE_CUSTOMERS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE slice_customers ON COMMIT DROP AS
 SELECT {slice_columns}, customer_id, sum(ob) AS ob, sum(loans) AS loans
 FROM (  -- a customer's loans summed per slice combination first: the grouping sets run on fewer rows
@@ -231,10 +248,12 @@ FROM (  -- a customer's loans summed per slice combination first: the grouping s
 ) per_combination
 GROUP BY {slices}
 """).format(slice_columns=SLICE_COLUMNS, slices=slices(per="customer_id"))
+)
 
 # Each slice's largest customers by OB: the first TOP_BORROWERS of each slice, not a sort of every
 # slice's every customer.
-TOP_CUSTOMERS = sql.SQL("""
+TOP_CUSTOMERS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE top_customers ON COMMIT DROP AS
 SELECT s.dimension, s.member, top.customer_id, top.ob, top.loans,
        row_number() OVER (PARTITION BY s.dimension, s.member ORDER BY top.ob DESC, top.customer_id) AS rank
@@ -245,9 +264,11 @@ CROSS JOIN LATERAL (
     ORDER BY ob DESC, customer_id LIMIT {top}
 ) top
 """).format(top=sql.Literal(TOP_BORROWERS))
+)
 
 # Per slice: its customers with a balance (active borrowers), the top one's and top ten's OB and HHI.
-CONCENTRATION = sql.SQL("""
+CONCENTRATION = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE facts_concentration ON COMMIT DROP AS
 WITH totals AS (
     SELECT dimension, member, sum(ob) AS total, count(*) AS active_borrowers
@@ -263,11 +284,14 @@ FROM hhi JOIN (
     FROM top_customers GROUP BY dimension, member
 ) top USING (dimension, member)
 """)
+)
 
-TOP_BORROWERS_INSERT = sql.SQL("""
+TOP_BORROWERS_INSERT = _rendered(
+    sql.SQL("""
 INSERT INTO kpis_topborrower (run_id, dimension, member, rank, customer_id, outstanding_principal, loans)
 SELECT %(run)s, dimension, member, rank, customer_id, ob, loans FROM top_customers
 """)
+)
 
 # The month's cash flows per loan (month start to R), one pass each over the month's payments,
 # installments and disbursements; slices join loans and customers once, in FLOW_FACTS.
@@ -277,7 +301,8 @@ SELECT %(run)s, dimension, member, rank, customer_id, ob, loans FROM top_custome
 # due rises with the due date, so this needs only two sums per payment, not the loan's whole
 # schedule: principal due before the payment's date and by the month's end, against principal
 # paid before the payment.
-MONTH_LOANS = sql.SQL("""
+MONTH_LOANS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE month_loans ON COMMIT DROP AS
 WITH pay AS (
     SELECT t.id, t.loan_id, t.date, t.sequence, t.principal, t.principal + t.interest + t.fees + t.other AS amount
@@ -318,15 +343,19 @@ SELECT loan_id, d.disbursed, c.collected, c.paid_principal, c.collected_overdue,
        c.collected_advance, s.scheduled, s.scheduled_principal
 FROM collected c FULL JOIN scheduled s USING (loan_id) FULL JOIN disbursed d USING (loan_id)
 """)
+)
 
 # Borrowers and repeaters per slice, from the book facts read aside (kpis.engine.steps).
-FACTS_BORROWERS = sql.SQL(
-    'CREATE TEMP TABLE facts_borrowers (dimension text COLLATE "C", member text COLLATE "C", '
-    "borrowers bigint, repeaters bigint) ON COMMIT DROP"
+FACTS_BORROWERS = _rendered(
+    sql.SQL(
+        'CREATE TEMP TABLE facts_borrowers (dimension text COLLATE "C", member text COLLATE "C", '
+        "borrowers bigint, repeaters bigint) ON COMMIT DROP"
+    )
 )
-FACTS_BORROWERS_INSERT = sql.SQL("INSERT INTO facts_borrowers VALUES (%s, %s, %s, %s)")
+FACTS_BORROWERS_INSERT = _rendered(sql.SQL("INSERT INTO facts_borrowers VALUES (%s, %s, %s, %s)"))
 
-FLOW_FACTS = sql.SQL("""
+FLOW_FACTS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE facts_flow ON COMMIT DROP AS
 WITH flows AS (
     SELECT {slice_columns},
@@ -342,13 +371,15 @@ SELECT dimension, member, disbursements, disbursement_count, collected, schedule
        collected_overdue, collected_current, collected_advance, paid_in_month, scheduled_in_month
 FROM facts_borrowers FULL JOIN flows USING (dimension, member)
 """).format(
-    slice_columns=slice_columns("l", "cu"), with_segment=WITH_SEGMENT, slices=slices("l", "cu")
+        slice_columns=slice_columns("l", "cu"), with_segment=WITH_SEGMENT, slices=slices("l", "cu")
+    )
 )
 
 # Facts of the book alone, not of loan states or cash: read on a connection of their own while
 # the states are computed (see kpis.engine.steps.book_facts). Borrowers and repeat borrowers per
 # slice ...
-BORROWER_FACTS = sql.SQL("""
+BORROWER_FACTS = _rendered(
+    sql.SQL("""
 SELECT dimension, member, count(*) AS borrowers, count(*) FILTER (WHERE loans > 1) AS repeaters
 FROM (
     SELECT {slice_columns}, customer_id, sum(n) AS loans
@@ -363,25 +394,31 @@ FROM (
     GROUP BY {slices}
 ) per_customer GROUP BY dimension, member
 """).format(
-    slice_columns=SLICE_COLUMNS, with_segment=WITH_SEGMENT, slices=slices(per="customer_id")
+        slice_columns=SLICE_COLUMNS, with_segment=WITH_SEGMENT, slices=slices(per="customer_id")
+    )
 )
 
 # ... the customers whose first loan was disbursed in R's month (CAC's denominator) ...
-NEW_CUSTOMERS = sql.SQL("""
+NEW_CUSTOMERS = _rendered(
+    sql.SQL("""
 SELECT count(*) FROM (SELECT customer_id FROM loans_loan GROUP BY customer_id
                       HAVING min(disburse_date) BETWEEN %(month_start)s AND %(as_of)s) first_loans
 """)
+)
 
 # ... and, at month-ends, each vintage's disbursed principal.
-COHORTS = sql.SQL("""
+COHORTS = _rendered(
+    sql.SQL("""
 SELECT date_trunc('month', disburse_date)::date, sum(disburse_principal) FROM loans_loan
 WHERE disburse_date <= %(as_of)s GROUP BY 1 ORDER BY 1
 """)
+)
 
 
 # Principal falling due in the next 30/60/90 days on the run's live loans (summed per loan in
 # loan_schedule), per slice combination first, then over the slices.
-DUE_FACTS = sql.SQL("""
+DUE_FACTS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE facts_due ON COMMIT DROP AS
 WITH per_combination AS (
     SELECT s.company, s.product_type, s.currency, s.segment,
@@ -396,23 +433,24 @@ SELECT {slice_columns},
 FROM per_combination
 GROUP BY {slices}
 """).format(
-    per_combination=sql.SQL(", ").join(
-        sql.SQL("sum({due}) AS {name}, count({due}) AS {loans}").format(
-            due=sql.Identifier("ls", f"due_{n}"),
-            name=sql.Identifier(f"due_{n}"),
-            loans=sql.Identifier(f"due_{n}_loans"),
-        )
-        for n in d.DUE_DAYS
-    ),
-    slice_columns=SLICE_COLUMNS,
-    principal=_aliased(
-        {
-            f"due_{n}_principal": sql.SQL("sum({})").format(sql.Identifier(f"due_{n}"))
+        per_combination=sql.SQL(", ").join(
+            sql.SQL("sum({due}) AS {name}, count({due}) AS {loans}").format(
+                due=sql.Identifier("ls", f"due_{n}"),
+                name=sql.Identifier(f"due_{n}"),
+                loans=sql.Identifier(f"due_{n}_loans"),
+            )
             for n in d.DUE_DAYS
-        }
-    ),
-    loans=_summed(f"due_{n}_loans" for n in d.DUE_DAYS),
-    slices=SLICES,
+        ),
+        slice_columns=SLICE_COLUMNS,
+        principal=_aliased(
+            {
+                f"due_{n}_principal": sql.SQL("sum({})").format(sql.Identifier(f"due_{n}"))
+                for n in d.DUE_DAYS
+            }
+        ),
+        loans=_summed(f"due_{n}_loans" for n in d.DUE_DAYS),
+        slices=SLICES,
+    )
 )
 
 # The previous month-end's run, restated if it was (kpis.models.SnapshotRunQuerySet.latest_for).
@@ -421,7 +459,8 @@ _PREVIOUS = sql.SQL(
 )
 
 # Monthly rates against the previous month-end's snapshot (its loan states and OB), and CAC.
-RATE_FACTS = sql.SQL("""
+RATE_FACTS = _rendered(
+    sql.SQL("""
 CREATE TEMP TABLE facts_rates ON COMMIT DROP AS
 WITH previous AS (
     {previous}  -- restated wins
@@ -444,6 +483,7 @@ FROM start_ob
 FULL JOIN newly_written_off USING (dimension, member)
 FULL JOIN acquisition USING (dimension, member)
 """).format(previous=_PREVIOUS, slice_columns=slice_columns("now"), slices=slices("now"))
+)
 
 # Every KPI's value per slice, from its definition's query over the facts (kpis.definitions).
 _FACTS_ROW = sql.SQL(
@@ -451,27 +491,30 @@ _FACTS_ROW = sql.SQL(
     "LEFT JOIN facts_concentration c USING (dimension, member) LEFT JOIN facts_rates r USING (dimension, member) "
     "LEFT JOIN facts_due u USING (dimension, member)"
 )
-VALUES_INSERT = sql.SQL(
-    "INSERT INTO kpis_kpivalue (run_id, as_of, code, dimension, member, value, numerator, denominator, definition_version) "
-    "WITH dims AS (SELECT dimension, member FROM facts_state UNION SELECT dimension, member FROM facts_flow) "
-    "{}"
-).format(
-    sql.SQL(" UNION ALL ").join(
-        sql.SQL(
-            "SELECT %(run)s, %(as_of)s, {code}, dims.dimension, dims.member, ({value})::numeric, "
-            "({numerator})::numeric, ({denominator})::numeric, %(version)s {facts}"
-        ).format(
-            code=sql.Literal(kpi.code),
-            value=kpi.query.value,
-            numerator=kpi.query.numerator,
-            denominator=kpi.query.denominator,
-            facts=_FACTS_ROW,
+VALUES_INSERT = _rendered(
+    sql.SQL(
+        "INSERT INTO kpis_kpivalue (run_id, as_of, code, dimension, member, value, numerator, denominator, definition_version) "
+        "WITH dims AS (SELECT dimension, member FROM facts_state UNION SELECT dimension, member FROM facts_flow) "
+        "{}"
+    ).format(
+        sql.SQL(" UNION ALL ").join(
+            sql.SQL(
+                "SELECT %(run)s, %(as_of)s, {code}, dims.dimension, dims.member, ({value})::numeric, "
+                "({numerator})::numeric, ({denominator})::numeric, %(version)s {facts}"
+            ).format(
+                code=sql.Literal(kpi.code),
+                value=kpi.query.value,
+                numerator=kpi.query.numerator,
+                denominator=kpi.query.denominator,
+                facts=_FACTS_ROW,
+            )
+            for kpi in d.KPIS
         )
-        for kpi in d.KPIS
     )
 )
 
-ROLL_RATES = sql.SQL("""
+ROLL_RATES = _rendered(
+    sql.SQL("""
 WITH previous AS (
     {previous}
 ), moves AS (
@@ -487,10 +530,12 @@ SELECT %(run)s, from_bucket, to_bucket, sum(balance),
             THEN sum(balance) / sum(sum(balance)) OVER (PARTITION BY from_bucket) ELSE 0 END
 FROM moves GROUP BY from_bucket, to_bucket
 """).format(previous=_PREVIOUS)
+)
 
 # Vintages at month-ends only: each cohort's disbursed principal (a book fact, COHORTS), its
 # written-off balance now and its ever-30+ principal.
-VINTAGES = sql.SQL("""
+VINTAGES = _rendered(
+    sql.SQL("""
 WITH ever_30 AS MATERIALIZED (
     -- The loans at 30+ DPD in this run or any earlier one (a partial index holds just those).
     SELECT DISTINCT ls.loan_id FROM kpis_loanstate ls JOIN kpis_snapshotrun r ON r.id = ls.run_id
@@ -514,6 +559,7 @@ FROM unnest(%(cohorts)s::date[], %(cohorts_disbursed)s::numeric[]) AS c (cohort,
 LEFT JOIN written_off w USING (cohort)
 LEFT JOIN ever e USING (cohort)
 """)
+)
 
 # The temporary tables a snapshot makes (dropped first: a caller's transaction may hold them).
 TEMP_TABLES = (
@@ -529,8 +575,8 @@ TEMP_TABLES = (
     "facts_rates",
     "facts_due",
 )
-DROP_TEMP_TABLES = sql.SQL("DROP TABLE IF EXISTS {}").format(
-    sql.SQL(", ").join(map(sql.Identifier, TEMP_TABLES))
+DROP_TEMP_TABLES = _rendered(
+    sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(map(sql.Identifier, TEMP_TABLES)))
 )
 
 
