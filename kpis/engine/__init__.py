@@ -22,7 +22,7 @@ from datetime import date
 from django.db import connection, transaction
 
 from kpis.engine import statements, steps
-from kpis.engine.aside import _book_facts_aside, _loan_cash_aside
+from kpis.engine.aside import book_facts_aside, loan_cash_aside
 from kpis.engine.restatement import restatement_settle
 from kpis.engine.runs import run_open, snapshot_quality
 from kpis.models import SnapshotRun
@@ -66,8 +66,8 @@ def snapshot_compute(
         if aside:
             cursor.execute(statements.EXPORT_SNAPSHOT)
             snapshot = cursor.fetchone()[0]
-            part = pool.submit(_loan_cash_aside, snapshot, {**params, "part": 1})
-            book_facts = pool.submit(_book_facts_aside, snapshot, dict(params))
+            part = pool.submit(loan_cash_aside, snapshot, {**params, "part": 1})
+            book_facts = pool.submit(book_facts_aside, snapshot, dict(params))
         cursor.execute(statements.DROP_TEMP_TABLES)
         steps.loan_cash(cursor, params)
         if aside:

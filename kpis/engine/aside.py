@@ -26,14 +26,14 @@ def _aside(snapshot: str) -> Iterator:
         transaction.set_rollback(True)  # it wrote nothing worth keeping, only temporary tables
 
 
-def _loan_cash_aside(snapshot: str, params: dict) -> tuple[bytes, bytes]:
+def loan_cash_aside(snapshot: str, params: dict) -> tuple[bytes, bytes]:
     """One part of loan_cash and loan_schedule, as COPY rows for the snapshot's connection."""
     with _aside(snapshot) as cursor:
         steps.loan_cash(cursor, params)
         return steps.loan_cash_rows(cursor)
 
 
-def _book_facts_aside(snapshot: str, params: dict) -> steps.BookFacts:
+def book_facts_aside(snapshot: str, params: dict) -> steps.BookFacts:
     """steps.book_facts aside (the last task: it closes the connection)."""
     try:
         with _aside(snapshot) as cursor:

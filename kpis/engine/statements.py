@@ -453,7 +453,7 @@ GROUP BY {slices}
     )
 )
 
-# The previous month-end's run, restated if it was (kpis.models.SnapshotRunQuerySet.latest_for).
+# The previous month-end's run: its restatement when it has one (restated sorts after as_reported).
 _PREVIOUS = sql.SQL(
     "SELECT id FROM kpis_snapshotrun WHERE as_of = %(month_before)s ORDER BY basis DESC LIMIT 1"
 )
@@ -463,7 +463,7 @@ RATE_FACTS = _rendered(
     sql.SQL("""
 CREATE TEMP TABLE facts_rates ON COMMIT DROP AS
 WITH previous AS (
-    {previous}  -- restated wins
+    {previous}
 ), start_ob AS (
     SELECT dimension, member, value AS start_ob FROM kpis_kpivalue
     WHERE run_id = (SELECT id FROM previous) AND code = 'outstanding_principal'

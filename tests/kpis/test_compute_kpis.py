@@ -54,7 +54,7 @@ def run_command(*args: str) -> str:
 
 
 def as_of_dates() -> set[date]:
-    return set(SnapshotRun.objects.values_list("as_of", flat=True))
+    return SnapshotRun.objects.dates()
 
 
 def book_with_cash_until(last_payment: date) -> p.Book:
