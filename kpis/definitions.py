@@ -1,7 +1,7 @@
 """KPI definitions, version 1 (DESIGN.md): each KPI's code, name, unit, formula, thresholds and
 the SQL that computes it, side by side.
 
-Each KPI's ``query`` reads one row of facts per slice (kpis.engine.statements builds them); the
+Each KPI's ``query`` reads one row of facts per slice (kpis.engine.facts builds them); the
 engine stores exactly these; dashboards show ``formula`` next to the number; ``docs/kpis.md`` is
 generated from this module (``manage.py kpi_docs``) and a test fails when the two differ. A
 change of meaning is a new version: snapshots record the version that made them.

@@ -2,7 +2,8 @@
 PostgreSQL, stored as a dated snapshot (DESIGN.md "Snapshots"; each KPI's definition and query in
 kpis.definitions).
 
-- ``statements``: the composed SQL (book cash, loan states, facts per slice, stored tables);
+- ``compose``, ``book``, ``facts``: the composed SQL (slices; the book's cash and loan states;
+  facts per slice, KPI values and the stored tables);
 - ``steps``: the computing steps that run it, in order;
 - ``aside``: the part done on a second connection, in the same database snapshot;
 - ``runs``: the SnapshotRun row, its batches and fingerprint, deleting a run;
@@ -21,7 +22,7 @@ from datetime import date
 
 from django.db import connection, transaction
 
-from kpis.engine import statements, steps
+from kpis.engine import book, steps
 from kpis.engine.aside import book_facts_aside, loan_cash_aside
 from kpis.engine.restatement import restatement_settle
 from kpis.engine.runs import run_open, snapshot_quality
@@ -58,17 +59,17 @@ def snapshot_compute(
     ):
         # The book as no import is changing it, for this transaction's statements and the
         # second connection's exported snapshot alike.
-        cursor.execute(statements.BOOK_LOCK_SHARED, [BOOK_LOCK])
-        cursor.execute(statements.WORK_MEM)
+        cursor.execute(book.BOOK_LOCK_SHARED, [BOOK_LOCK])
+        cursor.execute(book.WORK_MEM)
         run, reported, batch_ids, reasons = run_open(cursor, as_of=as_of, by=by, job=job)
         # Loan cash in two parts when there is a second connection: odd loan ids there, even here.
         params = steps.params(run=run.pk, as_of=as_of, parts=2 if aside else 1)
         if aside:
-            cursor.execute(statements.EXPORT_SNAPSHOT)
+            cursor.execute(book.EXPORT_SNAPSHOT)
             snapshot = cursor.fetchone()[0]
             part = pool.submit(loan_cash_aside, snapshot, {**params, "part": 1})
             book_facts = pool.submit(book_facts_aside, snapshot, dict(params))
-        cursor.execute(statements.DROP_TEMP_TABLES)
+        cursor.execute(book.DROP_TEMP_TABLES)
         steps.loan_cash(cursor, params)
         if aside:
             steps.loan_cash_add(cursor, part.result())

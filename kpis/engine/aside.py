@@ -12,16 +12,15 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
-from kpis.engine import statements as s
-from kpis.engine import steps
+from kpis.engine import book, steps
 
 
 @contextmanager
 def _aside(snapshot: str) -> Iterator:
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(s.REPEATABLE_READ)
-        cursor.execute(s.SNAPSHOT_SET, [snapshot])
-        cursor.execute(s.WORK_MEM)
+        cursor.execute(book.REPEATABLE_READ)
+        cursor.execute(book.SNAPSHOT_SET, [snapshot])
+        cursor.execute(book.WORK_MEM)
         yield cursor
         transaction.set_rollback(True)  # it wrote nothing worth keeping, only temporary tables
 
