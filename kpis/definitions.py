@@ -1,7 +1,9 @@
-"""KPI definitions, version 1 (docs/kpis.md): each KPI's code, name, unit, formula and thresholds.
+"""KPI definitions, version 1 (docs/kpis.md): each KPI's code, name, unit, formula, thresholds and
+the SQL that computes it, side by side.
 
-The engine computes exactly these; dashboards show ``formula`` next to the number; ``docs/kpis.md``
-is generated from this module (``manage.py kpi_docs``) and a test fails when the two differ. A
+Each KPI's ``query`` reads one row of facts per slice (kpis.engine.facts builds them); the
+engine stores exactly these; dashboards show ``formula`` next to the number; ``docs/kpis.md`` is
+generated from this module (``manage.py kpi_docs``) and a test fails when the two differ. A
 change of meaning is a new version: snapshots record the version that made them.
 """
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from psycopg import sql
 
 VERSION = 1
 
@@ -23,7 +27,56 @@ BUCKETS = (
     ("91_180", "91–180 DPD", 91, 180),
     ("written_off", "Written off", None, None),
 )
-DIMENSIONS = ("portfolio", "company", "product", "currency", "segment")
+# Slices: the whole portfolio and one per entity, product, currency and customer segment.
+# Dimension -> its column of kpis_loanstate (and of loans_loan, but for the segment, which loans
+# read from their customer).
+DIMENSION_COLUMNS = {
+    "company": "company",
+    "product": "product_type",
+    "currency": "currency",
+    "segment": "segment",
+}
+DIMENSIONS = ("portfolio", *DIMENSION_COLUMNS)
+
+# The facts a KPI's query reads, one row per slice (dimension, member), each table by its alias:
+# s = facts_state (loan states: ob, written_off, par_N, bucket_balance_X, bucket_count_X,
+# rate_x_ob), f = facts_flow (the month's cash flows and borrowers), c = facts_concentration,
+# r = facts_rates (against the previous month-end, and CAC's inputs), u = facts_due.
+
+
+NULL = sql.SQL("NULL")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A KPI's SQL over the facts row: its value, and the numerator and denominator stored
+    beside it (NULL when the KPI is no ratio)."""
+
+    value: sql.Composable
+    numerator: sql.Composable = field(default_factory=lambda: NULL)
+    denominator: sql.Composable = field(default_factory=lambda: NULL)
+
+
+def column(text: str) -> Query:
+    """A fact as it is (SQL text over the facts row)."""
+    return Query(sql.SQL(text))
+
+
+def fact(alias: str, name: str, *, default: int | None = 0) -> Query:
+    """A fact by name (``s.par_30``), coalesced to ``default``."""
+    ident = sql.Identifier(alias, name)
+    if default is None:
+        return Query(ident)
+    return Query(sql.SQL("coalesce({}, {})").format(ident, sql.Literal(default)))
+
+
+def ratio(numerator: str | sql.Composable, denominator: str | sql.Composable) -> Query:
+    """numerator / denominator, no value when the denominator is not positive."""
+    n = sql.SQL(numerator) if isinstance(numerator, str) else numerator
+    den = sql.SQL(denominator) if isinstance(denominator, str) else denominator
+    # numeric division: counts are bigint, and bigint / bigint truncates to 0
+    value = sql.SQL("CASE WHEN ({d}) > 0 THEN ({n})::numeric / ({d}) END").format(n=n, d=den)
+    return Query(value, n, den)
 
 
 @dataclass(frozen=True)
@@ -32,6 +85,7 @@ class Kpi:
     name: str
     unit: str  # "USD", "ratio" (a fraction), "count", "index"
     formula: str
+    query: Query
     example: str = ""
     edge_cases: str = ""
     amber: Decimal | None = None  # thresholds, in the KPI's unit
@@ -39,6 +93,9 @@ class Kpi:
     higher_is_worse: bool = True
     version: int = VERSION
     dimensions: tuple[str, ...] = field(default=DIMENSIONS)
+    # Measured from the previous month-end's snapshot: no value until that snapshot exists, and a
+    # value appearing later (the month-end computed after) is no restatement.
+    from_previous_month_end: bool = False
 
     def status(self, value: Decimal | None) -> str:
         """ "red", "amber" or "ok" against the thresholds ("" when the KPI has none)."""
@@ -66,6 +123,7 @@ KPIS: list[Kpi] = [
         "Outstanding principal",
         "USD",
         "Σ OB(R) over loans disbursed on or before R and not written off. " + OB_RULE,
+        query=fact("s", "ob"),
         example="Loan A: 1,000 lent, 400 repaid → 600; loan B written off with 300 left → 0. OB = 600.",
         edge_cases="A loan disbursed on R counts in full; a payment dated R reduces OB on R; overpayment floors at 0.",
     ),
@@ -75,6 +133,7 @@ KPIS: list[Kpi] = [
         "USD",
         "Σ (principal disbursed − principal paid) on or before R over written-off loans. "
         + DPD_RULE,
+        query=fact("s", "written_off"),
         example="Loan B: 1,000 lent, 700 repaid, 181 days past due → 300 written off.",
         edge_cases="Recoveries after write-off (payments) reduce the written-off balance.",
     ),
@@ -84,6 +143,7 @@ KPIS: list[Kpi] = [
             f"Portfolio at risk {n}+",
             "ratio",
             f"Σ OB of loans with DPD ≥ {n} / Σ OB, both net of write-offs. " + DPD_RULE,
+            query=ratio(fact("s", f"par_{n}").value, "s.ob"),
             example=f"OB 1,000 of which 150 on loans {n}+ days past due → {Decimal('0.15')}.",
             edge_cases="An empty portfolio (Σ OB = 0) has no PAR (no value is stored).",
             amber=Decimal(amber),
@@ -107,6 +167,7 @@ KPIS: list[Kpi] = [
                 if low is not None
                 else "Σ written-off balance at R (see written_off_balance)."
             ),
+            query=fact("s", f"bucket_balance_{code}"),
         )
         for code, label, low, high in BUCKETS
     ],
@@ -120,6 +181,7 @@ KPIS: list[Kpi] = [
                 if low is not None
                 else "Number of written-off loans with a balance at R."
             ),
+            query=fact("s", f"bucket_count_{code}"),
         )
         for code, label, low, high in BUCKETS
     ],
@@ -128,6 +190,7 @@ KPIS: list[Kpi] = [
         "Disbursements (month to date)",
         "USD",
         "Σ disbursed principal of loans with a disbursement date in the calendar month of R, up to R.",
+        query=fact("f", "disbursements"),
         higher_is_worse=False,
     ),
     Kpi(
@@ -135,6 +198,7 @@ KPIS: list[Kpi] = [
         "Loans disbursed (month to date)",
         "count",
         "Number of loans with a disbursement date in the calendar month of R, up to R.",
+        query=fact("f", "disbursement_count"),
         higher_is_worse=False,
     ),
     Kpi(
@@ -142,6 +206,7 @@ KPIS: list[Kpi] = [
         "Average ticket (month to date)",
         "USD",
         "disbursements / disbursement_count for the calendar month of R, up to R.",
+        query=ratio("f.disbursements", "f.disbursement_count"),
         edge_cases="No disbursements in the month: no value.",
         higher_is_worse=False,
     ),
@@ -151,6 +216,7 @@ KPIS: list[Kpi] = [
         "ratio",
         "Σ paid (principal + interest + fees + other) of PAYMENT transactions dated in the month of R up to R"
         " / Σ scheduled (same parts) of installments due in the month of R up to R.",
+        query=ratio("coalesce(f.collected, 0)", "f.scheduled"),
         example="Due 1,000 this month, collected 930 → 0.93. Prepayments can push it above 1.",
         edge_cases="A month with nothing due: no value.",
         amber=Decimal("0.90"),
@@ -164,6 +230,7 @@ KPIS: list[Kpi] = [
             "USD",
             "Σ paid (principal + interest + fees + other) of PAYMENT transactions dated in the month of R up to R, "
             f"where {rule}. A payment meets the oldest installment its loan's earlier principal payments have not covered.",
+            query=fact("f", f"collected_{kind}"),
             example="A payment on 03-20 against an installment due 03-01 is overdue; due 03-25 current; due 04-15 advance.",
             higher_is_worse=kind == "overdue",
         )
@@ -184,12 +251,14 @@ KPIS: list[Kpi] = [
         "Weighted average interest rate",
         "ratio",
         "Σ (interest rate × OB) / Σ OB over loans with OB > 0 at R (the tape's rate, as a fraction).",
+        query=ratio("s.rate_x_ob", "s.ob"),
     ),
     Kpi(
         "active_borrowers",
         "Active borrowers",
         "count",
         "Distinct customers with OB > 0 at R.",
+        query=fact("c", "active_borrowers"),
         higher_is_worse=False,
     ),
     Kpi(
@@ -197,6 +266,7 @@ KPIS: list[Kpi] = [
         "Repeat-borrower rate",
         "ratio",
         "Customers with more than one loan disbursed on or before R / customers with a loan disbursed on or before R.",
+        query=ratio("coalesce(f.repeaters, 0)", "f.borrowers"),
         higher_is_worse=False,
     ),
     Kpi(
@@ -204,6 +274,7 @@ KPIS: list[Kpi] = [
         "Largest borrower's share",
         "ratio",
         "OB of the customer with the largest OB / Σ OB at R.",
+        query=ratio("c.top_1", "s.ob"),
         amber=Decimal("0.05"),
         red=Decimal("0.10"),
     ),
@@ -212,6 +283,7 @@ KPIS: list[Kpi] = [
         "Top-10 borrowers' share",
         "ratio",
         "Σ OB of the ten customers with the largest OB / Σ OB at R.",
+        query=ratio("c.top_10", "s.ob"),
         amber=Decimal("0.25"),
         red=Decimal("0.40"),
     ),
@@ -220,6 +292,7 @@ KPIS: list[Kpi] = [
         "Herfindahl–Hirschman index",
         "index",
         "Σ over customers of (customer OB / Σ OB × 100)² at R; 10,000 = one borrower.",
+        query=fact("c", "hhi", default=None),
         amber=Decimal("1000"),
         red=Decimal("1800"),
     ),
@@ -236,6 +309,7 @@ KPIS += [
             f"Principal due in the next {n} days",
             "USD",
             f"Σ principal of installments due after R, up to R + {n} days, of {DUE_SCOPE}.",
+            query=fact("u", f"due_{n}_principal"),
             example=f"At 03-31, a live loan with 2,000 due 04-15 and 1,000 due 07-15 adds 2,000 to the next {n} days.",
             edge_cases="Principal already prepaid still counts: this is the schedule, not a forecast of cash.",
             higher_is_worse=False,
@@ -248,6 +322,7 @@ KPIS += [
             f"Loans with principal due in the next {n} days",
             "count",
             f"Number of {DUE_SCOPE} with an installment due after R, up to R + {n} days.",
+            query=fact("u", f"due_{n}_loans"),
             higher_is_worse=False,
         )
         for n in DUE_DAYS
@@ -258,6 +333,9 @@ MONTHLY = (
     "The month is the calendar month of R up to R, measured from the previous month-end's snapshot"
     " (no value when that snapshot does not exist: run the backfill in date order)."
 )
+# SMM's and CPR's parts: principal prepaid in the month, over what could have been prepaid.
+PREPAID = "coalesce(f.paid_in_month, 0) - coalesce(f.scheduled_in_month, 0)"
+PREPAYABLE = "r.start_ob - coalesce(f.scheduled_in_month, 0)"
 KPIS += [
     Kpi(
         "liquidation_rate",
@@ -265,12 +343,22 @@ KPIS += [
         "ratio",
         "Principal written off in the month (balance of loans written off at R but not at the previous month-end)"
         " / OB at the previous month-end. " + MONTHLY,
+        query=ratio("coalesce(r.written_off_in_month, 0)", "r.start_ob"),
+        from_previous_month_end=True,
     ),
     Kpi(
         "cdr",
         "Constant default rate (annualized)",
         "ratio",
         "CDR = 1 − (1 − liquidation rate)^12. " + MONTHLY,
+        query=Query(
+            sql.SQL(
+                "CASE WHEN r.start_ob > 0 THEN 1 - power(1 - coalesce(r.written_off_in_month, 0) / r.start_ob, 12) END"
+            ),
+            sql.SQL("coalesce(r.written_off_in_month, 0)"),
+            sql.SQL("r.start_ob"),
+        ),
+        from_previous_month_end=True,
         example="1% of the opening balance written off in a month → CDR 1 − 0.99^12 = 0.1136.",
         amber=Decimal("0.10"),
         red=Decimal("0.20"),
@@ -281,6 +369,8 @@ KPIS += [
         "ratio",
         "SMM = (principal paid in the month − principal scheduled in the month) / (OB at the previous month-end"
         " − principal scheduled in the month). " + MONTHLY,
+        query=ratio(PREPAID, PREPAYABLE),
+        from_previous_month_end=True,
         edge_cases="Negative when borrowers paid less than scheduled (arrears), by definition.",
         higher_is_worse=False,
     ),
@@ -289,6 +379,14 @@ KPIS += [
         "Constant prepayment rate (annualized)",
         "ratio",
         "CPR = 1 − (1 − SMM)^12. " + MONTHLY,
+        query=Query(
+            sql.SQL(
+                "CASE WHEN {d} > 0 AND abs({n}) <= {d} THEN 1 - power(1 - ({n}) / ({d}), 12) END"
+            ).format(n=sql.SQL(PREPAID), d=sql.SQL(PREPAYABLE)),
+            sql.SQL(PREPAID),
+            sql.SQL(PREPAYABLE),
+        ),
+        from_previous_month_end=True,
         edge_cases="No value when SMM is outside [−1, 1]: in a short-tenor book the month's scheduled principal can"
         " come close to the opening balance, and the annualized power then means nothing.",
         higher_is_worse=False,
@@ -298,9 +396,17 @@ KPIS += [
         "Customer acquisition cost",
         "USD",
         "Marketing spend of the month of R / customers whose first loan was disbursed in the month of R, up to R.",
+        query=Query(
+            sql.SQL(
+                "CASE WHEN r.spend IS NOT NULL AND r.new_customers > 0 THEN r.spend / r.new_customers END"
+            ),
+            sql.SQL("r.spend"),
+            sql.SQL("r.new_customers"),
+        ),
         edge_cases="No marketing spend loaded for the month, or no new customers: no value. Portfolio level only.",
         dimensions=("portfolio",),
     ),
 ]
 
 BY_CODE: dict[str, Kpi] = {kpi.code: kpi for kpi in KPIS}
+FROM_PREVIOUS_MONTH_END = tuple(kpi.code for kpi in KPIS if kpi.from_previous_month_end)

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.conf import settings
 from django.db import models
 
@@ -17,6 +19,19 @@ class Dashboard(models.Model):
 
     def __str__(self) -> str:
         return "dashboards"
+
+
+class SnapshotRunQuerySet(models.QuerySet):
+    def of_date(self, as_of) -> SnapshotRunQuerySet:
+        """The runs of one as-of date (as reported, and restated if it was)."""
+        return self.filter(as_of=as_of)
+
+    def restated(self) -> SnapshotRunQuerySet:
+        return self.filter(basis=SnapshotRun.Basis.RESTATED)
+
+    def dates(self) -> set:
+        """The as-of dates that have a run."""
+        return set(self.values_list("as_of", flat=True))
 
 
 class SnapshotRun(models.Model):
@@ -51,6 +66,8 @@ class SnapshotRun(models.Model):
     provisional_reasons = models.JSONField(default=list, blank=True)
     loans = models.PositiveIntegerField(default=0, help_text="Loans with a balance at R.")
     duration_ms = models.PositiveIntegerField(default=0)
+
+    objects = SnapshotRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-as_of", "basis"]
@@ -126,6 +143,16 @@ class LoanState(models.Model):
         return next((label for code, label, *_ in BUCKETS if code == self.bucket), self.bucket)
 
 
+class KpiValueQuerySet(models.QuerySet):
+    def portfolio(self) -> KpiValueQuerySet:
+        """The whole portfolio's values."""
+        return self.filter(dimension="portfolio")
+
+    def slices(self) -> KpiValueQuerySet:
+        """Every slice's values but the whole portfolio's."""
+        return self.exclude(dimension="portfolio")
+
+
 class KpiValue(models.Model):
     """One KPI for one slice of the portfolio at a run's date (ratios as fractions)."""
 
@@ -142,6 +169,8 @@ class KpiValue(models.Model):
     numerator = models.DecimalField(max_digits=28, decimal_places=10, null=True)
     denominator = models.DecimalField(max_digits=28, decimal_places=10, null=True)
     definition_version = models.PositiveSmallIntegerField()
+
+    objects = KpiValueQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -1,31 +1,23 @@
-"""KPI snapshot scheduling: which dates to compute (the engine itself is kpis.engine)."""
+"""KPI snapshots to compute: which dates, and one entry point for every way they are asked for
+(``compute_kpis --as-of``, ``compute_kpis --backfill``, the scheduled ``kpi_daily``). The engine
+itself is kpis.engine."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
+from typing import Literal
 
 from django.conf import settings
 from django.db import connection, connections
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from abaco.dates import month_ends
 from kpis.engine import snapshot_compute
 from kpis.models import SnapshotRun
 from loans.models import Loan, Transaction
-
-
-def month_ends(start: date, end: date) -> list[date]:
-    """Every month-end from start's month through end (inclusive when end is a month-end)."""
-    days = []
-    cursor = start.replace(day=1)
-    while True:
-        last = (cursor.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
-        if last > end:
-            return days
-        days.append(last)
-        cursor = last + timedelta(days=1)
 
 
 def backfill_dates(*, today: date | None = None) -> list[date]:
@@ -96,23 +88,50 @@ def snapshot_series(
     return runs
 
 
-def kpi_daily(*, today: date | None = None) -> list[SnapshotRun]:
-    """The daily job: yesterday's snapshot and any month-end that has none yet."""
+def daily_dates(*, today: date | None = None) -> list[date]:
+    """The daily job's dates: yesterday and any month-end that has no snapshot yet."""
     yesterday = (today or timezone.localdate()) - timedelta(days=1)
     first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
     if first is None:
         return []
-    have = set(SnapshotRun.objects.values_list("as_of", flat=True))
+    have = SnapshotRun.objects.dates()
     # Every month-end up to yesterday, even past the last day with data: the book still stands then.
     wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
     wanted.append(yesterday)
-    return snapshot_series(wanted, job="kpi_daily")
+    return wanted
+
+
+def snapshots_compute(
+    *,
+    dates: date | Literal["backfill", "daily"],
+    job: str,
+    today: date | None = None,
+    jobs: int | None = None,
+    planned: Callable[[list[date]], object] | None = None,
+    done: Callable[[SnapshotRun], object] | None = None,
+) -> list[SnapshotRun]:
+    """The snapshots of one date, of the backfill (backfill_dates) or of the daily job
+    (daily_dates), oldest first; ``planned`` learns the dates before the first is computed
+    (not called when there is none), ``done`` is called as each one is stored."""
+    if dates == "backfill":
+        days = backfill_dates(today=today)
+    elif dates == "daily":
+        days = daily_dates(today=today)
+    else:
+        days = [dates]
+    if not days:
+        return []
+    if planned is not None:
+        planned(days)
+    return snapshot_series(days, job=job, jobs=jobs, done=done)
 
 
 def kpi_daily_pipeline(ctx) -> None:
     """The ``kpi_daily`` pipeline (integrations.pipelines): the daily job as a recorded run."""
     with ctx.step("snapshots") as step:
-        runs = kpi_daily(today=ctx.for_date + timedelta(days=1))
+        runs = snapshots_compute(
+            dates="daily", job="kpi_daily", today=ctx.for_date + timedelta(days=1)
+        )
         for run in runs:
             step.rows_out += run.loans or 0
             step.log(f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans")

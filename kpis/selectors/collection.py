@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from abaco.dates import month_end
 from kpis import definitions as d
-from kpis.engine import month_end
 from kpis.selectors.common import (
     TREND_MONTHS,
     Headline,

@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 
 from django.db.models import Q
 
+from abaco.dates import month_end
 from kpis import definitions as d
-from kpis.engine import month_end
 from kpis.models import KpiValue, SnapshotRun
 
 PAGE_SIZE = 50
@@ -30,12 +30,7 @@ HEADLINE = (
     "weighted_average_interest_rate",
 )
 TREND = ("outstanding_principal", "disbursements", "par_30", "par_90", "collection_rate")
-SLICE_DIMENSIONS = {
-    "company": "company",
-    "product": "product_type",
-    "currency": "currency",
-    "segment": "segment",
-}
+SLICE_DIMENSIONS = d.DIMENSION_COLUMNS
 BUCKET_LABELS = {code: label for code, label, *_ in d.BUCKETS}
 ROLL_TO = [code for code, *_ in d.BUCKETS] + ["repaid"]
 Rows = list[list[object]]
@@ -165,7 +160,7 @@ def selection_read(*, as_of: date | None, basis: str, dimension: str, member: st
     members = defaultdict(list)
     for dim, mem in (
         KpiValue.objects.filter(run=selection.run, code="outstanding_principal")
-        .exclude(dimension="portfolio")
+        .slices()
         .order_by("dimension", "member")
         .values_list("dimension", "member")
     ):

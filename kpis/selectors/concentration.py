@@ -87,7 +87,7 @@ def concentration_read(
         for code in CONCENTRATION_CODES
     ]
     total = measures[-1].value
-    # Ranked by the engine with the snapshot (kpis.engine.TOP_BORROWERS_SQL).
+    # Ranked by the engine with the snapshot (kpis.engine.facts.TOP_CUSTOMERS).
     top = list(
         TopBorrower.objects.filter(
             run=selection.run, dimension=selection.dimension, member=selection.member

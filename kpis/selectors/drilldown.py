@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
+from psycopg import sql
 
 from kpis import definitions as d
 from kpis.models import LoanState
@@ -93,8 +94,12 @@ def _cursor_of(state: LoanState, column: str) -> str:
 def _beyond(column: str, op: str, cursor: tuple[int | Decimal, int]) -> RawSQL:
     """Rows past a boundary as one row comparison, which PostgreSQL reads as a range of the
     (run, written_off, dpd, id) index instead of skipping an offset's worth of rows."""
-    sql = f'("kpis_loanstate"."{column}", "kpis_loanstate"."id") {op} (%s, %s)'
-    return RawSQL(sql, cursor, output_field=BooleanField())
+    text = sql.SQL("({}, {}) {} (%s, %s)").format(
+        sql.Identifier("kpis_loanstate", column),
+        sql.Identifier("kpis_loanstate", "id"),
+        sql.SQL(op),
+    )
+    return RawSQL(text.as_string(), cursor, output_field=BooleanField())
 
 
 def drilldown_read(

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
+from abaco.dates import month_end
 from kpis import definitions as d
-from kpis.engine import month_end
 from kpis.models import SnapshotRun
 from kpis.selectors.common import (
     HEADLINE,

@@ -105,7 +105,7 @@ class Risk:
         }
 
 
-RATE_CODES = ("liquidation_rate", "cdr", "smm", "cpr")
+RATE_CODES = d.FROM_PREVIOUS_MONTH_END
 
 
 def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) -> Risk:

@@ -1,5 +1,5 @@
 """The dashboards in a real browser: the system Chromium (Debian package ``chromium``) driven by
-Playwright against a live server on PostgreSQL with the fixture book (tests/kpis/dashboard_book.py).
+Playwright against a live server on PostgreSQL with the fixture book (tests/kpis/books.py).
 
 Each page must draw every chart canvas (Chart.js attached a chart to it and painted pixels), raise
 no JavaScript error, and show other numbers when the entity filter changes. Screenshots at laptop
@@ -21,7 +21,7 @@ from django.urls import reverse
 
 from abaco.roles import Role
 from tests.base import PASSWORD, user_create
-from tests.kpis.dashboard_book import ABF, dashboard_book
+from tests.kpis.books import ABF, dashboard_book
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 

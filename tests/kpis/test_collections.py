@@ -1,4 +1,4 @@
-"""The collections page reads the fixture book's snapshots (tests/kpis/dashboard_book.py) plus one
+"""The collections page reads the fixture book's snapshots (tests/kpis/books.py) plus one
 loan that pays late, on time and ahead in March, and shows these hand-worked numbers:
 
     L6  C6  ABT  factoring  3,000 disbursed 2025-01-05; due 02-05, 03-05, 04-05 1,000 each;
@@ -27,7 +27,7 @@ from django.urls import reverse
 
 from kpis.engine import snapshot_compute
 from tests.base import CastTestCase
-from tests.kpis.dashboard_book import ABF, dashboard_book, more_loans
+from tests.kpis.books import ABF, dashboard_book, more_loans
 
 COLLECTIONS = reverse("kpis:collections")
 

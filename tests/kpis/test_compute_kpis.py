@@ -34,10 +34,10 @@ from kpis.models import (
     TopBorrower,
     VintagePoint,
 )
-from kpis.services import kpi_daily
+from kpis.services import snapshots_compute
 from loans.models import Batch
 from tests.factories import batch_create
-from tests.kpis import portfolios as p
+from tests.kpis import books as p
 from tests.kpis.test_engine import GOLDEN_PORTFOLIO
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +54,7 @@ def run_command(*args: str) -> str:
 
 
 def as_of_dates() -> set[date]:
-    return set(SnapshotRun.objects.values_list("as_of", flat=True))
+    return SnapshotRun.objects.dates()
 
 
 def book_with_cash_until(last_payment: date) -> p.Book:
@@ -217,7 +217,7 @@ def test_backfill_of_an_empty_book_is_an_error():
 def test_kpi_daily_computes_yesterday_and_the_missing_month_ends_only():
     book_with_cash_until(YESTERDAY)
     february = snapshot_compute(as_of=date(2025, 2, 28), job="compute_kpis")
-    runs = kpi_daily(today=TODAY)
+    runs = snapshots_compute(dates="daily", job="kpi_daily", today=TODAY)
     assert [run.as_of for run in runs] == [date(2025, 1, 31), date(2025, 3, 31), YESTERDAY]
     assert {run.job for run in runs} == {"kpi_daily"}
     # The month-end that existed is left alone.
@@ -225,14 +225,14 @@ def test_kpi_daily_computes_yesterday_and_the_missing_month_ends_only():
     assert SnapshotRun.objects.get(as_of=date(2025, 2, 28)).job == "compute_kpis"
     assert as_of_dates() == {date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31), YESTERDAY}
     # Run again the same day: only yesterday is recomputed, and it has not changed.
-    again = kpi_daily(today=TODAY)
+    again = snapshots_compute(dates="daily", job="kpi_daily", today=TODAY)
     assert [run.pk for run in again] == [runs[-1].pk]
     assert SnapshotRun.objects.count() == 4
 
 
 def test_kpi_daily_computes_a_month_end_that_had_no_new_data():
     book_with_cash_until(date(2025, 3, 20))
-    runs = kpi_daily(today=TODAY)
+    runs = snapshots_compute(dates="daily", job="kpi_daily", today=TODAY)
     assert [run.as_of for run in runs] == [
         date(2025, 1, 31),
         date(2025, 2, 28),

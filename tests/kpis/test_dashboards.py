@@ -1,4 +1,4 @@
-"""The manager dashboards read snapshots of the fixture book (tests/kpis/dashboard_book.py) and
+"""The manager dashboards read snapshots of the fixture book (tests/kpis/books.py) and
 show its hand-worked numbers; filters, drill-down, loan page, exports and roles."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from kpis.models import LoanState
 from loans.models import BatchChange
 from tests.base import CastTestCase
 from tests.factories import batch_create
-from tests.kpis.dashboard_book import AS_OF, dashboard_book, more_loans
+from tests.kpis.books import AS_OF, dashboard_book, more_loans
 
 OVERVIEW = reverse("kpis:overview")
 RISK = reverse("kpis:risk")

@@ -23,7 +23,7 @@ from loans.lineage import BOOK_LOCK
 from loans.models import Batch, BatchChange, Transaction
 from loans.segments import customer_segments_refresh
 from tests.factories import batch_create
-from tests.kpis import portfolios as p
+from tests.kpis import books as p
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +98,7 @@ def gone(balance: str, dpd: int) -> tuple:
     return (D(0), dpd, "written_off", True, D(balance))
 
 
-# --- The golden book (tests/kpis/portfolios.py: golden_book), read at R = 2025-03-31 ------------
+# --- The golden book (tests/kpis/books.py: golden_book), read at R = 2025-03-31 ------------
 
 # Loan states at R:
 #   L1 paid 5,000 + 1,000 (ON R) of 11,000 → OB 5,000; 02-15 covered (5,000 ≤ 6,000), 03-15 not
@@ -642,7 +642,7 @@ def test_currency_slices_split_the_book_by_loan_currency():
     }
 
 
-# --- Monthly rates against the previous month-end (portfolios.monthly_rates_book) -----------------
+# --- Monthly rates against the previous month-end (books.monthly_rates_book) -----------------
 
 MONTHLY_CODES = ("liquidation_rate", "cdr", "smm", "cpr", "cac")
 
@@ -702,7 +702,7 @@ def test_computing_a_missing_month_end_later_is_not_a_restatement():
     reported = snapshot_compute(as_of=R)
     snapshot_compute(as_of=p.MONTH_BEFORE)
     again = snapshot_compute(as_of=R)
-    assert not SnapshotRun.objects.filter(as_of=R, basis=SnapshotRun.Basis.RESTATED).exists()
+    assert not SnapshotRun.objects.of_date(R).restated().exists()
     assert again.basis == SnapshotRun.Basis.AS_REPORTED
     assert again.pk == reported.pk or not SnapshotRun.objects.filter(pk=reported.pk).exists()
 
@@ -736,7 +736,7 @@ def test_the_first_run_of_a_date_is_as_reported_with_its_lineage(steward):
 def test_recomputing_unchanged_data_returns_the_as_reported_run(golden_run):
     again = snapshot_compute(as_of=R, job="again")
     assert again.pk == golden_run.pk
-    assert list(SnapshotRun.objects.filter(as_of=R).values_list("basis", flat=True)) == [
+    assert list(SnapshotRun.objects.of_date(R).values_list("basis", flat=True)) == [
         SnapshotRun.Basis.AS_REPORTED
     ]
     assert values(again) == GOLDEN_PORTFOLIO
@@ -770,7 +770,7 @@ def test_a_late_correction_is_stored_as_a_restatement_beside_the_as_reported_run
     # The as-reported run is untouched and both can be read.
     assert values(reported) == GOLDEN_PORTFOLIO
     assert states(reported) == GOLDEN_STATES
-    assert set(SnapshotRun.objects.filter(as_of=R).values_list("basis", "pk")) == {
+    assert set(SnapshotRun.objects.of_date(R).values_list("basis", "pk")) == {
         (SnapshotRun.Basis.AS_REPORTED, reported.pk),
         (SnapshotRun.Basis.RESTATED, restated.pk),
     }
@@ -785,7 +785,7 @@ def test_a_later_recompute_replaces_the_restatement():
     first = snapshot_compute(as_of=R)
     late_payment(book, "L2", date(2025, 3, 25), "1000")
     second = snapshot_compute(as_of=R)
-    restated = SnapshotRun.objects.filter(as_of=R, basis=SnapshotRun.Basis.RESTATED)
+    restated = SnapshotRun.objects.of_date(R).restated()
     assert list(restated) == [second]
     assert not SnapshotRun.objects.filter(pk=first.pk).exists()
     assert not KpiValue.objects.filter(run_id=first.pk).exists()
@@ -802,7 +802,7 @@ def test_a_correction_that_is_withdrawn_withdraws_the_restatement():
     snapshot_compute(as_of=R)
     Transaction.objects.filter(loan=book.loans["L3"]).delete()
     assert snapshot_compute(as_of=R).pk == reported.pk
-    assert list(SnapshotRun.objects.filter(as_of=R)) == [reported]
+    assert list(SnapshotRun.objects.of_date(R)) == [reported]
 
 
 # --- Consistency with imports ---------------------------------------------------------------------

@@ -9,9 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from abaco.cli import iso_date
-from kpis.engine import snapshot_compute
 from kpis.models import KpiValue, SnapshotRun
-from kpis.services import backfill_dates, snapshot_series
+from kpis.services import snapshots_compute
 
 
 class Command(BaseCommand):
@@ -47,7 +46,7 @@ class Command(BaseCommand):
         if bool(as_of) == bool(backfill):
             raise CommandError("give either --as-of YYYY-MM-DD or --backfill")
         if as_of:
-            run = snapshot_compute(as_of=as_of, job="compute_kpis")
+            (run,) = snapshots_compute(dates=as_of, job="compute_kpis")
             if json:
                 self.stdout.write(_portfolio_json(run))
             else:
@@ -62,22 +61,35 @@ class Command(BaseCommand):
         if if_empty and SnapshotRun.objects.exists():
             self.stdout.write("Snapshots exist: nothing to backfill.")
             return
-        dates = backfill_dates()
-        if not dates:
+        bar = None
+
+        def planned(dates):
+            nonlocal bar
+            bar = tqdm(total=len(dates), unit="date", disable=not sys.stderr.isatty())
+
+        def done(run):
+            self.stdout.write(f"{run}: {run.loans:,} loans, {run.duration_ms:,} ms")
+            bar.update()
+
+        try:
+            runs = snapshots_compute(
+                dates="backfill",
+                job="compute_kpis --backfill",
+                jobs=jobs,
+                planned=planned,
+                done=done,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        if not runs:
             raise CommandError("no loans yet: nothing to backfill")
-        with tqdm(total=len(dates), unit="date", disable=not sys.stderr.isatty()) as bar:
-
-            def done(run):
-                self.stdout.write(f"{run}: {run.loans:,} loans, {run.duration_ms:,} ms")
-                bar.update()
-
-            snapshot_series(dates, job="compute_kpis --backfill", jobs=jobs, done=done)
-        self.stdout.write(self.style.SUCCESS(f"{len(dates)} snapshot(s) computed."))
+        self.stdout.write(self.style.SUCCESS(f"{len(runs)} snapshot(s) computed."))
 
 
 def _portfolio_json(run) -> str:
     """Ratios as fractions, money and counts as decimal strings (exact, no floats)."""
-    values = KpiValue.objects.filter(run=run, dimension="portfolio").order_by("code")
+    values = KpiValue.objects.filter(run=run).portfolio().order_by("code")
     payload = {
         v.code: (None if v.value is None else format(v.value.normalize(), "f")) for v in values
     }

@@ -1,8 +1,10 @@
-"""Small hand-built loan books for the KPI engine's golden tests.
+"""Small hand-built loan books for the KPI engine's golden tests and the dashboard tests: one
+builder (Book), the books the tests read, each with its numbers worked out by hand.
 
 Each function writes rows through tests/factories.py and returns the book; the test that reads it
 works out every expected number by hand. Loan and customer ids are short and fixed ("L1", "C1")
-so a test can name them; every book is written inside one test's rolled-back transaction.
+so a test can name them; every book is written inside one test's rolled-back transaction (or
+class, for the dashboards' ``setUpTestData``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
+from kpis.engine import snapshot_compute
+from kpis.models import SnapshotRun
 from loans.models import Batch, Customer, Installment, Loan, MarketingSpend, Transaction
 from tests.factories import (
     batch_create,
@@ -55,11 +59,29 @@ class Book:
     tape: Tape = field(default_factory=Tape.load)
     customers: dict[str, Customer] = field(default_factory=dict)
     loans: dict[str, Loan] = field(default_factory=dict)
+    # Customers with a name and a national id (pages show them), and the dates compute() snapshots.
+    identities: bool = False
+    month_ends: tuple[date, ...] = ()
+    maturity: date | None = None  # every loan's; else a year after its disbursement
+    company: str = ABACO_TECH  # a loan's unless it names its own
+
+    @property
+    def batches(self) -> dict[str, Batch]:
+        return {batch.kind: batch for batch in self.tape.batches()}
 
     def customer(self, name: str) -> Customer:
         if name not in self.customers:
-            self.customers[name] = customer_create(customer_id=name, batch=self.tape.customers)
+            identity = {"name": f"Name of {name}", "national_id": f"ID-{name}"}
+            self.customers[name] = customer_create(
+                customer_id=name,
+                batch=self.tape.customers,
+                **(identity if self.identities else {}),
+            )
         return self.customers[name]
+
+    def compute(self) -> dict[date, SnapshotRun]:
+        """Snapshots at every month-end, in date order (roll rates read the month before)."""
+        return {day: snapshot_compute(as_of=day) for day in self.month_ends}
 
     def lend(
         self,
@@ -68,18 +90,22 @@ class Book:
         customer: str,
         principal: str,
         on: date,
-        company: str = ABACO_TECH,
+        company: str | None = None,
         product: str = FACTORING,
         rate: str = "0.24",
         currency: str = "USD",
+        schedule: tuple[tuple[date, str], ...] = (),
+        paid: tuple[tuple[date, str], ...] = (),
     ) -> Loan:
+        """A loan, with its principal installments (``schedule``) and principal payments
+        (``paid``) as (date, amount) pairs when given."""
         loan = loan_create(
             loan_id=name,
             customer=self.customer(customer),
-            company=company,
+            company=company or self.company,
             product_type=product,
             disburse_date=on,
-            maturity_date=on + timedelta(days=365),
+            maturity_date=self.maturity or on + timedelta(days=365),
             disburse_principal=Decimal(principal),
             outstanding_balance=Decimal(principal),
             interest_rate=Decimal(rate),
@@ -87,6 +113,10 @@ class Book:
             batch=self.tape.loans,
         )
         self.loans[name] = loan
+        for due, amount in schedule:
+            self.due(name, due, amount)
+        for day, amount in paid:
+            self.cash(name, day, amount)
         return loan
 
     def due(
@@ -341,3 +371,90 @@ def monthly_rates_book() -> Book:
             month=month, channel=channel, spend=Decimal(amount), batch=spend
         )
     return book
+
+
+# --- The dashboards' book -------------------------------------------------------------------------
+# A small loan book for the dashboard tests, with snapshots at three month-ends.
+#
+# Every number the tests assert is worked out here by hand (KPI definitions version 1):
+#
+#     loan  customer  entity  product          principal  disbursed    schedule (unpaid unless said)
+#     L1    C1        ABT     factoring        10,000     2025-01-10   02-10 5,000 (paid 02-10); 03-10 5,000
+#     L2    C2        ABF     working_capital   4,000     2024-12-15   2025-01-15 4,000
+#     L3    C3        ABT     factoring         2,000     2025-02-01   04-01 2,000
+#     L4    C1        ABT     factoring         1,000     2025-01-20   02-20 1,000
+#     =L5   +C5       ABF     factoring           500     2025-03-15   04-15 500   (ids that a spreadsheet would run)
+#
+# At 2025-03-31: L1 OB 5,000 DPD 21 (8-30), L2 4,000 DPD 75 (61-90), L3 2,000 current,
+# L4 1,000 DPD 39 (31-60), =L5 500 current. OB 12,500; PAR30 = 5,000 / 12,500 = 0.40; PAR90 = 0.
+# ABT slice: OB 8,000, PAR30 = 1,000 / 8,000 = 0.125. ABF slice: OB 4,500, PAR30 = 4,000 / 4,500.
+# Disbursements in March: 500. Active borrowers: C1, C2, C3, +C5 = 4.
+# Top borrowers: C1 6,000 (0.48), C2 4,000, C3 2,000, +C5 500; HHI = 48² + 32² + 16² + 4² = 3,600.
+#
+# At 2025-02-28: L1 5,000 current, L2 4,000 DPD 44 (31-60), L3 2,000 current, L4 1,000 DPD 8.
+# OB 12,000; PAR30 = 4,000 / 12,000. At 2025-01-31: L1 10,000, L2 4,000 DPD 16, L4 1,000; OB 15,000.
+# Roll rates 02-28 → 03-31: current (7,000) → 8-30 5,000 (L1), current 2,000 (L3);
+# 31-60 → 61-90 all (L2); 8-30 → 31-60 all (L4).
+
+ABT, ABF = "ABT", "ABF"
+MONTH_ENDS = (date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31))
+AS_OF = MONTH_ENDS[-1]
+
+
+def dashboard_book() -> Book:
+    """The dashboards' book (the notes above), snapshots at its three month-ends."""
+    book = Book(identities=True, month_ends=MONTH_ENDS, maturity=date(2026, 12, 31), company=ABT)
+    book.lend(
+        "L1",
+        customer="C1",
+        principal="10000",
+        on=date(2025, 1, 10),
+        schedule=((date(2025, 2, 10), "5000"), (date(2025, 3, 10), "5000")),
+        paid=((date(2025, 2, 10), "5000"),),
+    )
+    book.lend(
+        "L2",
+        customer="C2",
+        principal="4000",
+        on=date(2024, 12, 15),
+        company=ABF,
+        product="working_capital",
+        schedule=((date(2025, 1, 15), "4000"),),
+    )
+    book.lend(
+        "L3",
+        customer="C3",
+        principal="2000",
+        on=date(2025, 2, 1),
+        schedule=((date(2025, 4, 1), "2000"),),
+    )
+    book.lend(
+        "L4",
+        customer="C1",
+        principal="1000",
+        on=date(2025, 1, 20),
+        schedule=((date(2025, 2, 20), "1000"),),
+    )
+    book.lend(
+        "=L5",
+        customer="+C5",
+        principal="500",
+        on=date(2025, 3, 15),
+        company=ABF,
+        schedule=((date(2025, 4, 15), "500"),),
+    )
+    return book
+
+
+def more_loans(book: Book, *, count: int) -> None:
+    """Extra loans spread over the buckets, to show query counts do not grow with the book."""
+    for n in range(count):
+        book.lend(
+            f"X{n}",
+            customer=f"CX{n}",
+            principal="700",
+            on=date(2025, 1, 5 + n % 20),
+            company=ABT if n % 2 else ABF,
+            schedule=((date(2025, 2, 5 + n % 20), "300"), (date(2025, 3, 5 + n % 20), "400")),
+            paid=((date(2025, 2, 5 + n % 20), "300"),) if n % 3 else (),
+        )

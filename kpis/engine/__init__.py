@@ -1,0 +1,95 @@
+"""The KPI engine: loan states at an as-of date and KPI values per portfolio slice, set-based in
+PostgreSQL, stored as a dated snapshot (docs/design.md, "Where data lives"; each KPI's definition and query in
+kpis.definitions).
+
+- ``compose``, ``book``, ``facts``: the composed SQL (slices; the book's cash and loan states;
+  facts per slice, KPI values and the stored tables);
+- ``steps``: the computing steps that run it, in order;
+- ``aside``: the part done on a second connection, in the same database snapshot;
+- ``runs``: the SnapshotRun row, its batches and fingerprint, deleting a run;
+- ``restatement``: as reported or restated, once the numbers are in.
+
+Dashboards and the API read snapshots; nothing here runs in a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+
+from django.db import connection, transaction
+
+from kpis.engine import book, steps
+from kpis.engine.aside import book_facts_aside, loan_cash_aside
+from kpis.engine.restatement import restatement_settle
+from kpis.engine.runs import run_open, snapshot_quality
+from kpis.models import SnapshotRun
+from loans.lineage import BOOK_LOCK
+
+__all__ = ["snapshot_compute", "snapshot_quality"]
+
+logger = logging.getLogger("kpis.engine")
+
+
+def snapshot_compute(
+    *, as_of: date, by=None, job: str = "", before_history: Callable[[], object] | None = None
+) -> SnapshotRun:
+    """Compute and store loan states and KPI values for end of day ``as_of``, in one transaction.
+
+    The first run of a date is kept *as reported*; recomputed, it is restated only when the
+    numbers differ (kpis.engine.restatement).
+
+    Everything up to the facts that read earlier snapshots (the monthly rates and roll rates
+    against the previous month-end, vintages' ever-30+) depends on the book alone; the history
+    is read last, after ``before_history`` returns. A series computed on several connections
+    (kpis.services.snapshot_series) waits there for the earlier dates to commit; read committed,
+    the statements after it see them.
+    """
+    started = time.perf_counter()
+    # Part of the work goes to a second connection (kpis.engine.aside), unless a transaction is
+    # already open: its uncommitted rows (a caller's atomic block, a test) are invisible to any other.
+    aside = not connection.in_atomic_block
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-aside") as pool,
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        # The book as no import is changing it, for this transaction's statements and the
+        # second connection's exported snapshot alike.
+        cursor.execute(book.BOOK_LOCK_SHARED, [BOOK_LOCK])
+        cursor.execute(book.WORK_MEM)
+        run, reported, batch_ids, reasons = run_open(cursor, as_of=as_of, by=by, job=job)
+        # Loan cash in two parts when there is a second connection: odd loan ids there, even here.
+        params = steps.params(run=run.pk, as_of=as_of, parts=2 if aside else 1)
+        if aside:
+            cursor.execute(book.EXPORT_SNAPSHOT)
+            snapshot = cursor.fetchone()[0]
+            part = pool.submit(loan_cash_aside, snapshot, {**params, "part": 1})
+            book_facts = pool.submit(book_facts_aside, snapshot, dict(params))
+        cursor.execute(book.DROP_TEMP_TABLES)
+        steps.loan_cash(cursor, params)
+        if aside:
+            steps.loan_cash_add(cursor, part.result())
+        run.loans = steps.loan_states(cursor, params)
+        steps.state_facts(cursor, params)
+        steps.flow_facts(
+            cursor, params, book_facts.result() if aside else steps.book_facts(cursor, params)
+        )
+        if before_history is not None:
+            waiting = time.perf_counter()
+            before_history()
+            started += time.perf_counter() - waiting  # its duration is its own work
+        steps.history_facts(cursor, params)
+        stands = restatement_settle(cursor, run=run, reported=reported, reasons=reasons)
+        if stands is not run:
+            return stands
+        run.batches.set(batch_ids)
+        run.duration_ms = round((time.perf_counter() - started) * 1000)
+        run.save(update_fields=["loans", "duration_ms"])
+    logger.info(
+        "snapshot computed", extra={"as_of": str(as_of), "basis": run.basis, "ms": run.duration_ms}
+    )
+    return run

@@ -1,0 +1,116 @@
+"""The computing steps of a snapshot, in the order they run on the snapshot's connection: the
+book's cash and schedule per loan, the loan states, the facts per slice, then (after the
+history is ready) the facts against earlier snapshots, the KPI values, roll rates and vintages.
+
+Each step is a few statements of kpis.engine.book and .facts on one cursor; the snapshot's
+transaction (kpis.engine.snapshot_compute) orders them and hands parts to the side connection.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from django.conf import settings
+
+from abaco.dates import month_end
+from kpis import definitions as d
+from kpis.engine import book, facts
+
+BookFacts = tuple[list[tuple], int, list[tuple]]
+
+
+def params(*, run: int, as_of: date, parts: int) -> dict:
+    """The statements' parameters for a run at ``as_of``, loan cash read in ``parts``
+    (this connection's part is 0)."""
+    return {
+        "run": run,
+        "as_of": as_of,
+        "month_start": as_of.replace(day=1),
+        "month_before": as_of.replace(day=1) - timedelta(days=1),
+        "month_end": month_end(as_of),
+        **{f"due_{n}": as_of + timedelta(days=n) for n in d.DUE_DAYS},
+        "write_off_dpd": settings.WRITE_OFF_DPD,
+        "version": d.VERSION,
+        "parts": parts,
+        "part": 0,
+    }
+
+
+def loan_cash(cursor, params: dict) -> None:
+    """This connection's part of loan_cash and loan_schedule (loan_schedule left unanalyzed:
+    the other parts may still come)."""
+    cursor.execute(book.LOAN_CASH, params)
+    cursor.execute(book.analyze("loan_cash"))
+    cursor.execute(book.LOAN_SCHEDULE, params)
+
+
+def loan_cash_add(cursor, rows: tuple[bytes, bytes]) -> None:
+    """Another connection's part of loan_cash and loan_schedule, as COPY rows."""
+    for table, part in zip(("loan_cash", "loan_schedule"), rows, strict=True):
+        with cursor.cursor.copy(book.copy_from(table)) as copy:
+            copy.write(part)
+    cursor.execute(book.analyze("loan_cash"))
+
+
+def loan_cash_rows(cursor) -> tuple[bytes, bytes]:
+    """loan_cash and loan_schedule as COPY rows, for another connection."""
+    rows = []
+    for table in ("loan_cash", "loan_schedule"):
+        with cursor.cursor.copy(book.copy_to(table)) as copy:
+            rows.append(b"".join(bytes(block) for block in copy))
+    return rows[0], rows[1]
+
+
+def loan_states(cursor, params: dict) -> int:
+    """The run's loan states; returns how many loans have a balance at R."""
+    cursor.execute(book.analyze("loan_schedule"))
+    cursor.execute(book.LOAN_STATES, params)
+    return cursor.rowcount
+
+
+def state_facts(cursor, params: dict) -> None:
+    """Facts of the states per slice: balances and buckets, concentration, top borrowers, and
+    the month's cash flows per loan."""
+    cursor.execute(facts.SLICE_CUSTOMERS, params)
+    cursor.execute(book.analyze("slice_customers"))
+    cursor.execute(facts.TOP_CUSTOMERS, params)
+    cursor.execute(facts.STATE_FACTS, params)
+    cursor.execute(facts.CONCENTRATION, params)
+    cursor.execute(facts.TOP_BORROWERS_INSERT, params)
+    cursor.execute(book.MONTH_LOANS, params)
+    cursor.execute(book.analyze("month_loans"))
+
+
+def book_facts(cursor, params: dict) -> BookFacts:
+    """Borrowers and repeaters per slice, the month's new customers and, at a month-end, each
+    vintage's disbursed principal."""
+    cursor.execute(book.BORROWER_FACTS, params)
+    borrowers = cursor.fetchall()
+    cursor.execute(book.NEW_CUSTOMERS, params)
+    new_customers = cursor.fetchone()[0]
+    cohorts = []
+    if params["as_of"] == params["month_end"]:
+        cursor.execute(book.COHORTS, params)
+        cohorts = cursor.fetchall()
+    return borrowers, new_customers, cohorts
+
+
+def flow_facts(cursor, params: dict, book_read: BookFacts) -> None:
+    """The month's flows and the due schedule per slice, with the book facts."""
+    borrowers, params["new_customers"], cohorts = book_read
+    params["cohorts"] = [cohort for cohort, _ in cohorts]
+    params["cohorts_disbursed"] = [disbursed for _, disbursed in cohorts]
+    cursor.execute(facts.FACTS_BORROWERS)
+    cursor.executemany(facts.FACTS_BORROWERS_INSERT, borrowers)
+    cursor.execute(facts.FLOW_FACTS, params)
+    cursor.execute(facts.DUE_FACTS, params)
+
+
+def history_facts(cursor, params: dict) -> None:
+    """What reads earlier snapshots: the monthly rates, then every KPI value, roll rates and,
+    at a month-end, vintages."""
+    cursor.execute(facts.RATE_FACTS, params)
+    cursor.execute(facts.VALUES_INSERT, params)
+    cursor.execute(facts.ROLL_RATES, params)
+    if params["as_of"] == params["month_end"]:
+        cursor.execute(facts.VINTAGES, params)
