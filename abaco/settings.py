@@ -164,7 +164,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 STORAGES = {
-    # Raw files land here; AZURE_ACCOUNT_NAME switches it to Blob Storage through django-storages.
+    # Raw files (uploads, fetched exports) land under MEDIA_ROOT.
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -212,6 +212,7 @@ if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
 AUDITLOG_MASK_CALLABLE = "compliance.classification.redact"
 AUDITLOG_INCLUDE_ALL_MODELS = False
 
+# No API is served yet: DRF and its schema are configured for the REST API issue.
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.DjangoModelPermissions"],

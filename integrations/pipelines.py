@@ -1,8 +1,8 @@
 """Pipeline runs: every scheduled job is a ``PipelineRun`` with steps, and a failure alerts.
 
-A job is declared once in ``PIPELINES`` (what runs, when it is on) and once in
-``integrations.schedules.JOBS`` (when it runs). ``pipeline_run`` is the one way a job runs: from
-its schedule, from ``manage.py run_pipeline`` or from the status page.
+A job is declared once, in ``integrations.schedules.JOBS`` (what runs, when, and which setting
+turns it on); ``PIPELINES`` are the jobs of that list that are pipelines. ``pipeline_run`` is the
+one way a job runs: from its schedule, from ``manage.py run_pipeline`` or from the status page.
 
 Runs are at-least-once safe: every step writes by natural key inside its own transaction, raw
 files are recognized by SHA-256, so a run killed midway and run again leaves no duplicates.
@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import httpx
 from croniter import croniter
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -29,7 +31,7 @@ from django.utils.module_loading import import_string
 from integrations.alerts import alert_send
 from integrations.http import ProviderError
 from integrations.models import PipelineRun, PipelineStep
-from integrations.schedules import JOBS
+from integrations.schedules import JOBS, Job
 from loans.imports.files import TapeFile
 from loans.lineage import batch_for
 from loans.models import Batch
@@ -47,47 +49,8 @@ class PipelineUnknown(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Pipeline:
-    name: str
-    run: str  # dotted path: (ctx: RunContext) -> None
-    setting: str  # the *_ENABLED setting that turns it on ("" = always on)
-    doc: str
-
-    def enabled(self) -> bool:
-        return not self.setting or bool(getattr(settings, self.setting))
-
-
-PIPELINES: dict[str, Pipeline] = {
-    p.name: p
-    for p in [
-        Pipeline(
-            "cascade_ingest",
-            "integrations.cascade.ingest.cascade_ingest",
-            "CASCADE_ENABLED",
-            "Fetch the Cascade loan-tape export, keep it raw, import it.",
-        ),
-        Pipeline(
-            "daily_ingest",
-            "integrations.hubspot.sync.hubspot_ingest",
-            "HUBSPOT_ENABLED",
-            "HubSpot contacts, companies and deals (incremental), then customer segments.",
-        ),
-        Pipeline(
-            "kpi_daily",
-            "kpis.services.kpi_daily_pipeline",
-            "",
-            "Loan states and KPI snapshots for yesterday and any missing month-end.",
-        ),
-        Pipeline(
-            "meta_ingest",
-            "integrations.meta.sync.meta_ingest",
-            "META_ENABLED",
-            "Meta ad insights: daily rows per campaign, rolled up to monthly marketing spend.",
-        ),
-    ]
-}
-INGEST = ["cascade_ingest", "daily_ingest", "meta_ingest"]  # run in parallel on demand
+PIPELINES: dict[str, Job] = {job.name: job for job in JOBS if job.is_pipeline}
+INGEST = [job.name for job in PIPELINES.values() if job.ingest]  # run in parallel on demand
 
 
 @dataclass
@@ -110,7 +73,7 @@ class RunContext:
     """Handed to a pipeline's function: the run, its date, and steps to record work in."""
 
     run: PipelineRun
-    transport: object = None  # tests and end-to-end runs: an httpx transport for the providers
+    transport: httpx.BaseTransport | None = None  # tests and end-to-end runs: fake providers
     sleep: Callable[[float], None] = time.sleep
 
     @property
@@ -118,7 +81,7 @@ class RunContext:
         return self.run.for_date
 
     @property
-    def by(self):
+    def by(self) -> User | None:
         return self.run.created_by
 
     @contextlib.contextmanager
@@ -200,7 +163,9 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
 
 
-def raw_land(*, content: bytes, name: str, source: str, kind: str, job: str, by=None) -> Batch:
+def raw_land(
+    *, content: bytes, name: str, source: str, kind: str, job: str, by: User | None = None
+) -> Batch:
     """Keep a provider payload unchanged in the raw layer (``loans.lineage.batch_for``, as for
     uploads): the same bytes twice are a duplicate of the first batch.
 
@@ -240,7 +205,7 @@ def _abandoned_close(job: str) -> None:
 
 
 def pipeline_start(
-    *, name: str, for_date: date | None = None, trigger: str, by=None
+    *, name: str, for_date: date | None = None, trigger: str, by: User | None = None
 ) -> PipelineRun:
     """Open a queued run of ``name`` (raises ``PipelineBusy`` when one is queued or running)."""
     if name not in PIPELINES:
@@ -256,7 +221,12 @@ def pipeline_start(
         raise PipelineBusy(f"{name} is already queued or running") from exc
 
 
-def pipeline_execute(run: PipelineRun, *, transport=None, sleep=time.sleep) -> PipelineRun:
+def pipeline_execute(
+    run: PipelineRun,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PipelineRun:
     """Run a queued run to its end: succeeded, skipped (integration off) or failed with an alert."""
     pipeline = PIPELINES[run.job]
     run.status, run.started_at = PipelineRun.Status.RUNNING, timezone.now()
@@ -293,9 +263,9 @@ def pipeline_run(
     name: str,
     for_date: date | None = None,
     trigger: str,
-    by=None,
-    transport=None,
-    sleep=time.sleep,
+    by: User | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PipelineRun:
     """Start and execute one run now, in this process."""
     run = pipeline_start(name=name, for_date=for_date, trigger=trigger, by=by)
@@ -308,8 +278,8 @@ def pipelines_overdue(*, now: datetime | None = None) -> list[tuple[str, datetim
     now = now or timezone.now()
     grace = timedelta(hours=settings.PIPELINE_OVERDUE_HOURS)
     overdue = []
-    for job in JOBS:
-        if job.name not in PIPELINES or not PIPELINES[job.name].enabled():
+    for job in PIPELINES.values():
+        if not job.enabled():
             continue
         due = croniter(job.cron, timezone.localtime(now - grace)).get_prev(datetime)
         finished = PipelineRun.objects.filter(
@@ -335,9 +305,8 @@ def pipelines_overdue(*, now: datetime | None = None) -> list[tuple[str, datetim
     return overdue
 
 
-def pipelines_latest() -> list[tuple[Pipeline, list[PipelineRun], datetime | None]]:
+def pipelines_latest() -> list[tuple[Job, list[PipelineRun], datetime]]:
     """For the status page: each pipeline, its latest runs and its next scheduled time."""
-    crons = {job.name: job.cron for job in JOBS}
     now = timezone.localtime()
     rows = []
     for pipeline in PIPELINES.values():
@@ -347,6 +316,5 @@ def pipelines_latest() -> list[tuple[Pipeline, list[PipelineRun], datetime | Non
             .prefetch_related("steps")
             .order_by("-created_at")[:10]
         )
-        cron = crons.get(pipeline.name)
-        rows.append((pipeline, runs, croniter(cron, now).get_next(datetime) if cron else None))
+        rows.append((pipeline, runs, croniter(pipeline.cron, now).get_next(datetime)))
     return rows

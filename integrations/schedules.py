@@ -1,46 +1,89 @@
-"""The scheduled jobs, declared in code and synced into django-q2 by ``manage.py setup_schedules``.
+"""The scheduled jobs: one registry that both the pipelines and django-q2's schedules read.
 
-Times are Central European Time as the operators run them (docs/design.md, "Scheduled work"). Each job
-is added here in the same change that adds its task; schedules are never created at import time.
+A job is declared once here: when it runs (cron, in Central European Time as the operators run
+them, docs/design.md, "Scheduled work") and, for a pipeline, what runs and which setting turns it on.
+``integrations.pipelines`` runs the pipelines of this list; ``manage.py setup_schedules`` syncs the
+whole list into django-q2. Each job is added here in the same change that adds its code; schedules
+are never created at import time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
+PIPELINE_TASK = "integrations.tasks.pipeline_task"
+
 
 @dataclass(frozen=True)
 class Job:
     name: str
     cron: str  # minute hour day month weekday, in TIME_ZONE
-    doc: str
-    func: str = "integrations.tasks.pipeline_task"  # dotted path to the task
-    args: str = ""  # the task's arguments as django-q2 stores them (a Python literal)
+    doc: str  # shown on the pipeline status page
+    # A pipeline: the dotted path of its function, (ctx: RunContext) -> None, run through
+    # ``PIPELINE_TASK`` and recorded as a ``PipelineRun``.
+    run: str = ""
+    setting: str = ""  # the *_ENABLED setting that turns the pipeline on ("" = always on)
+    ingest: bool = False  # fetches from a provider: ``run_pipeline ingest`` runs these at once
+    # Any other job: the dotted path of the task the schedule calls, with no arguments.
+    task: str = ""
 
+    @property
+    def is_pipeline(self) -> bool:
+        return bool(self.run)
 
-def _pipeline(name: str, cron: str, doc: str) -> Job:
-    return Job(name=name, cron=cron, doc=doc, args=repr(name))
+    @property
+    def func(self) -> str:
+        """The task django-q2 calls."""
+        return PIPELINE_TASK if self.is_pipeline else self.task
+
+    @property
+    def args(self) -> str:
+        """The task's arguments as django-q2 stores them (a Python literal)."""
+        return repr(self.name) if self.is_pipeline else ""
+
+    def enabled(self) -> bool:
+        return not self.setting or bool(getattr(settings, self.setting))
 
 
 # Catch-up is off (Q_CLUSTER["catch_up"]): a cluster that was down runs each job once when it
 # comes back, not once per missed day; kpi_daily fills missing month-ends itself.
 JOBS: list[Job] = [
-    _pipeline(
-        "cascade_ingest", "0 6 * * *", "Fetch the Cascade loan-tape export, land raw, normalize."
+    Job(
+        "cascade_ingest",
+        "0 6 * * *",
+        "Fetch the Cascade loan-tape export, keep it raw, import it.",
+        run="integrations.cascade.ingest.cascade_ingest",
+        setting="CASCADE_ENABLED",
+        ingest=True,
     ),
-    _pipeline(
-        "daily_ingest", "0 7 * * *", "HubSpot contacts/companies/deals (incremental), segments."
+    Job(
+        "daily_ingest",
+        "0 7 * * *",
+        "HubSpot contacts, companies and deals (incremental), then customer segments.",
+        run="integrations.hubspot.sync.hubspot_ingest",
+        setting="HUBSPOT_ENABLED",
+        ingest=True,
     ),
-    _pipeline(
+    Job(
         "kpi_daily",
         "30 7 * * *",
-        "Loan states and KPI snapshots for yesterday and missing month-ends.",
+        "Loan states and KPI snapshots for yesterday and any missing month-end.",
+        run="kpis.services.kpi_daily_pipeline",
     ),
-    _pipeline("meta_ingest", "0 8 * * *", "Meta ad insights, daily rows per campaign."),
     Job(
-        name="pipelines_watch",
-        cron="*/15 * * * *",
-        doc="Alert once when a job has not finished a run within PIPELINE_OVERDUE_HOURS of its time.",
-        func="integrations.tasks.pipelines_watch_task",
+        "meta_ingest",
+        "0 8 * * *",
+        "Meta ad insights: daily rows per campaign, rolled up to monthly marketing spend.",
+        run="integrations.meta.sync.meta_ingest",
+        setting="META_ENABLED",
+        ingest=True,
+    ),
+    Job(
+        "pipelines_watch",
+        "*/15 * * * *",
+        "Alert once when a job has not finished a run within PIPELINE_OVERDUE_HOURS of its time.",
+        task="integrations.tasks.pipelines_watch_task",
     ),
 ]

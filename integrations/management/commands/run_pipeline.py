@@ -40,7 +40,7 @@ class Command(BaseCommand):
                 self.stderr.write(self.style.ERROR(run))
                 continue
             line = (
-                f"{run.job} {run.for_date}: {run.status} in {run.duration_ms / 1000:.1f} s, "
+                f"{run.job} {run.for_date}: {run.status} in {(run.duration_ms or 0) / 1000:.1f} s, "
                 f"{run.rows_in:,} rows in, {run.rows_out:,} out"
             )
             if run.status == PipelineRun.Status.FAILED:
