@@ -43,7 +43,7 @@ lint: $(STAMP)
 
 # mypy's Django plugin imports the settings: a named server (never contacted) keeps it from
 # starting the embedded one.
-typecheck: $(STAMP)
+typecheck: $(STAMP) .env
 	DATABASE_URL=$${DATABASE_URL:-postgres://unused@127.0.0.1:1/unused} $(BIN)/mypy
 
 format: $(STAMP)
