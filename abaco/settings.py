@@ -227,7 +227,7 @@ if not 0 < WRITE_OFF_DPD <= 180:
 
 # Snapshots of a backfill computed at once, each on its own connection (kpis.services).
 KPI_JOBS = env.int("KPI_JOBS", default=2)
-# Tape files an import reads and checks at once, each on its own connection (loans.services).
+# Tape files an import reads and checks at once, each on its own connection (loans.imports.tape.pool).
 IMPORT_JOBS = env.int("IMPORT_JOBS", default=2)
 
 EMAIL_CONFIG = env.email_url(

@@ -2,7 +2,7 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    """The schema a tape import stages its files in (``loans.imports.loader.staging``).
+    """The schema a tape import stages its files in (``loans.imports.tape.pool.staging``).
 
     Its tables are UNLOGGED and live only inside an import's transaction, so the schema is empty
     whenever nothing is importing.
