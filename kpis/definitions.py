@@ -9,6 +9,7 @@ change of meaning is a new version: snapshots record the version that made them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -101,7 +102,9 @@ class Kpi:
         """ "red", "amber" or "ok" against the thresholds ("" when the KPI has none)."""
         if value is None or self.amber is None:
             return ""
-        worse = (lambda a, b: a >= b) if self.higher_is_worse else (lambda a, b: a <= b)
+        worse: Callable[[Decimal, Decimal], bool] = (
+            (lambda a, b: a >= b) if self.higher_is_worse else (lambda a, b: a <= b)
+        )
         if self.red is not None and worse(value, self.red):
             return "red"
         return "amber" if worse(value, self.amber) else "ok"

@@ -29,7 +29,7 @@ class SnapshotRunQuerySet(models.QuerySet):
     def restated(self) -> SnapshotRunQuerySet:
         return self.filter(basis=SnapshotRun.Basis.RESTATED)
 
-    def dates(self) -> set:
+    def as_of_dates(self) -> set:
         """The as-of dates that have a run."""
         return set(self.values_list("as_of", flat=True))
 

@@ -94,7 +94,7 @@ def daily_dates(*, today: date | None = None) -> list[date]:
     first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
     if first is None:
         return []
-    have = SnapshotRun.objects.dates()
+    have = SnapshotRun.objects.as_of_dates()
     # Every month-end up to yesterday, even past the last day with data: the book still stands then.
     wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
     wanted.append(yesterday)

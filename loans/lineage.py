@@ -63,6 +63,10 @@ def errors_of(problems: list[Problem]) -> list[Problem]:
 class TapeRejected(Exception):
     """A load refused whole: nothing it would have written is in the database."""
 
+    # What the refused load found, file by file, when the loader keeps it (the tape import's
+    # ``TapeImport``): the upload page's summary and rejected rows.
+    result: Findings | None = None
+
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         errors = errors_of(problems)
@@ -85,9 +89,15 @@ class LoadCounts(Protocol):
 
 
 class Findings:
-    """``errors`` and ``warnings`` of anything that keeps its ``problems``."""
+    """``errors`` and ``warnings`` of anything that keeps its ``problems``: a field
+    (``LoadTally``) or a property (``TapeImport``)."""
 
-    problems: list[Problem]
+    if TYPE_CHECKING:
+        # For the type checker only: at run time a property here would stand in for a
+        # subclass's dataclass field (a default_factory leaves no class attribute) and refuse
+        # its assignment.
+        @property
+        def problems(self) -> list[Problem]: ...
 
     @property
     def errors(self) -> list[Problem]:

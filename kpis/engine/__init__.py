@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
+from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 
@@ -29,13 +30,20 @@ from kpis.engine.runs import run_open, snapshot_quality
 from kpis.models import SnapshotRun
 from loans.lineage import BOOK_LOCK
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 __all__ = ["snapshot_compute", "snapshot_quality"]
 
 logger = logging.getLogger("kpis.engine")
 
 
 def snapshot_compute(
-    *, as_of: date, by=None, job: str = "", before_history: Callable[[], object] | None = None
+    *,
+    as_of: date,
+    by: User | None = None,
+    job: str = "",
+    before_history: Callable[[], object] | None = None,
 ) -> SnapshotRun:
     """Compute and store loan states and KPI values for end of day ``as_of``, in one transaction.
 

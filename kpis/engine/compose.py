@@ -3,6 +3,8 @@ once, and the portfolio's slices (kpis.definitions.DIMENSION_COLUMNS) as GROUPIN
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from psycopg import sql
 
 from kpis import definitions as d
@@ -67,5 +69,5 @@ def aliased(aggregates: dict[str, sql.Composable]) -> sql.Composed:
     )
 
 
-def summed(names) -> sql.Composed:
+def summed(names: Iterable[str]) -> sql.Composed:
     return aliased({name: sql.SQL("sum({})").format(sql.Identifier(name)) for name in names})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from django.db.backends.utils import CursorWrapper
 from psycopg import sql
 
 from kpis import definitions as d
@@ -34,20 +35,22 @@ VALUES_ADDED = sql.SQL(
 )
 
 
-def _values_differ(cursor, run: SnapshotRun, reported: SnapshotRun) -> bool:
+def _values_differ(cursor: CursorWrapper, run: SnapshotRun, reported: SnapshotRun) -> bool:
     """Did any number that was reported change? KPIs added since are not a restatement, and
     neither is a monthly rate appearing because the previous month-end was computed later."""
     cursor.execute(VALUES_DIFFER, [run.pk, reported.pk, list(d.FROM_PREVIOUS_MONTH_END)])
-    return cursor.fetchone()[0]
+    differ: bool = cursor.fetchone()[0]
+    return differ
 
 
-def _adds_values(cursor, run: SnapshotRun, reported: SnapshotRun) -> bool:
+def _adds_values(cursor: CursorWrapper, run: SnapshotRun, reported: SnapshotRun) -> bool:
     cursor.execute(VALUES_ADDED, [run.pk, reported.pk])
-    return cursor.fetchone()[0]
+    adds: bool = cursor.fetchone()[0]
+    return adds
 
 
 def restatement_settle(
-    cursor, *, run: SnapshotRun, reported: SnapshotRun | None, reasons: list[str]
+    cursor: CursorWrapper, *, run: SnapshotRun, reported: SnapshotRun | None, reasons: list[str]
 ) -> SnapshotRun:
     """The run that stands for the date once ``run`` is computed: ``run`` itself (the first of
     its date, a restatement, or the as-reported run's successor when it only adds KPIs), or

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
+from typing import TYPE_CHECKING
 
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from psycopg import sql
 
@@ -13,6 +15,9 @@ from kpis import definitions as d
 from kpis.models import SnapshotRun
 from loans.models import Batch, BatchChange
 from loans.selectors import batches_latest_per_source
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batch.Kind.TRANSACTIONS]
 
@@ -44,7 +49,7 @@ def _fingerprint(batch_ids: list[int]) -> str:
     return hashlib.sha256(",".join(map(str, sorted(batch_ids))).encode()).hexdigest()
 
 
-def run_delete(cursor, run: SnapshotRun) -> None:
+def run_delete(cursor: CursorWrapper, run: SnapshotRun) -> None:
     for table in RUN_TABLES:
         cursor.execute(
             sql.SQL("DELETE FROM {} WHERE run_id = %s").format(sql.Identifier(table)), [run.pk]
@@ -54,7 +59,7 @@ def run_delete(cursor, run: SnapshotRun) -> None:
 
 
 def run_open(
-    cursor, *, as_of: date, by, job: str
+    cursor: CursorWrapper, *, as_of: date, by: User | None, job: str
 ) -> tuple[SnapshotRun, SnapshotRun | None, list[int], list[str]]:
     """A new run of ``as_of`` (restated when the date has an as-reported one), after withdrawing
     an earlier restatement; with the as-reported run, the batches read and why it is provisional.

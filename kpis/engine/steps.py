@@ -9,17 +9,19 @@ transaction (kpis.engine.snapshot_compute) orders them and hands parts to the si
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from django.conf import settings
+from django.db.backends.utils import CursorWrapper
 
 from abaco.dates import month_end
 from kpis import definitions as d
 from kpis.engine import book, facts
 
-BookFacts = tuple[list[tuple], int, list[tuple]]
+BookFacts = tuple[list[tuple[Any, ...]], int, list[tuple[Any, ...]]]
 
 
-def params(*, run: int, as_of: date, parts: int) -> dict:
+def params(*, run: int, as_of: date, parts: int) -> dict[str, Any]:
     """The statements' parameters for a run at ``as_of``, loan cash read in ``parts``
     (this connection's part is 0)."""
     return {
@@ -36,7 +38,7 @@ def params(*, run: int, as_of: date, parts: int) -> dict:
     }
 
 
-def loan_cash(cursor, params: dict) -> None:
+def loan_cash(cursor: CursorWrapper, params: dict[str, Any]) -> None:
     """This connection's part of loan_cash and loan_schedule (loan_schedule left unanalyzed:
     the other parts may still come)."""
     cursor.execute(book.LOAN_CASH, params)
@@ -44,7 +46,7 @@ def loan_cash(cursor, params: dict) -> None:
     cursor.execute(book.LOAN_SCHEDULE, params)
 
 
-def loan_cash_add(cursor, rows: tuple[bytes, bytes]) -> None:
+def loan_cash_add(cursor: CursorWrapper, rows: tuple[bytes, bytes]) -> None:
     """Another connection's part of loan_cash and loan_schedule, as COPY rows."""
     for table, part in zip(("loan_cash", "loan_schedule"), rows, strict=True):
         with cursor.cursor.copy(book.copy_from(table)) as copy:
@@ -52,7 +54,7 @@ def loan_cash_add(cursor, rows: tuple[bytes, bytes]) -> None:
     cursor.execute(book.analyze("loan_cash"))
 
 
-def loan_cash_rows(cursor) -> tuple[bytes, bytes]:
+def loan_cash_rows(cursor: CursorWrapper) -> tuple[bytes, bytes]:
     """loan_cash and loan_schedule as COPY rows, for another connection."""
     rows = []
     for table in ("loan_cash", "loan_schedule"):
@@ -61,14 +63,15 @@ def loan_cash_rows(cursor) -> tuple[bytes, bytes]:
     return rows[0], rows[1]
 
 
-def loan_states(cursor, params: dict) -> int:
+def loan_states(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     """The run's loan states; returns how many loans have a balance at R."""
     cursor.execute(book.analyze("loan_schedule"))
     cursor.execute(book.LOAN_STATES, params)
-    return cursor.rowcount
+    balances: int = cursor.rowcount
+    return balances
 
 
-def state_facts(cursor, params: dict) -> None:
+def state_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
     """Facts of the states per slice: balances and buckets, concentration, top borrowers, and
     the month's cash flows per loan."""
     cursor.execute(facts.SLICE_CUSTOMERS, params)
@@ -81,7 +84,7 @@ def state_facts(cursor, params: dict) -> None:
     cursor.execute(book.analyze("month_loans"))
 
 
-def book_facts(cursor, params: dict) -> BookFacts:
+def book_facts(cursor: CursorWrapper, params: dict[str, Any]) -> BookFacts:
     """Borrowers and repeaters per slice, the month's new customers and, at a month-end, each
     vintage's disbursed principal."""
     cursor.execute(book.BORROWER_FACTS, params)
@@ -95,7 +98,7 @@ def book_facts(cursor, params: dict) -> BookFacts:
     return borrowers, new_customers, cohorts
 
 
-def flow_facts(cursor, params: dict, book_read: BookFacts) -> None:
+def flow_facts(cursor: CursorWrapper, params: dict[str, Any], book_read: BookFacts) -> None:
     """The month's flows and the due schedule per slice, with the book facts."""
     borrowers, params["new_customers"], cohorts = book_read
     params["cohorts"] = [cohort for cohort, _ in cohorts]
@@ -106,7 +109,7 @@ def flow_facts(cursor, params: dict, book_read: BookFacts) -> None:
     cursor.execute(facts.DUE_FACTS, params)
 
 
-def history_facts(cursor, params: dict) -> None:
+def history_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
     """What reads earlier snapshots: the monthly rates, then every KPI value, roll rates and,
     at a month-end, vintages."""
     cursor.execute(facts.RATE_FACTS, params)

@@ -54,7 +54,7 @@ def run_command(*args: str) -> str:
 
 
 def as_of_dates() -> set[date]:
-    return SnapshotRun.objects.dates()
+    return SnapshotRun.objects.as_of_dates()
 
 
 def book_with_cash_until(last_payment: date) -> p.Book:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from loans.imports.specs import FileSpec
-from loans.imports.tape.compose import ident, join
+from loans.imports.tape.compose import Cursor, ident, join
 
 # What a newer tape no longer carries, per kind (new tapes are full exports of the book).
 VANISHED = {
@@ -29,7 +29,12 @@ VANISHED = {
 
 
 def record_changes(
-    spec: FileSpec, cursor, *, batch_id: int, merge_table, updates: list[str]
+    spec: FileSpec,
+    cursor: Cursor,
+    *,
+    batch_id: int,
+    merge_table: sql.Composable,
+    updates: list[str],
 ) -> None:
     """Before a merge updates the book: each row it changes, field by field (changes to the
     spec's historical fields flagged for review), and the rows the tape no longer carries."""

@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from loans.imports.specs import TAPE_SPECS
-from loans.imports.tape.compose import NO_AUTOVACUUM, ident, staged
+from loans.imports.tape.compose import NO_AUTOVACUUM, Cursor, ident, one_row, staged
 from loans.imports.tape.payments import payments_pass
 from loans.imports.tape.staged import MAX_LISTED, StagedFile
 from loans.lineage import Problem
 
 
-def check_across(f, cursor, loaded_kinds: Iterable[str], *, quarantine: bool = False) -> None:
+def check_across(
+    f: StagedFile, cursor: Cursor, loaded_kinds: Iterable[str], *, quarantine: bool = False
+) -> None:
     """The checks against the other files of the tape and the book (after ``check_keys``)."""
     prepare_lookups(f, cursor, set(loaded_kinds))
     for check in _set_checks(f, set(loaded_kinds), quarantine):
@@ -137,7 +139,7 @@ def _reconcile_check(f: StagedFile) -> sql.Composable:
     )
 
 
-def prepare_lookups(f: StagedFile, cursor, loaded_kinds: set[str]) -> None:
+def prepare_lookups(f: StagedFile, cursor: Cursor, loaded_kinds: set[str]) -> None:
     """The per-import lookup the checks of schedules and transactions share, built once:
     ``tape_loans`` (every loan this tape or the book knows, with its disbursement facts);
     and the payments table when the file's staging did not make it (``payments_pass``)."""
@@ -158,10 +160,10 @@ def prepare_lookups(f: StagedFile, cursor, loaded_kinds: set[str]) -> None:
             "WHERE NULLIF(s.loan_id, '') IS NOT NULL AND (l.loan_id IS NULL OR s.{} < l.disburse_date))"
         ).format(ident(per_loan.table(f)), ident(per_loan.first_date))
     )
-    f.references_clean = cursor.fetchone()[0]
+    f.references_clean = one_row(cursor)[0]
 
 
-def lookup_loans(f: StagedFile, cursor, loaded_kinds: set[str]) -> None:
+def lookup_loans(f: StagedFile, cursor: Cursor, loaded_kinds: set[str]) -> None:
     """``tape_loans``, once per import: after the loans file's checks (its rejected rows
     are marked), before the first check of schedules or transactions."""
     if not staged(cursor, "tape_loans"):
@@ -209,10 +211,10 @@ def _held_back_checks(f: StagedFile, loaded_kinds: set[str]) -> list[sql.Composa
     ]
 
 
-def _collect_rejects(f: StagedFile, cursor) -> None:
+def _collect_rejects(f: StagedFile, cursor: Cursor) -> None:
     rejects = ident(f.rejects_table)
     cursor.execute(sql.SQL("SELECT count(DISTINCT line) FROM {}").format(rejects))
-    f.result.rejected = cursor.fetchone()[0]
+    f.result.rejected = one_row(cursor)[0]
     if not f.result.rejected:
         return
     cursor.execute(
@@ -224,7 +226,7 @@ def _collect_rejects(f: StagedFile, cursor) -> None:
         f.problem(line + 1, col, value, reason)
 
 
-def rejected_rows(f: StagedFile, cursor) -> list[Problem]:
+def rejected_rows(f: StagedFile, cursor: Cursor) -> list[Problem]:
     """Every rejected value (for the downloadable CSV), not only the first MAX_LISTED."""
     cursor.execute(
         sql.SQL("SELECT line, col, value, reason FROM {} ORDER BY line, col").format(

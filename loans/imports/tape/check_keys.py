@@ -9,11 +9,11 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from loans.imports.specs import ColumnType
-from loans.imports.tape.compose import X_TRANSACTION_TYPE, create_as, ident, join
+from loans.imports.tape.compose import X_TRANSACTION_TYPE, Cursor, create_as, ident, join
 from loans.imports.tape.staged import StagedFile
 
 
-def _loan_firsts(f: StagedFile, cursor) -> None:
+def _loan_firsts(f: StagedFile, cursor: Cursor) -> None:
     """Loans: the loan a loan id names, for the checks and the payments pass: its first row.
     "C": the loan ids are only told apart here, and byte order sorts faster."""
     lid = f.trimmed("t", "loan_id")
@@ -28,7 +28,7 @@ def _loan_firsts(f: StagedFile, cursor) -> None:
     )
 
 
-def _schedule_totals(f: StagedFile, cursor) -> None:
+def _schedule_totals(f: StagedFile, cursor: Cursor) -> None:
     """Schedules: each loan's schedule at once: its principal (for the totals check), its first
     row and its first due date (see check_across.prepare_lookups)."""
     create_as(
@@ -41,7 +41,7 @@ def _schedule_totals(f: StagedFile, cursor) -> None:
     )
 
 
-def _number_repeats(f: StagedFile, cursor) -> None:
+def _number_repeats(f: StagedFile, cursor: Cursor) -> None:
     """Transactions: each row's place among the rows of its (loan, date, type), in file
     order, for the rows that are the n-th (n >= 1): most rows are the only one of theirs
     (sequence 0). A narrow pass here instead of sorting every row with all its values in
@@ -66,7 +66,7 @@ def _number_repeats(f: StagedFile, cursor) -> None:
     )
 
 
-def _check_duplicate_keys(f: StagedFile, cursor) -> None:
+def _check_duplicate_keys(f: StagedFile, cursor: Cursor) -> None:
     """Rows whose key an earlier row of the file has (keys compare as stored: text trimmed,
     so "L1" and "L1 " are the same loan).
 
@@ -133,7 +133,7 @@ PER_KEY_TABLES = {
 }
 
 
-def check_keys(f: StagedFile, cursor) -> None:
+def check_keys(f: StagedFile, cursor: Cursor) -> None:
     """After ``check_values``: duplicate keys in this file, then its table of
     ``PER_KEY_TABLES`` (each loan's first row, the numbering of repeated transactions, each
     loan's schedule totals)."""

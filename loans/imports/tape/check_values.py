@@ -5,17 +5,29 @@ file's rejects table (line, column, value, reason)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from psycopg import sql
 
 from loans.imports.specs import ColumnType
-from loans.imports.tape.compose import CODE_REASONS, CODES, NO_AUTOVACUUM, ident, join, not_in
+from loans.imports.tape.compose import (
+    CODE_REASONS,
+    CODES,
+    NO_AUTOVACUUM,
+    Cursor,
+    ident,
+    join,
+    not_in,
+    one_row,
+)
 from loans.imports.tape.staged import StagedFile
 from loans.lineage import WARNING
 
 
 def _value_checks(f: StagedFile) -> list[tuple[str, sql.Composable, sql.Composable]]:
     """(column, condition on the typed row that makes it bad, reason) for every present column."""
-    checks = []
+    checks: list[tuple[str, sql.Composable, sql.Composable]] = []
     for column in f.columns:
         col = sql.SQL("t.{}").format(ident(column.name))
         if column.required:
@@ -71,7 +83,7 @@ def _value_checks(f: StagedFile) -> list[tuple[str, sql.Composable, sql.Composab
 
 def _parse_checks(f: StagedFile) -> list[tuple[str, sql.Composable, sql.Composable]]:
     """Text path only: a non-empty raw value that did not parse."""
-    checks = []
+    checks: list[tuple[str, sql.Composable, sql.Composable]] = []
     for column in f.columns:
         reason = {
             ColumnType.MONEY: "not a number",
@@ -89,7 +101,7 @@ def _parse_checks(f: StagedFile) -> list[tuple[str, sql.Composable, sql.Composab
     return checks
 
 
-def check_values(f: StagedFile, cursor) -> None:
+def check_values(f: StagedFile, cursor: Cursor) -> None:
     """The checks of this file's values, row by row, and its warnings, in one pass."""
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(f.rejects_table)))
     cursor.execute(
@@ -105,7 +117,7 @@ def check_values(f: StagedFile, cursor) -> None:
         source = sql.SQL("{} t JOIN {} s USING (line)").format(
             ident(f.typed_table), ident(f.stage_table)
         )
-    raw_of = (
+    raw_of: Callable[[str], sql.Composable] = (
         (lambda name: sql.SQL("s.{}::text").format(ident(name)))
         if f.text_staged
         else (lambda name: sql.SQL("t.{}::text").format(ident(name)))
@@ -123,7 +135,7 @@ def check_values(f: StagedFile, cursor) -> None:
     cursor.execute(
         sql.SQL("SELECT {} FROM {}").format(join([any_bad, *warning_aggregates]), source)
     )
-    row = cursor.fetchone()
+    row = one_row(cursor)
     warnings_report(row[1:])
     if row[0]:
         values = join(
@@ -140,13 +152,13 @@ def check_values(f: StagedFile, cursor) -> None:
         )
 
 
-def _warnings(f: StagedFile):
+def _warnings(f: StagedFile) -> tuple[list[sql.Composable], Callable[[Sequence[Any]], None]]:
     """Aggregates for what loads but a steward should know (float noise, rebates), and the
     function that turns their values into warnings."""
     money = [c.name for c in f.columns if c.type == ColumnType.MONEY]
     # scale() first: most values carry two decimals at most, and rounding millions of them costs.
     noisy = "scale(t.{c}) > 2 AND t.{c} <> round(t.{c}, 2)"
-    aggregates = [
+    aggregates: list[sql.Composable] = [
         sql.SQL(f"count(*) FILTER (WHERE {noisy}), min(t.line) FILTER (WHERE {noisy})").format(
             c=ident(name)
         )
@@ -160,7 +172,7 @@ def _warnings(f: StagedFile):
             )
         )
 
-    def report(row) -> None:
+    def report(row: Sequence[Any]) -> None:
         for i, name in enumerate(money):
             count, first = row[2 * i], row[2 * i + 1]
             if count:

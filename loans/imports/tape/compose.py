@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeAlias
 
+import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from loans.imports.specs import ISO_CURRENCIES
 from loans.models import Transaction
 
 STAGING_SCHEMA = "import_staging"  # created by migration loans/0011
+
+# psycopg's own cursor (COPY, composed SQL), as the import unwraps it from Django's.
+Cursor: TypeAlias = psycopg.Cursor[TupleRow]
 
 
 def ident(name: str) -> sql.Identifier:
@@ -27,7 +33,14 @@ def join(parts: Iterable[sql.Composable], sep: str = ", ") -> sql.Composed:
 NO_AUTOVACUUM = "WITH (autovacuum_enabled = false)"
 
 
-def create_as(cursor, table: str, query: sql.Composable) -> None:
+def one_row(cursor: Cursor) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (an aggregate, ``SELECT f(...)``)."""
+    row = cursor.fetchone()
+    assert row is not None, "the statement returned no row"
+    return row
+
+
+def create_as(cursor: Cursor, table: str, query: sql.Composable) -> None:
     """A staging table of ``query``'s rows, with the statistics the next statements plan by."""
     cursor.execute(
         sql.SQL(f"CREATE UNLOGGED TABLE {{}} {NO_AUTOVACUUM} AS {{}}").format(ident(table), query)
@@ -35,10 +48,11 @@ def create_as(cursor, table: str, query: sql.Composable) -> None:
     cursor.execute(sql.SQL("ANALYZE {}").format(ident(table)))
 
 
-def staged(cursor, table: str) -> bool:
+def staged(cursor: Cursor, table: str) -> bool:
     """Whether this import has made the staging table ``table`` (or a connection committed it)."""
     cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{STAGING_SCHEMA}.{table}"])
-    return cursor.fetchone()[0]
+    made: bool = one_row(cursor)[0]
+    return made
 
 
 # Codes (currencies, transaction types) compare trimmed and upper-cased. Most values are written

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from loans.imports.specs import TAPE_SPECS, Column, ColumnType
 from loans.imports.tape.changes import record_changes
-from loans.imports.tape.compose import CODES, code, create_as, ident, join, staged
+from loans.imports.tape.compose import CODES, Cursor, code, create_as, ident, join, one_row, staged
 from loans.imports.tape.staged import StagedFile
 
 
@@ -55,7 +55,7 @@ def _change_key(f: StagedFile) -> sql.Composable:
     return join(parts, " || ")
 
 
-def merge(f: StagedFile, cursor, *, batch_id: int, quarantine: bool) -> None:
+def merge(f: StagedFile, cursor: Cursor, *, batch_id: int, quarantine: bool) -> None:
     """One upsert: new keys are inserted, changed rows updated, identical rows not touched.
 
     Before it, the rows about to change (and, for loans and transactions, the rows missing
@@ -70,7 +70,7 @@ def merge(f: StagedFile, cursor, *, batch_id: int, quarantine: bool) -> None:
         else sql.SQL("TRUE")
     )
     cursor.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident(spec.table)))
-    book_has_rows = cursor.fetchone()[0]
+    book_has_rows = one_row(cursor)[0]
     targets: list[str] = []
     values: list[sql.Composable] = []
     joins: list[sql.Composable] = []
@@ -123,7 +123,7 @@ def merge(f: StagedFile, cursor, *, batch_id: int, quarantine: bool) -> None:
         name = f"merge_{spec.kind}"
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(name)))
         create_as(cursor, name, incoming)
-        merge_table = ident(name)
+        merge_table: sql.Composable = ident(name)
     else:
         # First load into an empty table: stream straight from staging into the insert.
         merge_table = sql.SQL("({})").format(incoming)
@@ -196,15 +196,15 @@ def merge(f: StagedFile, cursor, *, batch_id: int, quarantine: bool) -> None:
             ),
             [spec.table],
         )
-        sequence, last_line = cursor.fetchone()
+        sequence, last_line = one_row(cursor)
         cursor.execute("SELECT nextval(%s) - 1", [sequence])
-        base = cursor.fetchone()[0]
+        base = one_row(cursor)[0]
         cursor.execute("SELECT setval(%s, %s)", [sequence, base + last_line])
         insert(["id", *insert_cols], [sql.SQL("{} + m._line").format(base), *insert_vals])
 
 
 @contextmanager
-def _indexes_built_after(cursor, table: str) -> Iterator[None]:
+def _indexes_built_after(cursor: Cursor, table: str) -> Iterator[None]:
     """Load an empty table the way PostgreSQL loads fastest: without its indexes, then build
     each in one sort.
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from loans.imports.tape.compose import X_TRANSACTION_TYPE, create_as, ident
+from loans.imports.tape.compose import X_TRANSACTION_TYPE, Cursor, create_as, ident, one_row
 from loans.imports.tape.staged import StagedFile
 from loans.lineage import WARNING
 
 
-def payments_pass(f: StagedFile, cursor, loans: str) -> None:
+def payments_pass(f: StagedFile, cursor: Cursor, loans: str) -> None:
     """The payments table (``payments_table``), in one pass over the file in date order per
     loan: each loan's first date in the file (for the reference check, see
     ``check_across.prepare_lookups``), its paid principal in this tape (for totals and
@@ -53,7 +53,7 @@ def payments_pass(f: StagedFile, cursor, loans: str) -> None:
     )
 
 
-def balance_warning(f: StagedFile, cursor) -> None:
+def balance_warning(f: StagedFile, cursor: Cursor) -> None:
     """The tape's outstanding balance against disbursed minus paid principal (warning)."""
     cursor.execute(
         sql.SQL(
@@ -68,7 +68,7 @@ def balance_warning(f: StagedFile, cursor) -> None:
             ident(f.rejects_table),
         )
     )
-    count, first = cursor.fetchone()
+    count, first = one_row(cursor)
     if count:
         f.problem(
             first + 1,

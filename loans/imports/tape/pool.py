@@ -21,7 +21,7 @@ from psycopg import sql
 
 from loans.imports.tape.check_keys import check_keys
 from loans.imports.tape.check_values import check_values
-from loans.imports.tape.compose import STAGING_SCHEMA, join
+from loans.imports.tape.compose import STAGING_SCHEMA, Cursor, join, one_row
 from loans.imports.tape.payments import payments_pass
 from loans.imports.tape.stage import stage
 from loans.imports.tape.staged import StagedFile
@@ -36,7 +36,7 @@ STAGING_LOCK_TIMEOUT = "60s"
 
 
 @contextmanager
-def staging(cursor) -> Iterator[None]:
+def staging(cursor: Cursor) -> Iterator[None]:
     """The import's staging tables, for the length of the ``with`` block.
 
     They are UNLOGGED tables in ``import_staging``, found first on the search path, rather than
@@ -48,7 +48,7 @@ def staging(cursor) -> Iterator[None]:
     import does not commit, ``staging_drop`` drops the files' tables after it.
     """
     cursor.execute("SELECT current_setting('search_path')")
-    search_path = cursor.fetchone()[0]
+    search_path = one_row(cursor)[0]
     # Tables an import left behind when its process died; the import's lock says none is running.
     _drop_staging_tables(cursor)
     use_staging(cursor)
@@ -57,7 +57,7 @@ def staging(cursor) -> Iterator[None]:
     cursor.execute("SELECT set_config('search_path', %s, true)", [search_path])
 
 
-def use_staging(cursor) -> None:
+def use_staging(cursor: Cursor) -> None:
     """Unqualified names find (and create) staging tables first, until the transaction ends."""
     cursor.execute(
         "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), true)",
@@ -83,12 +83,12 @@ def staging_drop(tables: list[str]) -> None:
         logger.warning("staging tables left for the next import to drop", exc_info=True)
 
 
-def _drop_staging_tables(cursor) -> None:
+def _drop_staging_tables(cursor: Cursor) -> None:
     cursor.execute(
         "SELECT string_agg(format('%%I.%%I', schemaname, tablename), ', ') FROM pg_tables WHERE schemaname = %s",
         [STAGING_SCHEMA],
     )
-    tables = cursor.fetchone()[0]
+    tables = one_row(cursor)[0]
     if tables:
         cursor.execute(sql.SQL("DROP TABLE {}").format(sql.SQL(tables)))
 
@@ -99,8 +99,9 @@ class Staged:
     ``paid`` (staged and, for transactions, the payments pass done) and ``checked`` (its own
     checks)."""
 
-    paid: Future = field(default_factory=Future)
-    checked: Future | None = None
+    paid: Future[bool] = field(default_factory=Future)
+    # The pool's future, set as the file is submitted (before ``staged_files`` yields).
+    checked: Future[bool] = field(default_factory=Future)
 
 
 @contextmanager
@@ -114,9 +115,9 @@ def staged_files(files: list[StagedFile]) -> Iterator[list[Staged]]:
     the import's connection checks and merges each file as it is ready."""
 
     @contextmanager
-    def step() -> Iterator:
+    def step() -> Iterator[Cursor]:
         with transaction.atomic(), connection.cursor() as django_cursor:
-            cursor = django_cursor.cursor
+            cursor: Cursor = django_cursor.cursor
             cursor.execute("SET LOCAL work_mem = '256MB'")
             # These tables are this connection's own, so it never waits for a lock, except by
             # mistake: the import's connection, which may hold one (it reads the loans' tables
@@ -127,7 +128,7 @@ def staged_files(files: list[StagedFile]) -> Iterator[list[Staged]]:
 
     def loans_firsts() -> str | None:
         """The loans file's first rows once its own checks made them (None without one)."""
-        for f, staged in zip(files, staged_files, strict=True):
+        for f, staged in zip(files, stages, strict=True):
             if f.spec.kind == "loans":
                 wait([staged.checked])
                 if not staged.checked.cancelled() and staged.checked.exception() is None:
@@ -160,11 +161,11 @@ def staged_files(files: list[StagedFile]) -> Iterator[list[Staged]]:
 
     order = sorted(range(len(files)), key=lambda i: STAGE_ORDER.index(files[i].spec.kind))
     pool = ThreadPoolExecutor(max_workers=max(1, settings.IMPORT_JOBS), thread_name_prefix="tape")
-    staged_files = [Staged() for _ in files]
+    stages = [Staged() for _ in files]
     try:
         for i in order:
-            staged_files[i].checked = pool.submit(run, files[i], staged_files[i])
-        yield staged_files
+            stages[i].checked = pool.submit(run, files[i], stages[i])
+        yield stages
     finally:
         # After an error, files not started yet are not read for nothing.
         pool.shutdown(cancel_futures=True)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -30,6 +31,7 @@ from psycopg import sql
 from loans.imports.files import TapeFile, tape_files_find
 from loans.imports.specs import TAPE_SPECS
 from loans.imports.tape.check_across import check_across, lookup_loans, rejected_rows
+from loans.imports.tape.compose import Cursor
 from loans.imports.tape.merge import merge
 from loans.imports.tape.payments import balance_warning
 from loans.imports.tape.pool import Staged, staged_files, staging, staging_drop
@@ -46,6 +48,9 @@ from loans.lineage import (
     summary_line,
 )
 from loans.models import Batch, ColumnMap
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +73,7 @@ class TapeImport(Findings):
     skipped: list[str] = field(default_factory=list)
     duplicates: list[Batch] = field(default_factory=list)
     # Dry runs: file name -> (columns, first rows as parsed) and file header -> tape column.
-    preview: dict[str, tuple[list[str], list[tuple]]] = field(default_factory=dict)
+    preview: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = field(default_factory=dict)
     mapping: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     rejected_rows: list[Problem] = field(default_factory=list)
     already_loaded: list[tuple[str, Batch]] = field(
@@ -99,7 +104,7 @@ def tape_run(
     fmt: SourceFormat,
     aliases: dict[str, str],
     encoding: str,
-    by=None,
+    by: User | None = None,
     job: str = "",
     quarantine: bool = False,
     dry_run: bool = False,
@@ -154,11 +159,13 @@ def tape_run(
 
     def merge_file(i: int) -> None:
         step(f"merging {files[i].file.name}")
-        merge(files[i], cursor, batch_id=to_load[i][1].pk, quarantine=quarantine)
+        batch = to_load[i][1]
+        assert batch is not None, "a dry run merges nothing"
+        merge(files[i], cursor, batch_id=batch.pk, quarantine=quarantine)
 
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
-            cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
+            cursor: Cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
             # One tape import at a time: merges insert new keys without per-row conflict checks.
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
@@ -220,7 +227,7 @@ def tape_run(
 
 
 def files_check(
-    cursor,
+    cursor: Cursor,
     files: list[StagedFile],
     staged: list[Staged],
     *,
@@ -305,7 +312,7 @@ def files_check(
     return loaded_kinds, [row for i in sorted(rejected) for row in rejected[i]], merged
 
 
-def preview(cursor, files: list[StagedFile], result: TapeImport) -> None:
+def preview(cursor: Cursor, files: list[StagedFile], result: TapeImport) -> None:
     """The first rows of each file as parsed, and how its header was mapped."""
     for f in files:
         name = f.file.name

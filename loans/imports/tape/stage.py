@@ -18,7 +18,7 @@ from psycopg import sql
 
 from loans.imports.files import BOM, CHUNK
 from loans.imports.specs import Column, ColumnType
-from loans.imports.tape.compose import NO_AUTOVACUUM, create_as, ident, join
+from loans.imports.tape.compose import NO_AUTOVACUUM, Cursor, create_as, ident, join, one_row
 from loans.imports.tape.staged import StagedFile
 from loans.lineage import WARNING
 
@@ -62,7 +62,7 @@ def _read_header(f: StagedFile) -> bool:
     return not f.errors
 
 
-def _copy(f: StagedFile, cursor, table: str) -> int:
+def _copy(f: StagedFile, cursor: Cursor, table: str) -> int:
     """COPY the file into ``table``, which this subtransaction created; the number of rows
     it read.
 
@@ -86,7 +86,7 @@ def _copy(f: StagedFile, cursor, table: str) -> int:
     return cursor.rowcount
 
 
-def _create(f: StagedFile, cursor, table: str, types: dict[str, str]) -> None:
+def _create(f: StagedFile, cursor: Cursor, table: str, types: dict[str, str]) -> None:
     cols = join(sql.SQL("{} {}").format(ident(name), sql.SQL(kind)) for name, kind in types.items())
     cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident(table)))
     # The line numbers come from the table's own sequence, which, read by this COPY alone,
@@ -105,7 +105,7 @@ def _typed_columns(f: StagedFile) -> dict[str, str]:
     return types
 
 
-def stage(f: StagedFile, cursor) -> bool:
+def stage(f: StagedFile, cursor: Cursor) -> bool:
     """Load the file into the typed staging table. False when the file cannot be read at all."""
     if not _stage(f, cursor):
         return False
@@ -125,12 +125,12 @@ def stage(f: StagedFile, cursor) -> bool:
                 ident(f.typed_table),
             )
         )
-        flags = cursor.fetchone()
+        flags = one_row(cursor)
         f.padded = {name for name, flag in zip(texts, flags, strict=True) if flag}
     return True
 
 
-def _stage(f: StagedFile, cursor) -> bool:
+def _stage(f: StagedFile, cursor: Cursor) -> bool:
     if not _read_header(f):
         return False
     if f.fmt.native:
@@ -147,7 +147,7 @@ def _stage(f: StagedFile, cursor) -> bool:
     return _stage_text(f, cursor)
 
 
-def _stage_text(f: StagedFile, cursor) -> bool:
+def _stage_text(f: StagedFile, cursor: Cursor) -> bool:
     f.text_staged = True
     cursor.execute("SAVEPOINT text_copy")
     _create(f, cursor, f.stage_table, dict.fromkeys(f.file_columns, "text"))
@@ -185,7 +185,7 @@ def _stage_text(f: StagedFile, cursor) -> bool:
     return True
 
 
-def _rows_read(f: StagedFile, cursor, table: str, rows: int) -> bool:
+def _rows_read(f: StagedFile, cursor: Cursor, table: str, rows: int) -> bool:
     """Record the ``rows`` the COPY read into ``table`` (False when none) and ANALYZE it."""
     # Statistics for the checks' plans: autovacuum never sees a staging table, and without
     # them PostgreSQL guesses a few thousand rows and sorts millions on disk instead of hashing.

@@ -111,7 +111,9 @@ class StagedFile:
             *([self.payments_table] if self.spec.kind == "transactions" else []),
         ]
 
-    def problem(self, row, column, value, reason, severity=ERROR) -> None:
+    def problem(
+        self, row: int | None, column: str, value: object, reason: str, severity: str = ERROR
+    ) -> None:
         self.result.problems.append(
             Problem(self.file.name, row, column, str(value or ""), reason, severity)
         )
