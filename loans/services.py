@@ -10,9 +10,9 @@ from pathlib import Path
 from django.utils import timezone
 
 from loans.imports.statements import statements_import
-from loans.imports.tape import Progress, SourceFormat, TapeImport, tape_run
+from loans.imports.tape import TapeImport, source_format, tape_import
 from loans.lineage import Problem, TapeRejected, errors_of
-from loans.models import BatchChange, ColumnMap, Upload
+from loans.models import BatchChange, Upload
 
 __all__ = [
     "TapeImport",
@@ -22,54 +22,6 @@ __all__ = [
     "upload_load",
     "upload_preview",
 ]
-
-
-def source_format(source: str) -> tuple[SourceFormat, dict[str, str], str]:
-    """The steward's column map for ``source`` (format, file-name aliases, forced encoding)."""
-    column_map = ColumnMap.objects.filter(source=source).first()
-    if column_map is None:
-        return SourceFormat(), {}, ColumnMap.Encoding.AUTO
-    fmt = SourceFormat(
-        delimiter=column_map.delimiter or ",",
-        decimal_comma=column_map.decimal_comma,
-        day_first=column_map.day_first,
-        headers={k.strip().lower(): v for k, v in column_map.headers.items()},
-    )
-    aliases = {k.strip().lower(): v for k, v in column_map.file_names.items()}
-    return fmt, aliases, column_map.encoding
-
-
-def tape_import(
-    *,
-    path: Path | str,
-    source: str,
-    by=None,
-    job: str = "",
-    quarantine: bool = False,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-) -> TapeImport:
-    """Load a tape (a folder of CSVs, a ZIP, or one CSV) all or nothing.
-
-    The source's column map (if the steward made one) says how its files are written. With
-    ``quarantine`` the valid rows load and exactly the bad rows are held back and listed.
-    Files whose bytes were loaded before are recognized by SHA-256 and not loaded again.
-    ``dry_run`` validates everything and returns a preview, then rolls back and keeps nothing.
-    Raises ``TapeRejected`` (database untouched, batches marked failed) when any file has errors.
-    """
-    fmt, aliases, encoding = source_format(source)
-    return tape_run(
-        path=path,
-        source=source,
-        fmt=fmt,
-        aliases=aliases,
-        encoding=encoding,
-        by=by,
-        job=job,
-        quarantine=quarantine,
-        dry_run=dry_run,
-        progress=progress,
-    )
 
 
 def upload_preview(*, upload) -> TapeImport:

@@ -1,11 +1,11 @@
 """A tape's import, from its files to the book, in the order it runs.
 
-``tape_run`` is the whole import of one tape: find its files and their batches, then in one
+``tape_import`` is the whole import of one tape: find its files and their batches, then in one
 transaction under the book lock, stage each file on a connection of its own and check its values
 and keys (``pool``: ``stage``, ``check_values``, ``check_keys``, and for the payments the
 ``payments`` pass), check it against the other files and the book (``check_across``), and merge
-it (``merge``, which writes the change log first: ``changes``). ``loans.services.tape_import``,
-the one way tapes get in, calls it; nothing else imports this package.
+it (``merge``, which writes the change log first: ``changes``). ``loans.services`` publishes
+it as the one way tapes get in; nothing else imports this package.
 
 Everything that writes to the book runs inside the import's transaction: a file with any error
 raises ``TapeRejected`` and the database is exactly as before.
@@ -97,20 +97,40 @@ class TapeImport(Findings):
         return "\n".join(lines)
 
 
-def tape_run(
+def source_format(source: str) -> tuple[SourceFormat, dict[str, str], str]:
+    """The steward's column map for ``source`` (format, file-name aliases, forced encoding)."""
+    column_map = ColumnMap.objects.filter(source=source).first()
+    if column_map is None:
+        return SourceFormat(), {}, ColumnMap.Encoding.AUTO
+    fmt = SourceFormat(
+        delimiter=column_map.delimiter or ",",
+        decimal_comma=column_map.decimal_comma,
+        day_first=column_map.day_first,
+        headers={k.strip().lower(): v for k, v in column_map.headers.items()},
+    )
+    aliases = {k.strip().lower(): v for k, v in column_map.file_names.items()}
+    return fmt, aliases, column_map.encoding
+
+
+def tape_import(
     *,
     path: Path | str,
     source: str,
-    fmt: SourceFormat,
-    aliases: dict[str, str],
-    encoding: str,
     by: User | None = None,
     job: str = "",
     quarantine: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> TapeImport:
-    """The import ``loans.services.tape_import`` describes, with the source's format read."""
+    """Load a tape (a folder of CSVs, a ZIP, or one CSV) all or nothing.
+
+    The source's column map (if the steward made one) says how its files are written. With
+    ``quarantine`` the valid rows load and exactly the bad rows are held back and listed.
+    Files whose bytes were loaded before are recognized by SHA-256 and not loaded again.
+    ``dry_run`` validates everything and returns a preview, then rolls back and keeps nothing.
+    Raises ``TapeRejected`` (database untouched, batches marked failed) when any file has errors.
+    """
+    fmt, aliases, encoding = source_format(source)
     progress = progress or (lambda fraction, label: None)
     found, skipped = tape_files_find(Path(path), aliases=aliases)
     if encoding != ColumnMap.Encoding.AUTO:
