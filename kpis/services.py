@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import connection, connections
@@ -61,7 +61,7 @@ def snapshot_series(
                 done(runs[-1])
         return runs
 
-    def compute(day: date, previous: Future | None) -> SnapshotRun:
+    def compute(day: date, previous: Future[SnapshotRun] | None) -> SnapshotRun:
         try:
             # previous.result() re-raises the earlier date's failure: this one rolls back too.
             return snapshot_compute(
@@ -70,7 +70,7 @@ def snapshot_series(
         finally:
             connections.close_all()  # this thread's connection; the pool's threads end here
 
-    futures: list[Future] = []
+    futures: list[Future[SnapshotRun]] = []
     with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="snapshot") as pool:
         # First in, first out: an earlier date always starts before a later one waits on it.
         for day in dates:
@@ -126,8 +126,11 @@ def snapshots_compute(
     return snapshot_series(days, job=job, jobs=jobs, done=done)
 
 
-def kpi_daily_pipeline(ctx) -> None:
-    """The ``kpi_daily`` pipeline (integrations.pipelines): the daily job as a recorded run."""
+def kpi_daily_pipeline(ctx: Any) -> None:
+    """The ``kpi_daily`` pipeline (integrations.pipelines): the daily job as a recorded run.
+
+    ``ctx`` is the pipeline's ``RunContext``; kpis does not import integrations (the layers
+    contract), so it is typed by use."""
     with ctx.step("snapshots") as step:
         runs = snapshots_compute(
             dates="daily", job="kpi_daily", today=ctx.for_date + timedelta(days=1)

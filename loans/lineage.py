@@ -65,7 +65,7 @@ class TapeRejected(Exception):
 
     # What the refused load found, file by file, when the loader keeps it (the tape import's
     # ``TapeImport``): the upload page's summary and rejected rows.
-    result: Findings | None = None
+    result: LoadResult | None = None
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
@@ -86,6 +86,22 @@ class LoadCounts(Protocol):
 
     @property
     def unchanged(self) -> int: ...
+
+
+class LoadResult(Protocol):
+    """What an upload's load reports, whichever loader ran it (tape, statements): the upload
+    page's summary, every problem, the rows to list for download, and the batches it wrote."""
+
+    @property
+    def problems(self) -> list[Problem]: ...
+
+    @property
+    def rejected_rows(self) -> list[Problem]: ...
+
+    @property
+    def batches(self) -> list[Batch]: ...
+
+    def summary(self) -> str: ...
 
 
 class Findings:

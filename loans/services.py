@@ -5,14 +5,23 @@ which runs ``loans.imports.tape`` (the import, phase by phase).
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from django.core.files.base import ContentFile
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from compliance.exports import cell_safe
 from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
-from loans.lineage import Problem, TapeRejected, errors_of
+from loans.lineage import LoadResult, Problem, TapeRejected, errors_of
 from loans.models import BatchChange, Upload
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 __all__ = [
     "TapeImport",
@@ -24,14 +33,14 @@ __all__ = [
 ]
 
 
-def upload_preview(*, upload) -> TapeImport:
+def upload_preview(*, upload: Upload) -> TapeImport:
     """Validate an uploaded tape without keeping anything: what would load, and every problem."""
     return tape_import(
         path=upload.file.path, source=upload.source, by=upload.created_by, dry_run=True
     )
 
 
-def upload_load(*, upload) -> None:
+def upload_load(*, upload: Upload) -> None:
     """Load an upload (run by the task cluster), reporting progress as it goes."""
     progress_rows = Upload.objects.using("progress").filter(pk=upload.pk)
 
@@ -41,7 +50,7 @@ def upload_load(*, upload) -> None:
     Upload.objects.filter(pk=upload.pk).update(
         status=Upload.Status.RUNNING, started_at=timezone.now(), progress=0
     )
-    result: TapeImport | None = None
+    result: LoadResult | None = None
     problems: list[Problem] = []
     try:
         if upload.kind == Upload.Kind.TAPE:
@@ -67,7 +76,7 @@ def upload_load(*, upload) -> None:
     except TapeRejected as rejected:
         status = Upload.Status.FAILED
         problems = rejected.problems
-        result = getattr(rejected, "result", None)
+        result = rejected.result
     except Exception:
         # Never leave the page spinning: say it failed, and let the cluster log the traceback.
         Upload.objects.filter(pk=upload.pk).update(
@@ -83,27 +92,17 @@ def upload_load(*, upload) -> None:
     upload.progress_label = "done" if status == Upload.Status.LOADED else "rejected"
     upload.summary = result.summary() if result is not None else ""
     upload.problems = [p.as_dict() | {"severity": p.severity} for p in problems[:1000]]
-    rejected_rows = getattr(result, "rejected_rows", None) or errors_of(problems)
+    rejected_rows = (result.rejected_rows if result is not None else []) or errors_of(problems)
     if rejected_rows:
         upload.rejects.save(
             f"upload-{upload.pk}-rejected-rows.csv", _rejects_csv(rejected_rows), save=False
         )
     upload.save()
-    batches = getattr(result, "batches", None) or (
-        [result.batch] if getattr(result, "batch", None) else []
-    )
-    if batches:
-        upload.batches.set(batches)
+    if result is not None and result.batches:
+        upload.batches.set(result.batches)
 
 
-def _rejects_csv(rows: list[Problem]):
-    import csv
-    import io
-
-    from django.core.files.base import ContentFile
-
-    from compliance.exports import cell_safe
-
+def _rejects_csv(rows: list[Problem]) -> ContentFile[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["file", "row", "column", "value", "reason"])
@@ -112,7 +111,9 @@ def _rejects_csv(rows: list[Problem]):
     return ContentFile(buffer.getvalue().encode("utf-8"))
 
 
-def batch_changes_review(*, changes, accept: bool, reason: str, by) -> int:
+def batch_changes_review(
+    *, changes: QuerySet[BatchChange], accept: bool, reason: str, by: User | None
+) -> int:
     """A steward's verdict on flagged changes of a newer tape. The data stays as the tape says
     (the loan platform is the system of record); a rejection records the dispute for follow-up
     and keeps KPI snapshots provisional until it is resolved."""

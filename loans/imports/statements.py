@@ -56,6 +56,14 @@ class StatementsImport(LoadTally):
     batch: Batch
 
     @property
+    def batches(self) -> list[Batch]:
+        return [self.batch]
+
+    @property
+    def rejected_rows(self) -> list[Problem]:
+        return self.errors
+
+    @property
     def duplicate(self) -> bool:
         return self.batch.status == Batch.Status.DUPLICATE
 
