@@ -848,6 +848,19 @@ def test_a_date_reported_under_v1_is_restated_under_v2_with_the_version_as_reaso
     assert value(reported, "outstanding_principal").definition_version == 1
 
 
+def test_vintages_read_each_earlier_dates_restatement_not_what_v1_reported(monkeypatch):
+    book = p.residual_book()
+    with monkeypatch.context() as v1:
+        v1.setattr(definitions, "VERSION", 1)
+        v1.setattr("django.conf.settings.RESIDUAL_TOLERANCE", D("0"))
+        book.compute()  # v1: CENT 42 DPD at 01-31, so cohort 2024-11 was all ever 30+
+    book.compute()  # restated under v2
+    february = snapshot_compute(as_of=date(2025, 2, 28))
+    # Ever 30+ by 02-28 under v2: LATE (700 of 2024-11's 20,700) and THREE (1,000 of 3,300).
+    ever_30 = {f"{point.cohort:%Y-%m}": point.ever_30 for point in february.vintage_points.all()}
+    assert ever_30 == {"2024-11": D("700"), "2024-12": D("1000"), "2025-01": D(0)}
+
+
 def test_a_v1_date_is_restated_under_v2_even_when_its_numbers_are_the_same(golden_run):
     SnapshotRun.objects.filter(pk=golden_run.pk).update(definition_version=1)
     KpiValue.objects.filter(run=golden_run).update(definition_version=1)
