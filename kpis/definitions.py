@@ -125,7 +125,8 @@ OB_RULE = (
 DPD_RULE = (
     "DPD(R): principal paid up to R is applied to the installments in due-date order; DPD = R − due date "
     "of the oldest installment still unpaid whose due date is before R; 0 when none. A loan with DPD > "
-    "WRITE_OFF_DPD (180) or a WRITE_OFF transaction on or before R is written off."
+    "WRITE_OFF_DPD (180) or a WRITE_OFF transaction on or before R is written off. A loan repaid but for a "
+    "residual at or below RESIDUAL_TOLERANCE counts as repaid: no DPD, not written off."
 )
 
 KPIS: list[Kpi] = [
