@@ -7,6 +7,7 @@ secrets). Production (``DEBUG`` off) refuses to start without its secrets.
 from __future__ import annotations
 
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -219,11 +220,19 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Abaco Loans Analytics API", "VERSION": "1"}
 
-# Data rules (KPI definitions version 1, docs/kpis.md).
+# Data rules (KPI definitions, docs/kpis.md).
 WRITE_OFF_DPD = env.int("WRITE_OFF_DPD", default=180)
 if not 0 < WRITE_OFF_DPD <= 180:
     # Definitions v1 bucket live loans up to 91-180 DPD; a later write-off has no bucket to go to.
     raise ImproperlyConfigured("WRITE_OFF_DPD must be between 1 and 180 (KPI definitions v1)")
+# Unpaid principal at or below which a loan counts as repaid (definitions v2), in its currency.
+try:
+    RESIDUAL_TOLERANCE = Decimal(env.str("RESIDUAL_TOLERANCE", default="0.02"))
+    _residual_valid = 0 <= RESIDUAL_TOLERANCE < 1
+except InvalidOperation:  # not a number, or NaN
+    _residual_valid = False
+if not _residual_valid:
+    raise ImproperlyConfigured("RESIDUAL_TOLERANCE must be a decimal from 0 up to (not incl.) 1")
 
 # Snapshots of a backfill computed at once, each on its own connection (kpis.services).
 KPI_JOBS = env.int("KPI_JOBS", default=2)

@@ -1,4 +1,4 @@
-"""KPI definitions, version 1 (docs/kpis.md): each KPI's code, name, unit, formula, thresholds and
+"""KPI definitions, version 2 (docs/kpis.md): each KPI's code, name, unit, formula, thresholds and
 the SQL that computes it, side by side.
 
 Each KPI's ``query`` reads one row of facts per slice (kpis.engine.facts builds them); the
@@ -15,7 +15,9 @@ from decimal import Decimal
 
 from psycopg import sql
 
-VERSION = 1
+# 1: the first definitions. 2: a loan whose unpaid principal is at or below RESIDUAL_TOLERANCE counts as
+# repaid (it was live down to 0.01), and the residuals are reported on their own.
+VERSION = 2
 
 PAR_DAYS = (1, 7, 30, 60, 90)
 # (code suffix, label, lowest DPD, highest DPD); written-off loans are their own bucket.
@@ -42,7 +44,8 @@ DIMENSIONS = ("portfolio", *DIMENSION_COLUMNS)
 # The facts a KPI's query reads, one row per slice (dimension, member), each table by its alias:
 # s = facts_state (loan states: ob, written_off, par_N, bucket_balance_X, bucket_count_X,
 # rate_x_ob), f = facts_flow (the month's cash flows and borrowers), c = facts_concentration,
-# r = facts_rates (against the previous month-end, and CAC's inputs), u = facts_due.
+# r = facts_rates (against the previous month-end, and CAC's inputs), u = facts_due, x =
+# facts_residual (loans repaid but for a residual).
 
 
 NULL = sql.SQL("NULL")
@@ -110,14 +113,20 @@ class Kpi:
         return "amber" if worse(value, self.amber) else "ok"
 
 
+RESIDUAL_RULE = (
+    "A loan whose unpaid principal at R is at or below RESIDUAL_TOLERANCE (a setting; 0.02 in the loan's "
+    "currency by default) counts as repaid: it has no OB, DPD or bucket, live or written off, and is in no "
+    "count, list or table of loans; residual_loans and residual_balance report those residuals."
+)
 OB_RULE = (
     "OB(R) = principal disbursed on or before R − principal of PAYMENT transactions on or before R, "
-    "floored at 0 (below 0.01 counts as 0); a written-off loan's balance leaves OB."
+    "floored at 0; a written-off loan's balance leaves OB. " + RESIDUAL_RULE
 )
 DPD_RULE = (
     "DPD(R): principal paid up to R is applied to the installments in due-date order; DPD = R − due date "
     "of the oldest installment still unpaid whose due date is before R; 0 when none. A loan with DPD > "
-    "WRITE_OFF_DPD (180) or a WRITE_OFF transaction on or before R is written off."
+    "WRITE_OFF_DPD (180) or a WRITE_OFF transaction on or before R is written off. A loan repaid but for a "
+    "residual at or below RESIDUAL_TOLERANCE counts as repaid: no DPD, not written off."
 )
 
 KPIS: list[Kpi] = [
@@ -330,6 +339,29 @@ KPIS += [
         )
         for n in DUE_DAYS
     ],
+]
+
+# Loans repaid but for a residual (RESIDUAL_RULE): what the tolerance leaves out, so that nothing
+# disappears silently. x = facts_residual.
+RESIDUAL_SCOPE = "loans disbursed on or before R whose unpaid principal at R is above 0 and at or below RESIDUAL_TOLERANCE (0.02 by default)"
+KPIS += [
+    Kpi(
+        "residual_loans",
+        "Loans closed with a residual",
+        "count",
+        f"Number of {RESIDUAL_SCOPE}: they count as repaid. " + RESIDUAL_RULE,
+        query=fact("x", "residual_loans"),
+        example="A loan of 13,404.09 repaid but for 0.01 at R: no state, not in PAR or roll rates; counted here.",
+        edge_cases="A loan with 0.03 left (above the tolerance) is live, with its DPD, and not counted here.",
+    ),
+    Kpi(
+        "residual_balance",
+        "Residual balance of loans closed with a residual",
+        "USD",
+        f"Σ unpaid principal at R of {RESIDUAL_SCOPE}. " + RESIDUAL_RULE,
+        query=fact("x", "residual_balance"),
+        example="Two loans with 0.01 and 0.02 left at R → 0.03.",
+    ),
 ]
 
 MONTHLY = (

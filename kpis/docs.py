@@ -26,8 +26,9 @@ def kpi_docs_render() -> str:
         f"- **Days past due and write-off.** {d.DPD_RULE}",
         "- **Buckets.** " + "; ".join(label for _, label, *_ in d.BUCKETS) + ".",
         "- **Snapshots.** The first computation of a date is kept *as reported*; a recomputation whose numbers differ"
-        " (a late correction) is stored beside it as *restated*. A snapshot is *provisional* while a source's latest"
-        " import failed or tape-diff changes wait for review.",
+        " (a late correction), or any recomputation under a later definition version, is stored beside it as"
+        " *restated*, with the reason. Every snapshot and value records the definition version that made it."
+        " A snapshot is *provisional* while a source's latest import failed or tape-diff changes wait for review.",
         "",
         "## KPIs",
         "",

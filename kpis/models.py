@@ -38,7 +38,8 @@ class SnapshotRun(models.Model):
     """One computation of loan states and KPI values for an as-of date (end of day R).
 
     A date keeps its first computation as *as reported*; recomputing it after the data changed
-    (a late correction) writes a *restated* run beside it, replacing an earlier restatement.
+    (a late correction), or under a later definition version, writes a *restated* run beside it,
+    replacing an earlier restatement, and says why (``restatement_reason``).
     Recomputing on the same data replaces the run in place.
     """
 
@@ -64,6 +65,12 @@ class SnapshotRun(models.Model):
     )
     provisional = models.BooleanField(default=False)
     provisional_reasons = models.JSONField(default=list, blank=True)
+    restatement_reason = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Why a restated run restates its date (a definition version change, or changed numbers).",
+    )
     loans = models.PositiveIntegerField(default=0, help_text="Loans with a balance at R.")
     duration_ms = models.PositiveIntegerField(default=0)
 

@@ -101,20 +101,36 @@ BUCKET = sql.SQL("CASE WHEN written_off THEN 'written_off' {} END").format(
     )
 )
 
-# Loan state at end of day R for every loan disbursed on or before R that still has a balance
-# (live or written off).
+# The loans repaid but for a residual at or below RESIDUAL_TOLERANCE (definitions.RESIDUAL_RULE):
+# no state, counted on their own (facts_residual). LOAN_STATES fills it in the same pass.
+LOAN_RESIDUALS = rendered(
+    sql.SQL("""
+CREATE TEMP TABLE loan_residual (
+    loan_id bigint, company text, product_type text, currency text, segment text, balance numeric
+) ON COMMIT DROP
+""")
+)
+
+# Loan state at end of day R for every loan disbursed on or before R that still has a balance above
+# the residual tolerance (live or written off): the one place that decides whether a loan is
+# repaid, so every state-based KPI, list and table follows it.
 LOAN_STATES = rendered(
     sql.SQL("""
 WITH open AS (
     SELECT l.id AS loan_id, l.customer_id, l.company, l.product_type, l.currency, cu.segment, l.interest_rate,
            l.disburse_principal - c.paid AS balance, c.write_off_booked
     FROM loan_cash c JOIN loans_loan l ON l.id = c.loan_id JOIN loans_customer cu ON cu.id = l.customer_id
-    WHERE l.disburse_date <= %(as_of)s AND l.disburse_principal - c.paid >= 0.01
+    WHERE l.disburse_date <= %(as_of)s AND l.disburse_principal - c.paid > 0
       AND (l.repaid_on IS NULL OR l.repaid_on > %(as_of)s)
+), residual AS (
+    INSERT INTO loan_residual
+    SELECT loan_id, company, product_type, currency, segment, balance FROM open
+    WHERE balance <= %(residual_tolerance)s
 ), state AS (
     SELECT o.*, coalesce(%(as_of)s - s.oldest_unpaid, 0) AS dpd,
            (o.write_off_booked OR coalesce(%(as_of)s - s.oldest_unpaid, 0) > %(write_off_dpd)s) AS written_off
     FROM open o LEFT JOIN loan_schedule s ON s.loan_id = o.loan_id
+    WHERE o.balance > %(residual_tolerance)s
 )
 INSERT INTO kpis_loanstate (run_id, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
                             outstanding_principal, dpd, bucket, written_off, written_off_balance)
@@ -220,6 +236,7 @@ WHERE disburse_date <= %(as_of)s GROUP BY 1 ORDER BY 1
 TEMP_TABLES = (
     "loan_cash",
     "loan_schedule",
+    "loan_residual",
     "facts_state",
     "slice_customers",
     "top_customers",
@@ -229,6 +246,7 @@ TEMP_TABLES = (
     "facts_concentration",
     "facts_rates",
     "facts_due",
+    "facts_residual",
 )
 
 DROP_TEMP_TABLES = rendered(

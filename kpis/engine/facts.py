@@ -202,6 +202,15 @@ GROUP BY {slices}
     )
 )
 
+# Per slice: the loans repaid but for a residual (kpis.engine.book.LOAN_STATES keeps them aside).
+RESIDUAL_FACTS = rendered(
+    sql.SQL("""
+CREATE TEMP TABLE facts_residual ON COMMIT DROP AS
+SELECT {slice_columns}, count(*) AS residual_loans, sum(balance) AS residual_balance
+FROM loan_residual GROUP BY {slices}
+""").format(slice_columns=SLICE_COLUMNS, slices=SLICES)
+)
+
 # The previous month-end's run: its restatement when it has one (restated sorts after as_reported).
 _PREVIOUS = sql.SQL(
     "SELECT id FROM kpis_snapshotrun WHERE as_of = %(month_before)s ORDER BY basis DESC LIMIT 1"
@@ -238,13 +247,14 @@ FULL JOIN acquisition USING (dimension, member)
 _FACTS_ROW = sql.SQL(
     "FROM dims LEFT JOIN facts_state s USING (dimension, member) LEFT JOIN facts_flow f USING (dimension, member) "
     "LEFT JOIN facts_concentration c USING (dimension, member) LEFT JOIN facts_rates r USING (dimension, member) "
-    "LEFT JOIN facts_due u USING (dimension, member)"
+    "LEFT JOIN facts_due u USING (dimension, member) LEFT JOIN facts_residual x USING (dimension, member)"
 )
 
 VALUES_INSERT = rendered(
     sql.SQL(
         "INSERT INTO kpis_kpivalue (run_id, as_of, code, dimension, member, value, numerator, denominator, definition_version) "
-        "WITH dims AS (SELECT dimension, member FROM facts_state UNION SELECT dimension, member FROM facts_flow) "
+        "WITH dims AS (SELECT dimension, member FROM facts_state UNION SELECT dimension, member FROM facts_flow "
+        "UNION SELECT dimension, member FROM facts_residual) "
         "{}"
     ).format(
         sql.SQL(" UNION ALL ").join(
@@ -287,9 +297,13 @@ FROM moves GROUP BY from_bucket, to_bucket
 VINTAGES = rendered(
     sql.SQL("""
 WITH ever_30 AS MATERIALIZED (
-    -- The loans at 30+ DPD in this run or any earlier one (a partial index holds just those).
+    -- The loans at 30+ DPD in this run or any earlier date's standing run (its restatement when
+    -- it has one: a date reported under an earlier definition version, or before a correction,
+    -- counts as restated); a partial index holds just those states.
     SELECT DISTINCT ls.loan_id FROM kpis_loanstate ls JOIN kpis_snapshotrun r ON r.id = ls.run_id
-    WHERE ls.dpd >= 30 AND r.as_of <= %(as_of)s AND (r.id = %(run)s OR r.as_of < %(as_of)s)
+    WHERE ls.dpd >= 30 AND r.as_of <= %(as_of)s
+      AND (r.id = %(run)s OR (r.as_of < %(as_of)s AND NOT EXISTS (
+          SELECT 1 FROM kpis_snapshotrun later WHERE later.as_of = r.as_of AND later.basis > r.basis)))
 ), written_off AS (
     SELECT date_trunc('month', l.disburse_date)::date AS cohort, sum(s.written_off_balance) AS written_off
     FROM kpis_loanstate s JOIN loans_loan l ON l.id = s.loan_id

@@ -4,7 +4,8 @@
 The first run of a date is kept *as reported*. Recomputed later: when the numbers come out the
 same, the as-reported run stands (nothing to restate, and an earlier restatement is withdrawn);
 when they differ (a late correction), the new run is stored as *restated* beside the
-as-reported one.
+as-reported one. Recomputed under another definition version (kpis.definitions.VERSION), it is
+restated whatever the numbers: they mean something else. A restated run says why.
 """
 
 from __future__ import annotations
@@ -49,14 +50,26 @@ def _adds_values(cursor: CursorWrapper, run: SnapshotRun, reported: SnapshotRun)
     return adds
 
 
+def _restated(run: SnapshotRun, reason: str) -> SnapshotRun:
+    run.restatement_reason = reason
+    run.save(update_fields=["restatement_reason"])
+    return run
+
+
 def restatement_settle(
     cursor: CursorWrapper, *, run: SnapshotRun, reported: SnapshotRun | None, reasons: list[str]
 ) -> SnapshotRun:
     """The run that stands for the date once ``run`` is computed: ``run`` itself (the first of
     its date, a restatement, or the as-reported run's successor when it only adds KPIs), or
     ``reported`` when the numbers stand (``run`` is then deleted)."""
-    if reported is None or _values_differ(cursor, run, reported):
+    if reported is None:
         return run
+    if reported.definition_version != run.definition_version:
+        return _restated(
+            run, f"definition version {reported.definition_version} → {run.definition_version}"
+        )
+    if _values_differ(cursor, run, reported):
+        return _restated(run, "the numbers changed since it was reported (a late correction)")
     if not _adds_values(cursor, run, reported):
         run_delete(cursor, run)
         # The numbers stand; whether they are provisional is a fact of now.

@@ -32,6 +32,7 @@ def params(*, run: int, as_of: date, parts: int) -> dict[str, Any]:
         "month_end": month_end(as_of),
         **{f"due_{n}": as_of + timedelta(days=n) for n in d.DUE_DAYS},
         "write_off_dpd": settings.WRITE_OFF_DPD,
+        "residual_tolerance": settings.RESIDUAL_TOLERANCE,
         "version": d.VERSION,
         "parts": parts,
         "part": 0,
@@ -66,20 +67,22 @@ def loan_cash_rows(cursor: CursorWrapper) -> tuple[bytes, bytes]:
 def loan_states(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     """The run's loan states; returns how many loans have a balance at R."""
     cursor.execute(book.analyze("loan_schedule"))
+    cursor.execute(book.LOAN_RESIDUALS)
     cursor.execute(book.LOAN_STATES, params)
     balances: int = cursor.rowcount
     return balances
 
 
 def state_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
-    """Facts of the states per slice: balances and buckets, concentration, top borrowers, and
-    the month's cash flows per loan."""
+    """Facts of the states per slice: balances and buckets, concentration, top borrowers, the
+    loans repaid but for a residual, and the month's cash flows per loan."""
     cursor.execute(facts.SLICE_CUSTOMERS, params)
     cursor.execute(book.analyze("slice_customers"))
     cursor.execute(facts.TOP_CUSTOMERS, params)
     cursor.execute(facts.STATE_FACTS, params)
     cursor.execute(facts.CONCENTRATION, params)
     cursor.execute(facts.TOP_BORROWERS_INSERT, params)
+    cursor.execute(facts.RESIDUAL_FACTS, params)
     cursor.execute(book.MONTH_LOANS, params)
     cursor.execute(book.analyze("month_loans"))
 

@@ -134,7 +134,14 @@ def selection_read(*, as_of: date | None, basis: str, dimension: str, member: st
     basis) and one for the slices the chosen run has."""
     runs = list(
         SnapshotRun.objects.only(
-            "as_of", "basis", "provisional", "provisional_reasons", "computed_at", "loans", "job"
+            "as_of",
+            "basis",
+            "provisional",
+            "provisional_reasons",
+            "restatement_reason",
+            "computed_at",
+            "loans",
+            "job",
         ).order_by("-as_of", "basis")
     )
     dates = sorted({r.as_of for r in runs}, reverse=True)

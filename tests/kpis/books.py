@@ -326,6 +326,73 @@ def two_currency_book() -> Book:
     return book
 
 
+RESIDUAL_MONTH_ENDS = (date(2024, 12, 31), date(2025, 1, 31))
+
+
+def residual_book() -> Book:
+    """Loans repaid but for cents (definitions v2, RESIDUAL_TOLERANCE 0.02), read at 2024-12-31
+    and 2025-01-31 (the tape's ABT - DSB0684-004, made small):
+
+    CENT   C1  20,000.00  2024-11-20  due 12-10 6,595.91 (paid 12-10), 12-20 13,404.09;
+                                      13,404.08 paid 2025-01-25 → 0.01 left
+    THREE  C2   1,000.00  2024-12-01  due 12-25 1,000; 999.97 paid 2025-01-20 → 0.03 left
+    TWO    C3     500.00  2025-01-05  due 01-25 500; 499.98 paid 01-25 → 0.02 left
+    CUR    C1   2,000.00  2024-12-15  due 2025-02-15 2,000
+    W      C4     300.00  2024-12-01  due 12-10 300; written off 2025-01-15, 299.99 recovered
+                                      01-20 → 0.01 left
+    LATE   C5     700.00  2024-11-25  due 12-15 700, unpaid
+    """
+    book = Book(month_ends=RESIDUAL_MONTH_ENDS)
+    book.lend(
+        "CENT",
+        customer="C1",
+        principal="20000.00",
+        on=date(2024, 11, 20),
+        schedule=((date(2024, 12, 10), "6595.91"), (date(2024, 12, 20), "13404.09")),
+        paid=((date(2024, 12, 10), "6595.91"), (date(2025, 1, 25), "13404.08")),
+    )
+    book.lend(
+        "THREE",
+        customer="C2",
+        principal="1000.00",
+        on=date(2024, 12, 1),
+        schedule=((date(2024, 12, 25), "1000.00"),),
+        paid=((date(2025, 1, 20), "999.97"),),
+    )
+    book.lend(
+        "TWO",
+        customer="C3",
+        principal="500.00",
+        on=date(2025, 1, 5),
+        schedule=((date(2025, 1, 25), "500.00"),),
+        paid=((date(2025, 1, 25), "499.98"),),
+    )
+    book.lend(
+        "CUR",
+        customer="C1",
+        principal="2000.00",
+        on=date(2024, 12, 15),
+        schedule=((date(2025, 2, 15), "2000.00"),),
+    )
+    book.lend(
+        "W",
+        customer="C4",
+        principal="300.00",
+        on=date(2024, 12, 1),
+        schedule=((date(2024, 12, 10), "300.00"),),
+    )
+    book.cash("W", date(2025, 1, 15), "300.00", kind=Transaction.Type.WRITE_OFF)
+    book.cash("W", date(2025, 1, 20), "299.99")
+    book.lend(
+        "LATE",
+        customer="C5",
+        principal="700.00",
+        on=date(2024, 11, 25),
+        schedule=((date(2024, 12, 15), "700.00"),),
+    )
+    return book
+
+
 MONTH_BEFORE = date(2025, 2, 28)
 
 

@@ -38,7 +38,12 @@ from kpis.services import snapshots_compute
 from loans.models import Batch
 from tests.factories import batch_create
 from tests.kpis import books as p
-from tests.kpis.test_engine import GOLDEN_PORTFOLIO
+from tests.kpis.test_engine import (
+    GOLDEN_PORTFOLIO,
+    RESIDUAL_PORTFOLIO,
+    RESIDUAL_ROLL_RATES,
+    RESIDUAL_VINTAGES,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +97,10 @@ def test_logs_go_to_stderr_so_that_json_output_is_alone_on_stdout():
 def test_it_prints_the_portfolio_as_one_json_object_of_exact_decimal_strings():
     p.golden_book()
     payload = json.loads(run_command("--as-of", "2025-03-31", "--json"))
-    kpis = {code: v for code, v in payload.items() if not code.startswith("_")}
+    tables = ("roll_rates", "vintages")
+    kpis = {
+        code: v for code, v in payload.items() if not code.startswith("_") and code not in tables
+    }
     # Strings or null, never floats: every number reads back as the exact Decimal.
     assert all(v is None or isinstance(v, str) for v in kpis.values())
     assert {code: None if v is None else Decimal(v) for code, v in kpis.items()} == GOLDEN_PORTFOLIO
@@ -109,10 +117,42 @@ def test_it_prints_the_portfolio_as_one_json_object_of_exact_decimal_strings():
         "_as_of": "2025-03-31",
         "_basis": "as_reported",
         "_provisional": False,
-        "_definition_version": 1,
+        "_definition_version": 2,
     }
     run = SnapshotRun.objects.get()
     assert (run.as_of, run.job) == (p.GOLDEN_AS_OF, "compute_kpis")
+    # No previous month-end snapshot: no roll rates. The month-end's vintage points: 2024-08 = L5
+    # 1,500, written off with 1,000 (2/3) and 211 DPD (ever 30+); 2024-10 = L3 1,000 at 150 DPD;
+    # 2025-01 = L1 + L4, 16 DPD at most; 2025-03 = L2 + L6, current.
+    assert payload["roll_rates"] == []
+    assert payload["vintages"] == [
+        {"cohort": c, "months_on_book": m, "written_off_share": w, "ever_30_share": e}
+        for c, m, w, e in (
+            ("2024-08", 7, "0.6666666667", "1"),
+            ("2024-10", 5, "0", "1"),
+            ("2025-01", 2, "0", "0"),
+            ("2025-03", 0, "0", "0"),
+        )
+    ]
+
+
+def test_it_prints_the_roll_rates_from_the_previous_month_end_and_the_vintages_up_to_the_date():
+    """The residual book (tests/kpis/test_engine.py works out its numbers): a loan repaid but
+    for a cent rolls to repaid, one with three cents left to 31-60."""
+    p.residual_book()
+    december, january = p.RESIDUAL_MONTH_ENDS
+    snapshot_compute(as_of=december)
+    payload = json.loads(run_command("--as-of", january.isoformat(), "--json"))
+    assert payload["roll_rates"] == RESIDUAL_ROLL_RATES
+    assert payload["vintages"] == RESIDUAL_VINTAGES
+    assert {code: Decimal(payload[code]) for code in RESIDUAL_PORTFOLIO} == RESIDUAL_PORTFOLIO
+    # A later date that is no month-end: the roll rates from 01-31, the vintages of the month-ends.
+    payload = json.loads(run_command("--as-of", "2025-02-10", "--json"))
+    assert payload["vintages"] == RESIDUAL_VINTAGES
+    assert payload["roll_rates"] == [
+        {"from": "current", "to": "current", "balance": "2000", "share": "1"},
+        {"from": "31_60", "to": "31_60", "balance": "700.03", "share": "1"},
+    ]
 
 
 def test_it_reports_the_run_and_why_it_is_provisional():

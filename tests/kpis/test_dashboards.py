@@ -66,7 +66,7 @@ class OverviewTests(DashboardTestCase):
     def test_it_shows_each_numbers_definition_and_version(self):
         response = self.client.get(OVERVIEW)
         self.assertIn("Σ OB of loans with DPD ≥ 30 / Σ OB", self.tile(response, "par_30"))
-        self.assertIn("version 1", self.tile(response, "par_30"))
+        self.assertIn("version 2", self.tile(response, "par_30"))
 
     def test_it_draws_the_trend_of_the_month_ends(self):
         trend = self.client.get(OVERVIEW).context["o"].trend
@@ -102,6 +102,12 @@ class OverviewTests(DashboardTestCase):
         restated = self.client.get(OVERVIEW, {"basis": "restated"})
         self.assertContains(restated, "Restated</a>")
         self.assertIn("11,500", self.tile(restated, "outstanding_principal"))
+        # The run line says why the date was restated.
+        self.assertContains(
+            restated,
+            'Restated: <span class="restatement-reason">the numbers changed since it was reported'
+            " (a late correction)</span>",
+        )
 
     def test_a_provisional_snapshot_carries_a_badge_with_its_reasons(self):
         batch_create(kind="loans", status="failed")

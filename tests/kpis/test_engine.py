@@ -1,5 +1,5 @@
 """Golden tests of the KPI engine: tiny books whose every number is worked out by hand below
-(docs/kpis.md, "KPI definitions", version 1), then reproducibility, restatement and the quality gate.
+(docs/kpis.md, "KPI definitions", version 2), then reproducibility, restatement and the quality gate.
 
 As-of date R means end of day R. Expected values are exact Decimals; KpiValue stores ten places.
 """
@@ -34,6 +34,8 @@ NO_BUCKETS = {
     for measure in ("balance", "count")
     for code, *_ in definitions.BUCKETS
 }
+# No loan of the golden book is repaid but for a residual.
+NO_RESIDUALS = {"residual_loans": D(0), "residual_balance": D(0)}
 PAR_CODES = [f"par_{n}" for n in definitions.PAR_DAYS]
 # The monthly rates read the previous month-end's snapshot: none exists in a one-date test.
 NO_MONTHLY_RATES = dict.fromkeys(("liquidation_rate", "cdr", "smm", "cpr", "cac"))
@@ -129,6 +131,7 @@ GOLDEN_STATES = {
 # Concentration: shares 0.5, 0.3, 0.2 → top-1 0.5, top-10 1, HHI 50² + 30² + 20² = 3,800.
 GOLDEN_PORTFOLIO = {
     **NO_BUCKETS,
+    **NO_RESIDUALS,
     **NO_MONTHLY_RATES,
     **due("4000", 2),
     "outstanding_principal": D("10000"),
@@ -167,6 +170,7 @@ GOLDEN_PORTFOLIO = {
 # shares 0.625, 0.375 → HHI 62.5² + 37.5² = 3,906.25 + 1,406.25 = 5,312.5.
 GOLDEN_TECH = {
     **NO_BUCKETS,
+    **NO_RESIDUALS,
     **NO_MONTHLY_RATES,
     **due("3000", 1),
     "outstanding_principal": D("8000"),
@@ -208,6 +212,7 @@ GOLDEN_FACTORING = {
 # WAIR (300 + 180) / 2,000 = 0.24; C3 alone: repeat 1/1, top-1 1, HHI 10,000.
 GOLDEN_WORKING_CAPITAL = {
     **NO_BUCKETS,
+    **NO_RESIDUALS,
     **NO_MONTHLY_RATES,
     **due("1000", 1),
     "outstanding_principal": D("2000"),
@@ -707,6 +712,170 @@ def test_computing_a_missing_month_end_later_is_not_a_restatement():
     assert again.pk == reported.pk or not SnapshotRun.objects.filter(pk=reported.pk).exists()
 
 
+# --- Residuals (definitions v2; books.residual_book, RESIDUAL_TOLERANCE 0.02) ------------------
+
+# At 2024-12-31 (nothing repaid yet but CENT's first installment):
+#   CENT  20,000 − 6,595.91 = 13,404.09, 12-20 unpaid → DPD 11 → 8–30
+#   THREE 1,000, 12-25 unpaid → DPD 6 → 1–7
+#   CUR   2,000 current; W 300, 12-10 unpaid → DPD 21 → 8–30; LATE 700, 12-15 unpaid → DPD 16 → 8–30
+# At 2025-01-31:
+#   CENT  0.01 left: repaid (v1: 12-20 still unpaid → DPD 42, 31–60)
+#   THREE 0.03 left: above the tolerance → live, 12-25 unpaid → DPD 37 → 31–60
+#   TWO   0.02 left: at the tolerance → repaid
+#   W     written off 01-15, 0.01 left after the recovery: repaid (v1: written off with 0.01)
+#   CUR   2,000 current; LATE 700, DPD 47 → 31–60
+RESIDUAL_STATES = {
+    "THREE": live("0.03", 37, "31_60"),
+    "CUR": live("2000", 0, "current"),
+    "LATE": live("700", 47, "31_60"),
+}
+# Portfolio at 01-31: OB 2,000 + 0.03 + 700 = 2,700.03; PAR30 = 700.03 / 2,700.03; active
+# borrowers C1 (CUR), C2, C5; residuals CENT 0.01 + TWO 0.02 + W 0.01 = 3 loans, 0.04.
+RESIDUAL_PORTFOLIO = {
+    "outstanding_principal": D("2700.03"),
+    "written_off_balance": D("0"),
+    "par_1": D("0.2592674896"),
+    "par_30": D("0.2592674896"),
+    "par_60": D("0"),
+    "bucket_balance_31_60": D("700.03"),
+    "bucket_count_31_60": D(2),
+    "bucket_count_written_off": D(0),
+    "active_borrowers": D(3),
+    "residual_loans": D(3),
+    "residual_balance": D("0.04"),
+}
+# Roll rates 12-31 → 01-31, by balance at 12-31: current 2,000 → current; 1–7 1,000 (THREE) →
+# 31–60; 8–30 = CENT 13,404.09 + W 300 + LATE 700 = 14,404.09 → repaid 13,704.09 (0.9514026919),
+# 31–60 700 (0.0485973081).
+RESIDUAL_ROLL_RATES = [
+    {"from": "current", "to": "current", "balance": "2000", "share": "1"},
+    {"from": "1_7", "to": "31_60", "balance": "1000", "share": "1"},
+    {"from": "8_30", "to": "31_60", "balance": "700", "share": "0.0485973081"},
+    {"from": "8_30", "to": "repaid", "balance": "13704.09", "share": "0.9514026919"},
+]
+# Vintages: 2024-11 = CENT + LATE 20,700; 2024-12 = THREE + CUR + W 3,300; 2025-01 = TWO 500.
+# Nothing written off at R (W is repaid); ever 30+: none at 12-31 (DPD 21 at most), LATE and THREE
+# at 01-31 → 700 / 20,700 = 0.0338164251 and 1,000 / 3,300 = 0.3030303030 (v1 would count CENT's
+# 20,000 too).
+RESIDUAL_VINTAGES = [
+    {"cohort": "2024-11", "months_on_book": 1, "written_off_share": "0", "ever_30_share": "0"},
+    {
+        "cohort": "2024-11",
+        "months_on_book": 2,
+        "written_off_share": "0",
+        "ever_30_share": "0.0338164251",
+    },
+    {"cohort": "2024-12", "months_on_book": 0, "written_off_share": "0", "ever_30_share": "0"},
+    {
+        "cohort": "2024-12",
+        "months_on_book": 1,
+        "written_off_share": "0",
+        "ever_30_share": "0.303030303",
+    },
+    {"cohort": "2025-01", "months_on_book": 0, "written_off_share": "0", "ever_30_share": "0"},
+]
+
+
+@pytest.fixture
+def residual_runs() -> dict[date, SnapshotRun]:
+    return p.residual_book().compute()
+
+
+def test_a_loan_repaid_but_for_a_cent_has_no_state_and_rolls_to_repaid(residual_runs):
+    december, january = (residual_runs[day] for day in p.RESIDUAL_MONTH_ENDS)
+    assert state(december, "CENT") == live("13404.09", 11, "8_30")
+    assert state(december, "W") == live("300", 21, "8_30")
+    assert states(january) == RESIDUAL_STATES
+    assert january.loans == 3
+    rolls = {(r.from_bucket, r.to_bucket): (r.balance, r.share) for r in january.roll_rates.all()}
+    assert rolls == {
+        (row["from"], row["to"]): (D(row["balance"]), D(row["share"]))
+        for row in RESIDUAL_ROLL_RATES
+    }
+
+
+def test_a_loan_with_three_cents_left_stays_delinquent(residual_runs):
+    january = residual_runs[p.RESIDUAL_MONTH_ENDS[-1]]
+    assert state(january, "THREE") == live("0.03", 37, "31_60")
+    assert value(january, "par_30").numerator == D("700.03")
+
+
+def test_the_residuals_are_reported_on_their_own_for_every_slice(residual_runs):
+    january = residual_runs[p.RESIDUAL_MONTH_ENDS[-1]]
+    got = values(january)
+    assert {code: got[code] for code in RESIDUAL_PORTFOLIO} == RESIDUAL_PORTFOLIO
+    assert values(january, "company", p.ABACO_TECH)["residual_balance"] == D("0.04")
+    assert values(january, "currency", "USD")["residual_loans"] == D(3)
+    # 12-31 has no residual: every loan has more than 0.02 left.
+    assert [values(residual_runs[p.RESIDUAL_MONTH_ENDS[0]])[c] for c in NO_RESIDUALS] == [0, 0]
+
+
+def test_the_residual_tolerance_is_the_setting(settings):
+    settings.RESIDUAL_TOLERANCE = D("0")
+    january = p.residual_book().compute()[p.RESIDUAL_MONTH_ENDS[-1]]
+    # The v1 rule: every cent is a balance. CENT 42 DPD; W written off with 0.01 (12-10 unpaid →
+    # 21 + 31 = 52 DPD); TWO 0.02 (due 01-25, paid that day but for 0.02: not covered → DPD 6, 1–7).
+    assert states(january) == {
+        **RESIDUAL_STATES,
+        "CENT": live("0.01", 42, "31_60"),
+        "TWO": live("0.02", 6, "1_7"),
+        "W": gone("0.01", 52),
+    }
+    assert [values(january)[c] for c in NO_RESIDUALS] == [0, 0]
+
+
+def test_a_date_reported_under_v1_is_restated_under_v2_with_the_version_as_reason(monkeypatch):
+    p.residual_book()
+    january = p.RESIDUAL_MONTH_ENDS[-1]
+    with monkeypatch.context() as v1:
+        # Definitions v1 counted every cent as a balance.
+        v1.setattr(definitions, "VERSION", 1)
+        v1.setattr("django.conf.settings.RESIDUAL_TOLERANCE", D("0"))
+        reported = snapshot_compute(as_of=january)
+    assert (reported.basis, reported.definition_version) == (SnapshotRun.Basis.AS_REPORTED, 1)
+    assert state(reported, "CENT") == live("0.01", 42, "31_60")
+    restated = snapshot_compute(as_of=january)
+    assert (restated.basis, restated.definition_version) == (SnapshotRun.Basis.RESTATED, 2)
+    assert restated.restatement_reason == "definition version 1 → 2"
+    assert state(restated, "CENT") is None
+    assert values(restated)["residual_loans"] == D(3)
+    assert set(
+        KpiValue.objects.filter(run=restated).values_list("definition_version", flat=True)
+    ) == {2}
+    # The as-reported run keeps its v1 numbers beside it: OB 2,700.03 + CENT 0.01 + TWO 0.02 (W's
+    # 0.01 is written off).
+    assert value(reported, "outstanding_principal").value == D("2700.06")
+    assert value(reported, "outstanding_principal").definition_version == 1
+
+
+def test_vintages_read_each_earlier_dates_restatement_not_what_v1_reported(monkeypatch):
+    book = p.residual_book()
+    with monkeypatch.context() as v1:
+        v1.setattr(definitions, "VERSION", 1)
+        v1.setattr("django.conf.settings.RESIDUAL_TOLERANCE", D("0"))
+        book.compute()  # v1: CENT 42 DPD at 01-31, so cohort 2024-11 was all ever 30+
+    book.compute()  # restated under v2
+    february = snapshot_compute(as_of=date(2025, 2, 28))
+    # Ever 30+ by 02-28 under v2: LATE (700 of 2024-11's 20,700) and THREE (1,000 of 3,300).
+    ever_30 = {f"{point.cohort:%Y-%m}": point.ever_30 for point in february.vintage_points.all()}
+    assert ever_30 == {"2024-11": D("700"), "2024-12": D("1000"), "2025-01": D(0)}
+
+
+def test_a_v1_date_is_restated_under_v2_even_when_its_numbers_are_the_same(golden_run):
+    SnapshotRun.objects.filter(pk=golden_run.pk).update(definition_version=1)
+    KpiValue.objects.filter(run=golden_run).update(definition_version=1)
+    restated = snapshot_compute(as_of=R)
+    assert restated.basis == SnapshotRun.Basis.RESTATED
+    assert restated.restatement_reason == "definition version 1 → 2"
+    assert values(restated) == GOLDEN_PORTFOLIO
+    # Recomputed again under v2, it stays a restatement (the new run replaces the old one).
+    again = snapshot_compute(as_of=R)
+    assert list(SnapshotRun.objects.of_date(R).order_by("basis").values_list("pk", "basis")) == [
+        (golden_run.pk, SnapshotRun.Basis.AS_REPORTED),
+        (again.pk, SnapshotRun.Basis.RESTATED),
+    ]
+
+
 # --- Reproducibility and restatement --------------------------------------------------------------
 
 
@@ -722,7 +891,8 @@ def test_the_first_run_of_a_date_is_as_reported_with_its_lineage(steward):
     run = snapshot_compute(as_of=R, by=steward, job="compute_kpis")
     run.refresh_from_db()
     assert run.basis == SnapshotRun.Basis.AS_REPORTED
-    assert run.definition_version == definitions.VERSION == 1
+    assert run.definition_version == definitions.VERSION == 2
+    assert run.restatement_reason == ""
     assert set(run.batches.all()) == set(book.tape.batches())
     assert (run.computed_by, run.job, run.provisional, run.provisional_reasons) == (
         steward,
@@ -758,6 +928,9 @@ def test_a_late_correction_is_stored_as_a_restatement_beside_the_as_reported_run
     restated = snapshot_compute(as_of=R)
     assert restated.basis == SnapshotRun.Basis.RESTATED
     assert restated.pk != reported.pk
+    assert restated.restatement_reason == (
+        "the numbers changed since it was reported (a late correction)"
+    )
     # L3 paid off in March: OB 10,000 − 1,000 = 9,000, no 30+ left; collected 1,250 + 1,000.
     assert [
         values(restated)[c] for c in ("outstanding_principal", "par_30", "collection_rate")

@@ -4,13 +4,19 @@ the scheduled ``kpi_daily`` job runs it for yesterday and any missing month-end.
 
 import json
 import sys
+from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from abaco.cli import iso_date
-from kpis.models import KpiValue, SnapshotRun
+from kpis import definitions as d
+from kpis.models import KpiValue, RollRate, SnapshotRun, VintagePoint
 from kpis.services import snapshots_compute
+
+# Roll-rate cells in the buckets' order, then "repaid".
+BUCKET_ORDER = {code: n for n, code in enumerate([*(code for code, *_ in d.BUCKETS), "repaid"])}
+TEN_PLACES = Decimal("1e-10")  # shares computed here are stored ones' precision
 
 
 class Command(BaseCommand):
@@ -21,7 +27,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json",
             action="store_true",
-            help="Print the portfolio-level values as one JSON object.",
+            help="Print the portfolio-level values as one JSON object, with the roll-rate matrix "
+            "from the previous month-end and the vintage points up to the date.",
         )
         parser.add_argument(
             "--backfill",
@@ -88,13 +95,62 @@ class Command(BaseCommand):
 
 
 def _portfolio_json(run) -> str:
-    """Ratios as fractions, money and counts as decimal strings (exact, no floats)."""
+    """Ratios as fractions, money and counts as decimal strings (exact, no floats); with the
+    roll-rate matrix and the vintage points."""
     values = KpiValue.objects.filter(run=run).portfolio().order_by("code")
-    payload = {
-        v.code: (None if v.value is None else format(v.value.normalize(), "f")) for v in values
-    }
+    payload: dict[str, object] = {v.code: _decimal(v.value) for v in values}
+    payload["roll_rates"] = _roll_rates(run)
+    payload["vintages"] = _vintages(run)
     payload["_as_of"] = run.as_of.isoformat()
     payload["_basis"] = run.basis
     payload["_provisional"] = run.provisional
     payload["_definition_version"] = run.definition_version
     return json.dumps(payload, sort_keys=True)
+
+
+def _decimal(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+def _roll_rates(run) -> list[dict]:
+    """The run's roll-rate matrix (the whole portfolio, from the previous month-end), bucket codes
+    as stored, in the buckets' order."""
+    cells = sorted(
+        RollRate.objects.filter(run=run),
+        key=lambda c: (BUCKET_ORDER.get(c.from_bucket, 99), BUCKET_ORDER.get(c.to_bucket, 99)),
+    )
+    return [
+        {
+            "from": c.from_bucket,
+            "to": c.to_bucket,
+            "balance": _decimal(c.balance),
+            "share": _decimal(c.share),
+        }
+        for c in cells
+    ]
+
+
+def _share(part: Decimal, whole: Decimal) -> str | None:
+    return _decimal((part / whole).quantize(TEN_PLACES)) if whole else None
+
+
+def _vintages(run) -> list[dict]:
+    """Every vintage point of the month-ends up to the run's date (each date's restatement when it
+    has one, as the engine reads them; the run itself for its own date), by cohort and months on
+    book. Shares of the cohort's disbursed principal, to ten places."""
+    standing: dict = {}
+    for other in SnapshotRun.objects.filter(as_of__lt=run.as_of).order_by("as_of", "basis"):
+        standing[other.as_of] = other.pk  # restated sorts after as_reported
+    standing[run.as_of] = run.pk
+    points = VintagePoint.objects.filter(run__in=standing.values()).order_by(
+        "cohort", "months_on_book"
+    )
+    return [
+        {
+            "cohort": f"{p.cohort:%Y-%m}",
+            "months_on_book": p.months_on_book,
+            "written_off_share": _share(p.written_off, p.disbursed),
+            "ever_30_share": _share(p.ever_30, p.disbursed),
+        }
+        for p in points
+    ]
