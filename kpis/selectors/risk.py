@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+
+from django.conf import settings
 
 from kpis import definitions as d
 from kpis.models import RollRate, VintagePoint
@@ -31,6 +33,9 @@ class Risk:
     roll_rows: list[dict]
     vintages: dict
     rates: list[dict]
+    # Loans counted as repaid though a residual of cents is left (definitions v2): shown beside
+    # the buckets so that nothing leaves them silently.
+    residual: dict = field(default_factory=dict)
 
     par_days = d.PAR_DAYS
     roll_labels = [BUCKET_LABELS.get(code, "Repaid") for code in ROLL_TO]
@@ -106,6 +111,7 @@ class Risk:
 
 
 RATE_CODES = d.FROM_PREVIOUS_MONTH_END
+RESIDUAL_CODES = ("residual_loans", "residual_balance")
 
 
 def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) -> Risk:
@@ -118,7 +124,7 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
     par_codes = [f"par_{n}" for n in d.PAR_DAYS]
     values = values_read(
         runs=[run],
-        codes=[*bucket_codes, *par_codes, "outstanding_principal", *RATE_CODES],
+        codes=[*bucket_codes, *par_codes, "outstanding_principal", *RATE_CODES, *RESIDUAL_CODES],
         selection=selection,
         all_slices=True,
     )
@@ -220,6 +226,7 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
         }
         for code in RATE_CODES
     ]
+    residual_loans, residual_balance = value("residual_loans"), value("residual_balance")
     return Risk(
         selection,
         buckets,
@@ -228,4 +235,11 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
         roll_rows,
         {"points": points, "chart": chart},
         rates,
+        {
+            "loans": residual_loans,
+            "loans_display": display("count", residual_loans),
+            # In cents: the residuals are cents, and money without cents would read 0.
+            "balance_display": "—" if residual_balance is None else f"{residual_balance:,.2f}",
+            "tolerance": settings.RESIDUAL_TOLERANCE,
+        },
     )

@@ -16,7 +16,7 @@ from kpis.models import LoanState
 from loans.models import BatchChange
 from tests.base import CastTestCase
 from tests.factories import batch_create
-from tests.kpis.books import AS_OF, dashboard_book, more_loans
+from tests.kpis.books import AS_OF, RESIDUAL_MONTH_ENDS, dashboard_book, more_loans, residual_book
 
 OVERVIEW = reverse("kpis:overview")
 RISK = reverse("kpis:risk")
@@ -480,3 +480,24 @@ class QueryCountTests(DashboardTestCase):
         restated = LoanState.objects.filter(run__as_of=AS_OF, run__basis="restated")
         self.assertEqual(restated.count(), 5 + 40)
         self.assertEqual(self.counts(basis="restated"), expected)
+
+
+class ResidualTest(CastTestCase):
+    """Loans counted as repaid but for a residual (definitions v2) are named on the risk page."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        super().setUpTestData()
+        residual_book().compute()
+
+    def test_the_risk_page_names_the_loans_counted_repaid_with_a_residual(self):
+        self.client.force_login(self.manager)
+        response = self.client.get(RISK, {"as_of": RESIDUAL_MONTH_ENDS[-1].isoformat()})
+        self.assertContains(
+            response,
+            "Counted as repaid, with a residual of at most 0.02 each left unpaid: 3 loans, "
+            "0.04 USD in all.",
+        )
+        # 12-31 has no residual: no line.
+        response = self.client.get(RISK, {"as_of": RESIDUAL_MONTH_ENDS[0].isoformat()})
+        self.assertNotContains(response, 'id="residual"')
