@@ -10,6 +10,11 @@ def month_end(day: date) -> date:
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
+def previous_month_end(day: date) -> date:
+    """The last day of the month before ``day``'s."""
+    return day.replace(day=1) - timedelta(days=1)
+
+
 def month_ends(start: date, end: date) -> list[date]:
     """Every month-end from start's month through end (inclusive when end is a month-end)."""
     days = []

@@ -29,6 +29,14 @@ class SnapshotRunQuerySet(models.QuerySet):
     def restated(self) -> SnapshotRunQuerySet:
         return self.filter(basis=SnapshotRun.Basis.RESTATED)
 
+    def standing(self) -> SnapshotRunQuerySet:
+        """The run that stands for each date: its restatement when it has one, else as reported
+        (what the engine reads as history: roll rates, vintages)."""
+        restatement = SnapshotRun.objects.restated().filter(as_of=models.OuterRef("as_of"))
+        return self.exclude(
+            models.Q(basis=SnapshotRun.Basis.AS_REPORTED) & models.Exists(restatement)
+        )
+
     def as_of_dates(self) -> set:
         """The as-of dates that have a run."""
         return set(self.values_list("as_of", flat=True))

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db.backends.utils import CursorWrapper
 
-from abaco.dates import month_end
+from abaco.dates import month_end, previous_month_end
 from kpis import definitions as d
 from kpis.engine import book, facts
 
@@ -28,7 +28,7 @@ def params(*, run: int, as_of: date, parts: int) -> dict[str, Any]:
         "run": run,
         "as_of": as_of,
         "month_start": as_of.replace(day=1),
-        "month_before": as_of.replace(day=1) - timedelta(days=1),
+        "month_before": previous_month_end(as_of),
         "month_end": month_end(as_of),
         **{f"due_{n}": as_of + timedelta(days=n) for n in d.DUE_DAYS},
         "write_off_dpd": settings.WRITE_OFF_DPD,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
-from abaco.dates import month_end
+from abaco.dates import month_end, previous_month_end
 from kpis import definitions as d
 from kpis.models import SnapshotRun
 from kpis.selectors.common import (
@@ -86,7 +86,7 @@ def overview_read(*, as_of: date | None, basis: str, dimension: str, member: str
     batches = batches_latest_per_source()
     if selection.run is None:
         return Overview(selection, Loan.objects.exists(), [], None, None, {}, batches)
-    previous_day = selection.as_of.replace(day=1) - timedelta(days=1)
+    previous_day = previous_month_end(selection.as_of)
     year_day = _year_ago(selection.as_of)
     previous, year = selection.run_at(previous_day), selection.run_at(year_day)
     trend_runs = selection.month_end_runs(months=TREND_MONTHS)

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from abaco.dates import previous_month_end
 from kpis import definitions as d
 from kpis.models import RollRate, VintagePoint
 from kpis.selectors.common import (
@@ -231,7 +232,7 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
         selection,
         buckets,
         par_by_slice,
-        selection.as_of.replace(day=1) - timedelta(days=1),
+        previous_month_end(selection.as_of),
         roll_rows,
         {"points": points, "chart": chart},
         rates,

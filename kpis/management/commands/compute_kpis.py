@@ -7,6 +7,7 @@ import sys
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
 from tqdm import tqdm
 
 from abaco.cli import iso_date
@@ -138,11 +139,8 @@ def _vintages(run) -> list[dict]:
     """Every vintage point of the month-ends up to the run's date (each date's restatement when it
     has one, as the engine reads them; the run itself for its own date), by cohort and months on
     book. Shares of the cohort's disbursed principal, to ten places."""
-    standing: dict = {}
-    for other in SnapshotRun.objects.filter(as_of__lt=run.as_of).order_by("as_of", "basis"):
-        standing[other.as_of] = other.pk  # restated sorts after as_reported
-    standing[run.as_of] = run.pk
-    points = VintagePoint.objects.filter(run__in=standing.values()).order_by(
+    earlier = SnapshotRun.objects.filter(as_of__lt=run.as_of).standing()
+    points = VintagePoint.objects.filter(Q(run__in=earlier) | Q(run=run)).order_by(
         "cohort", "months_on_book"
     )
     return [
