@@ -60,6 +60,7 @@ ROLES: dict[Role, list[str]] = {
         *READ_LOAN_BOOK,
         "kpis.view_dashboard",
         "kpis.export_data",
+        "kpis.regenerate_insight",
         "integrations.view_pipelines",
     ],
     Role.AUDITOR: [

@@ -22,6 +22,18 @@ if not TESTING:
     env.read_env(BASE_DIR / ".env")
 
 
+def decimal_setting(name: str, default: str) -> Decimal:
+    """A decimal from ``NAME`` (money and prices are never floats)."""
+    text = env.str(name, default=default)
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal number, not {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name} must be a decimal number of 0 or more")
+    return value
+
+
 def secret(name: str, default: str = "") -> str:
     """A secret from ``NAME`` or from the file named by ``NAME_FILE``."""
     path = env.str(f"{name}_FILE", default="")
@@ -300,6 +312,29 @@ META_RATE_PER_SECOND = env.float("META_RATE_PER_SECOND", default=5.0)
 # Windows longer than this many days run as an async report job instead of a paged GET.
 META_ASYNC_AFTER_DAYS = env.int("META_ASYNC_AFTER_DAYS", default=31)
 META_LOOKBACK_DAYS = env.int("META_LOOKBACK_DAYS", default=3)  # Meta revises recent days
+
+# AI insights (kpis/insights, integrations/openai): written by a model from stored snapshots
+# only and checked against them; off (the deterministic summary stands in) until enabled with a key.
+OPENAI_API_KEY = secret("OPENAI_API_KEY")
+OPENAI_ENABLED = env.bool("OPENAI_ENABLED", default=False) and bool(OPENAI_API_KEY)
+# OpenAI, an Azure OpenAI resource's v1 endpoint (https://NAME.openai.azure.com/openai/v1) or any
+# server that speaks the same API.
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="https://api.openai.com/v1").rstrip("/")
+OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
+OPENAI_API = env.str("OPENAI_API", default="responses")  # "responses" or "chat" (Chat Completions)
+if OPENAI_API not in ("responses", "chat"):
+    raise ImproperlyConfigured("OPENAI_API must be 'responses' or 'chat'")
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=60.0)  # seconds to read one answer
+OPENAI_MAX_RETRIES = env.int("OPENAI_MAX_RETRIES", default=2)  # on 429 (Retry-After), 5xx, timeouts
+OPENAI_MAX_OUTPUT_TOKENS = env.int("OPENAI_MAX_OUTPUT_TOKENS", default=1200)  # per answer
+# Per run of insights (kpi_daily's step or one regeneration): no request starts past either limit.
+OPENAI_RUN_TOKEN_LIMIT = env.int("OPENAI_RUN_TOKEN_LIMIT", default=60000)
+OPENAI_RUN_COST_LIMIT = decimal_setting("OPENAI_RUN_COST_LIMIT", "0.50")  # USD
+# USD per million tokens, to price each answer (the provider's list price for OPENAI_MODEL).
+OPENAI_PRICE_INPUT = decimal_setting("OPENAI_PRICE_INPUT", "0.15")
+OPENAI_PRICE_OUTPUT = decimal_setting("OPENAI_PRICE_OUTPUT", "0.60")
+# Answers asked for one insight before its headline fails for good and the summary stands in.
+INSIGHT_MAX_ATTEMPTS = env.int("INSIGHT_MAX_ATTEMPTS", default=2)
 
 # Alerts: e-mail to ALERT_EMAILS (ADMINS) and, when set, a Slack incoming webhook.
 SLACK_WEBHOOK_URL = secret("SLACK_WEBHOOK_URL")

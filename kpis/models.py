@@ -288,3 +288,74 @@ class VintagePoint(models.Model):
 
     def __str__(self) -> str:
         return f"cohort {self.cohort:%Y-%m} at {self.months_on_book} months"
+
+
+class Insight(models.Model):
+    """What changed in one slice at one snapshot run, in a few checked sentences (kpis.insights).
+
+    Written by the model and verified against the snapshot, or by the deterministic summary when
+    the model is off, failing or unverifiable. Every generation is kept (the history page); the
+    newest of a run and slice is the one shown.
+    """
+
+    class Source(models.TextChoices):
+        MODEL = "model", "AI-written"
+        SUMMARY = "summary", "Deterministic summary"
+
+    class Verification(models.TextChoices):
+        PASSED = "passed", "Every statement passed its checks"
+        PARTIAL = "partial", "Statements that failed their checks were dropped"
+
+    run = models.ForeignKey(SnapshotRun, on_delete=models.CASCADE, related_name="insights")
+    dimension = models.CharField(max_length=16, default="portfolio")
+    member = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    verification = models.CharField(max_length=16, choices=Verification.choices)
+    fallback_reason = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Why the summary stands in for the model (off, failing, unverifiable, over limits).",
+    )
+    headline = models.TextField(help_text="Rendered from the stored values.")
+    statements = models.JSONField(
+        default=list, help_text="The published statements: rendered text and what each cites."
+    )
+    checks = models.JSONField(
+        default=list, help_text="Every check of every answer asked for, passed or failed."
+    )
+    digest = models.JSONField(default=dict, help_text="What the model was given.")
+    digest_chars = models.PositiveIntegerField(default=0)
+    model = models.CharField(max_length=100, blank=True, help_text="The model that answered.")
+    api = models.CharField(max_length=16, blank=True, help_text="responses or chat")
+    prompt_version = models.PositiveSmallIntegerField()
+    prompt_hash = models.CharField(max_length=64)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Answers asked for.")
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0, help_text="USD")
+    latency_ms = models.PositiveIntegerField(
+        default=0, help_text="Time spent waiting on the model."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    job = models.CharField(max_length=64, blank=True, help_text="kpi_daily, or regenerate.")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [("regenerate_insight", "Can regenerate an AI insight")]
+        indexes = [
+            # The overview's insight and the history page: a slice's insights, newest first.
+            models.Index(
+                fields=["dimension", "member", "run", "-created_at"], name="insight_slice_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = "portfolio" if self.dimension == "portfolio" else f"{self.dimension} {self.member}"
+        return f"insight {where} @ {self.run}"
+
+    @property
+    def is_model(self) -> bool:
+        return self.source == self.Source.MODEL

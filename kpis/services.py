@@ -4,6 +4,7 @@ itself is kpis.engine."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
@@ -14,10 +15,13 @@ from django.db import connection, connections
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from abaco.dates import month_ends
+from abaco.dates import month_end, month_ends
 from kpis.engine import snapshot_compute
+from kpis.insights.services import Budget, insights_for_run
 from kpis.models import SnapshotRun
 from loans.models import Loan, Transaction
+
+logger = logging.getLogger(__name__)
 
 
 def backfill_dates(*, today: date | None = None) -> list[date]:
@@ -140,3 +144,37 @@ def kpi_daily_pipeline(ctx: Any) -> None:
             step.log(f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans")
         if not runs:
             step.log("no loans yet: nothing to snapshot")
+    insights_step(ctx, runs)
+
+
+def insight_runs(runs: list[SnapshotRun]) -> list[SnapshotRun]:
+    """The runs kpi_daily writes insights for: the newest, and the newest month-end when that is
+    another (a first run that backfills every month-end asks for two, not one per month)."""
+    if not runs:
+        return []
+    chosen = [runs[-1]]
+    month_end_runs = [r for r in runs if r.as_of == month_end(r.as_of)]
+    if month_end_runs and month_end_runs[-1] is not runs[-1]:
+        chosen.append(month_end_runs[-1])
+    return chosen
+
+
+def insights_step(ctx: Any, runs: list[SnapshotRun]) -> None:
+    """The ``insights`` step after the snapshots: the whole portfolio and each entity, under one
+    budget. A failure is recorded on the step and logged; it never fails ``kpi_daily``, whose
+    snapshots are already committed."""
+    try:
+        with ctx.step("insights") as step:
+            budget = Budget.per_run()
+            for run in insight_runs(runs):
+                for insight in insights_for_run(run=run, job="kpi_daily", by=ctx.by, budget=budget):
+                    step.rows_out += 1
+                    where = insight.member or "portfolio"
+                    step.log(
+                        f"{run.as_of} {where}: {insight.get_source_display()}, "
+                        f"{insight.get_verification_display().lower()}"
+                        + (f" ({insight.fallback_reason})" if insight.fallback_reason else "")
+                        + f", {insight.input_tokens + insight.output_tokens:,} tokens"
+                    )
+    except Exception:
+        logger.exception("insights step failed", extra={"job": "kpi_daily"})

@@ -10,4 +10,6 @@ urlpatterns = [
     path("collections/", views.collections, name="collections"),
     path("loans/", views.loans, name="loans"),
     path("loans/<int:pk>/", views.loan, name="loan"),
+    path("insights/", views.insights, name="insights"),
+    path("insights/regenerate/", views.insight_regenerate, name="insight_regenerate"),
 ]

@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_q.tasks import async_task
 from openpyxl import Workbook
 
 from abaco.roles import role_required
@@ -17,16 +22,18 @@ from kpis import selectors
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def _filters(request: HttpRequest) -> dict:
+def _filters(request: HttpRequest | QueryDict) -> dict:
+    """The shared filters, from a request's query string (or a posted form's fields)."""
+    params = request if isinstance(request, QueryDict) else request.GET
     try:
-        as_of = date.fromisoformat(request.GET.get("as_of", ""))
+        as_of = date.fromisoformat(params.get("as_of", ""))
     except ValueError:
         as_of = None
     return {
         "as_of": as_of,
-        "basis": request.GET.get("basis", "as_reported"),
-        "dimension": request.GET.get("dimension", "portfolio"),
-        "member": request.GET.get("member", ""),
+        "basis": params.get("basis", "as_reported"),
+        "dimension": params.get("dimension", "portfolio"),
+        "member": params.get("member", ""),
     }
 
 
@@ -74,8 +81,53 @@ def overview(request: HttpRequest) -> HttpResponse:
     result = selectors.overview_read(**_filters(request))
     if (response := _export(request, "overview", result)) is not None:
         return response
-    ctx = {"page": "overview", "o": result, "s": result.selection}
+    ctx = {
+        "page": "overview",
+        "o": result,
+        "s": result.selection,
+        "insight": selectors.insight_latest(selection=result.selection),
+    }
     return render(request, "kpis/overview.html", ctx)
+
+
+@role_required("kpis.view_dashboard")
+def insights(request: HttpRequest) -> HttpResponse:
+    """Every insight of the selected slice, newest first, with what each was checked against."""
+    selection = selectors.selection_read(**_filters(request))
+    ctx = {
+        "page": "insights",
+        "s": selection,
+        "insights": selectors.insights_history(selection=selection),
+    }
+    return render(request, "kpis/insights.html", ctx)
+
+
+@require_POST
+@role_required("kpis.regenerate_insight")
+def insight_regenerate(request: HttpRequest) -> HttpResponse:
+    """Queue a new insight of the posted run and slice; the task cluster writes it."""
+    selection = selectors.selection_read(**_filters(request.POST))
+    back = f"{reverse('kpis:overview')}?{selection.qs}"
+    if selection.run is None:
+        messages.warning(request, "There is no snapshot to write an insight for.")
+        return redirect(back)
+    run_id, dimension, member = selection.run.pk, selection.dimension, selection.member
+    transaction.on_commit(
+        lambda: async_task(
+            "kpis.tasks.insight_regenerate_task",
+            run_id,
+            dimension,
+            member,
+            request.user.pk,
+            task_name=f"insight {selection.as_of} {dimension} {member}".strip(),
+        )
+    )
+    messages.success(
+        request,
+        f"A new insight of the snapshot of {selection.as_of} is being written; "
+        "reload in a moment to read it.",
+    )
+    return redirect(back)
 
 
 @role_required("kpis.view_dashboard")

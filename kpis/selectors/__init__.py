@@ -7,9 +7,10 @@ out as plain rows for the CSV/XLSX exports (``tables``).
 """
 
 from kpis.selectors.collection import Collections, collections_read
-from kpis.selectors.common import Selection, change_display, display
+from kpis.selectors.common import Selection, change_display, display, selection_read
 from kpis.selectors.concentration import Concentration, concentration_read
 from kpis.selectors.drilldown import Drilldown, drilldown_read
+from kpis.selectors.insights import insight_latest, insights_history
 from kpis.selectors.loan import LoanHistory, loan_read
 from kpis.selectors.overview import Overview, overview_read
 from kpis.selectors.risk import Risk, risk_read
@@ -27,7 +28,10 @@ __all__ = [
     "concentration_read",
     "display",
     "drilldown_read",
+    "insight_latest",
+    "insights_history",
     "loan_read",
     "overview_read",
     "risk_read",
+    "selection_read",
 ]

@@ -1,0 +1,15 @@
+"""AI insights: what changed in a slice of the portfolio, written from stored snapshots only and
+checked against them before anyone reads it (issue 23, docs/insights.md).
+
+- ``digest``: the compact, structured input built from stored KPI values, roll rates and vintages
+  (never customer or loan rows, never a restricted field);
+- ``prompt``: the instructions and the JSON schema of the answer, versioned and hashed;
+- ``verify``: every cited value against the digest (exact for counts, to the displayed precision
+  for money and rates) and every claimed direction against the numbers; rendering of published
+  text from the stored values, never the model's digits;
+- ``summary``: the deterministic summary from the same digest (model off, failing or unverifiable);
+- ``services``: generate, verify, regenerate a bounded number of times, store an ``Insight``.
+
+The model is reached through ``integrations.openai`` by a dotted path (``WRITER``): kpis and
+integrations never import each other (the layers contract in pyproject.toml).
+"""
