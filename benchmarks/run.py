@@ -42,6 +42,11 @@ def main() -> None:
         action="store_true",
         help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
     )
+    parser.add_argument(
+        "--insights-only",
+        action="store_true",
+        help="Only the AI insights benchmark (digest size, tokens, latency from the local fake).",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "abaco.settings")
@@ -57,8 +62,11 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import hubspot_sync, kpi_snapshots, pages, tape_import
+    from benchmarks import hubspot_sync, insights, kpi_snapshots, pages, tape_import
 
+    if args.insights_only:
+        insights.run()
+        return
     if args.hubspot_only:
         hubspot_sync.run()
         return
@@ -69,6 +77,7 @@ def main() -> None:
         tape_import.run(loans=args.loans, working_capital_share=args.working_capital_share)
     kpi_snapshots.run()
     pages.run()
+    insights.run()
     hubspot_sync.run()
 
 

@@ -225,7 +225,7 @@ def _data_status(run: SnapshotRun) -> dict[str, Any]:
 
 def _crossings(facts: Facts, dates: dict[str, str | None], slices: list[str]) -> list[dict]:
     """KPIs whose threshold status changed since the previous month-end, worse or better."""
-    now, before = dates["current"], dates["previous_month_end"]
+    now, before = dates["current"] or "", dates["previous_month_end"]
     if before is None:
         return []
     found = []
@@ -254,7 +254,7 @@ def _crossings(facts: Facts, dates: dict[str, str | None], slices: list[str]) ->
 
 def _movers(facts: Facts, dates: dict[str, str | None]) -> list[dict]:
     """For each mover KPI, the entities by the size of their change since the previous month-end."""
-    now, before = dates["current"], dates["previous_month_end"]
+    now, before = dates["current"] or "", dates["previous_month_end"]
     if before is None:
         return []
     movers = []

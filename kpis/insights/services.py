@@ -165,8 +165,9 @@ def insight_generate(
         source = Insight.Source.SUMMARY
         verified = answer_verify(summary_write(digest), digest.facts)
         checks += [{"attempt": "summary", **c.as_dict()} for c in verified.checks]
+    statements: list[dict[str, Any]] = []
     if verified.headline is None:  # a slice with no stored values at all
-        headline, statements = "No KPI values are stored for this slice at this date.", []
+        headline = "No KPI values are stored for this slice at this date."
     else:
         headline, statements = _published(verified, digest)
     text = digest.text()

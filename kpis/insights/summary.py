@@ -3,10 +3,10 @@
 Used when the model is off, failing or unverifiable, and as the baseline in tests. It goes
 through the same verifier and renderer as a model's answer, so its figures are the stored ones.
 
-Rules, in order: every threshold crossing since the previous month-end (worse first); for each
-KPI of ``SUMMARY_KPIS`` its move since the previous month-end (or its value when there is none);
-for the whole portfolio, the entity that moved most on each mover KPI. The headline is the first
-crossing for the worse, else the first crossing, else outstanding principal's move.
+Rules, in order: every threshold crossing since the previous month-end (into a worse band
+first, the slice's own before others'); for the whole portfolio, the entity that moved most on
+each mover KPI; then for each KPI of ``SUMMARY_KPIS`` its move since the previous month-end (or
+its value when there is none). The headline is the first of these.
 """
 
 from __future__ import annotations
@@ -30,41 +30,48 @@ RANK = {"ok": 0, "amber": 1, "red": 2}
 MAX_STATEMENTS = 10
 
 
-def _statement(text: str, kpi: str, slice_: str, day: str, digest: Digest, before: str | None):
+def _statement(
+    text: str, kpi: str, slice_: str, digest: Digest, *, compare: bool
+) -> dict[str, Any] | None:
+    """A statement on ``kpi`` of ``slice_`` at the digest's date, against the previous
+    month-end when ``compare`` and that value is stored; None when no value is stored."""
     facts = digest.facts
+    now = digest.data["dates"]["current"]
+    before = digest.data["dates"]["previous_month_end"]
+    value = facts.get(kpi, slice_, now)
+    if value is None:
+        return None
     unit = facts.units[kpi]
-    value = facts.get(kpi, slice_, day)
-    direction = "none"
-    if before is not None and (prior := facts.get(kpi, slice_, before)) is not None:
-        direction = direction_of(unit, value, prior)
+    prior = facts.get(kpi, slice_, before) if compare and before else None
     return {
         "text": text,
         "kpi": kpi,
         "slice": slice_,
-        "date": day,
+        "date": now,
         "value": str(shown(unit, value)),
-        "compared_to": before if direction != "none" else None,
-        "direction": direction,
+        "compared_to": before if prior is not None else None,
+        "direction": direction_of(unit, value, prior) if prior is not None else "none",
     }
 
 
-def _move(kpi: str, slice_: str, digest: Digest) -> dict[str, Any] | None:
-    now = digest.data["dates"]["current"]
-    before = digest.data["dates"]["previous_month_end"]
-    facts = digest.facts
-    if facts.get(kpi, slice_, now) is None:
+def _move(kpi: str, slice_: str, digest: Digest, lead: str = "") -> dict[str, Any] | None:
+    statement = _statement("", kpi, slice_, digest, compare=True)
+    if statement is None:
         return None
-    if before is None or facts.get(kpi, slice_, before) is None:
-        return _statement("{kpi} of {slice} was {value} at {date}.", kpi, slice_, now, digest, None)
-    unit = facts.units[kpi]
-    verb = direction_of(unit, facts.get(kpi, slice_, now), facts.get(kpi, slice_, before))
-    text = (
-        "{kpi} of {slice} was unchanged at {value} at {date} against {compared_to}."
-        if verb == "unchanged"
-        else "{kpi} of {slice} " + verb + " to {value} at {date}, from {previous} at "
-        "{compared_to} ({change})."
-    )
-    return _statement(text, kpi, slice_, now, digest, before)
+    verb = statement["direction"]
+    if verb == "none":
+        statement["text"] = "{kpi} of {slice} was {value} at {date}."
+    elif verb == "unchanged":
+        statement["text"] = (
+            "{kpi} of {slice} was unchanged at {value} at {date} against {compared_to}."
+        )
+    else:
+        statement["text"] = (
+            "{kpi} of {slice} " + verb + " to {value} at {date}, from {previous} at "
+            "{compared_to} ({change})."
+        )
+    statement["text"] = lead + statement["text"]
+    return statement
 
 
 def summary_write(digest: Digest) -> dict[str, Any]:
@@ -76,38 +83,28 @@ def summary_write(digest: Digest) -> dict[str, Any]:
     )
     for crossing in crossings:
         worse = RANK.get(crossing["to"], 0) > RANK.get(crossing["from"], 0)
+        band = crossing["to"] if worse else crossing["from"]
         text = (
             "{kpi} of {slice} crossed "
             + ("into" if worse else "back from")
-            + f" its {crossing['to'] if worse else crossing['from']} threshold: {{value}} at "
-            "{date}, against {previous} at {compared_to} ({change})."
+            + f" its {band} threshold: {{value}} at {{date}}, against {{previous}} at "
+            "{compared_to} ({change})."
         )
-        statements.append(
-            _statement(
-                text,
-                crossing["kpi"],
-                crossing["slice"],
-                crossing["date"],
-                digest,
-                crossing["compared_to"],
-            )
-        )
+        statement = _statement(text, crossing["kpi"], crossing["slice"], digest, compare=True)
+        if statement is not None:
+            statements.append(statement)
     crossed = {(c["kpi"], c["slice"]) for c in crossings}
-    for kpi in SUMMARY_KPIS:
-        if (kpi, digest.slice) in crossed:
-            continue
-        if (move := _move(kpi, digest.slice, digest)) is not None:
-            statements.append(move)
     seen = set()
     for mover in digest.data["movers"]:
-        if mover["kpi"] in seen:
+        if mover["kpi"] in seen or (mover["kpi"], mover["slice"]) in crossed:
             continue
         seen.add(mover["kpi"])
-        move = _move(mover["kpi"], mover["slice"], digest)
-        if move is not None and move["direction"] != "unchanged":
-            move["text"] = "Among the entities, " + move["text"]
+        move = _move(mover["kpi"], mover["slice"], digest, lead="Largest move among the entities: ")
+        if move is not None and move["direction"] not in ("unchanged", "none"):
+            statements.append(move)
+    for kpi in SUMMARY_KPIS:
+        if (kpi, digest.slice) not in crossed and (move := _move(kpi, digest.slice, digest)):
             statements.append(move)
     if not statements:
         return {"headline": None, "statements": []}
-    headline = statements[0]
-    return {"headline": headline, "statements": statements[1:MAX_STATEMENTS]}
+    return {"headline": statements[0], "statements": statements[1:MAX_STATEMENTS]}
