@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
+from decimal import Decimal
 
 import pytest
 from django.test import override_settings
 from django.urls import reverse
 
+from integrations.models import PipelineRun
+from integrations.pipelines import pipeline_run
 from kpis.insights.digest import digest_build
 from kpis.insights.services import Budget, insight_generate, insights_for_run
 from kpis.insights.summary import summary_write
@@ -258,6 +262,10 @@ def test_it_is_off_until_enabled_with_a_key_and_stops_at_the_runs_token_limit():
         ("company", "Abaco Financial"),
         ("company", "Abaco Technologies"),
     ]
+    with serve(server) as url, model_on(url, OPENAI_RUN_COST_LIMIT=Decimal("0")):
+        free = insight_generate(run=after, job="test")
+    assert len(server.requests) == 1  # none more
+    assert free.fallback_reason == "the run's cost limit (USD 0) is reached"
 
 
 @pytest.mark.django_db
@@ -282,6 +290,34 @@ def test_no_customer_name_national_id_or_email_reaches_the_model():
         text = json.dumps(json.loads(body))  # escapes decoded the same way for every body
         assert [value for value in personal if value in text or value in body.decode()] == []
         assert "Pérez" not in body.decode() and "cliente.example" not in text
+
+
+@pytest.mark.django_db
+def test_kpi_daily_writes_insights_for_the_portfolio_and_each_entity_and_never_fails_for_them():
+    par30_crossing_book()
+    server = fake.FakeOpenAI()
+    with serve(server) as url, model_on(url):
+        run = pipeline_run(name="kpi_daily", for_date=date(2025, 7, 31), trigger="command")
+    assert run.status == PipelineRun.Status.SUCCEEDED
+    step = run.steps.get(name="insights")
+    assert step.status == PipelineRun.Status.SUCCEEDED
+    assert step.rows_out == 3
+    insights = Insight.objects.filter(job="kpi_daily")
+    assert {(i.run.as_of, i.member, i.source) for i in insights} == {
+        (date(2025, 7, 31), member, Insight.Source.MODEL)
+        for member in ("", "Abaco Financial", "Abaco Technologies")
+    }
+    assert "2025-07-31 portfolio: AI-written, every statement passed its checks" in step.log
+    # A broken insights setup fails the step, not the job: the snapshots stand.
+    Insight.objects.all().delete()
+    with serve(server) as url, model_on(url, OPENAI_PRICE_INPUT="not a price"):
+        run = pipeline_run(name="kpi_daily", for_date=date(2025, 8, 1), trigger="command")
+    assert run.status == PipelineRun.Status.SUCCEEDED
+    assert run.steps.get(name="snapshots").status == PipelineRun.Status.SUCCEEDED
+    failed = run.steps.get(name="insights")
+    assert failed.status == PipelineRun.Status.FAILED
+    assert "TypeError" in failed.error
+    assert not Insight.objects.exists()
 
 
 # The pages ----------------------------------------------------------------------------------
@@ -315,6 +351,24 @@ class InsightPageTests(CastTestCase):
         self.client.force_login(self.manager)
         page = self.client.get(reverse("kpis:overview"), {"as_of": "2025-06-30"}).content.decode()
         assert "Deterministic summary of the snapshot of 2025-06-30 (the model is off" in page
+
+    def test_a_provisional_snapshot_says_so_in_the_digest_and_beside_the_insight(self):
+        self.after.provisional = True
+        self.after.provisional_reasons = ["batch 7 failed: transactions.csv row 12"]
+        self.after.save()
+        digest = digest_build(run=self.after)
+        assert digest.data["data_status"]["provisional"] is True
+        assert digest.data["data_status"]["provisional_reasons"] == [
+            "batch 7 failed: transactions.csv row 12"
+        ]
+        with override_settings(OPENAI_ENABLED=False):
+            insight_generate(run=self.after, job="kpi_daily")
+        self.client.force_login(self.manager)
+        page = self.client.get(reverse("kpis:overview")).content.decode()
+        assert (
+            '<p class="insight-status"><span class="badge provisional">Provisional</span> batch 7'
+            in page
+        )
 
     def test_the_history_lists_every_insight_of_the_slice_with_its_checks_and_costs(self):
         self.client.force_login(self.manager)
