@@ -34,12 +34,18 @@ def _floor(url: str) -> float:
     for _ in range(5):
         started = time.perf_counter()
         client.chat.completions.create(
-            model="floor", messages=[{"role": "user", "content": "Digest (JSON):\n" + _EMPTY}]
+            model="floor",
+            messages=[{"role": "user", "content": "Digest (JSON):\n" + _EMPTY}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "floor", "schema": _SCHEMA, "strict": True},
+            },
         )
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
 
+_SCHEMA = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
 _EMPTY = (
     '{"slice":"portfolio","dates":{"current":"2025-01-31","previous_month_end":null},'
     '"series":[{"kpi":"x","slice":"portfolio","values":{"2025-01-31":"1"}}],"crossings":[]}'

@@ -42,3 +42,31 @@ def test_a_retry_shorter_than_the_task_timeout_is_refused():
     result = settings_import(Q_TIMEOUT="600", Q_RETRY="300")
     assert result.returncode != 0
     assert "Q_RETRY must be longer than Q_TIMEOUT" in result.stderr
+
+
+def test_the_ai_insights_refuse_an_unknown_api_and_a_price_that_is_no_decimal():
+    result = settings_import(OPENAI_API="completions")
+    assert result.returncode != 0
+    assert "OPENAI_API must be 'responses' or 'chat'" in result.stderr
+    result = settings_import(OPENAI_RUN_COST_LIMIT="half a dollar")
+    assert result.returncode != 0
+    assert "OPENAI_RUN_COST_LIMIT must be a decimal number, not 'half a dollar'" in result.stderr
+
+
+def test_the_model_stays_off_without_its_key_even_when_enabled():
+    probe = "from django.conf import settings; print(settings.OPENAI_ENABLED)"
+    environment = {**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+    environment.update(DEBUG="true", OPENAI_ENABLED="true", OPENAI_API_KEY="")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'abaco.settings'); django.setup(); {probe}",
+        ],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stdout.strip() == "False", result.stderr

@@ -11,7 +11,9 @@ the way the API reference documents them (see ``integrations/openai/client.py`` 
   null}, "finish_reason": "stop"}], "usage": {"prompt_tokens", "completion_tokens",
   "total_tokens"}}``; a refusal has ``content`` null and ``refusal`` set.
 - Errors in OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``: 401 for a wrong
-  key, 429 with ``Retry-After``, 5xx.
+  key, 400 for a request that does not ask for strict structured outputs (an object schema whose
+  properties are not all required or that allows additional properties, as strict mode refuses),
+  429 with ``Retry-After``, 5xx.
 
 It plays the model too: it reads the digest out of the request and writes a faithful answer
 (every figure as the digest gives it, every direction as the numbers show), or, when scripted, one
@@ -168,6 +170,41 @@ def slow(seconds: float) -> Answer:
     return answer
 
 
+def _strict_schema_problem(schema: Any, where: str = "()") -> str:
+    """What strict structured outputs refuse in a schema: an object whose properties are not all
+    required, or that does not set ``additionalProperties`` to false."""
+    if not isinstance(schema, dict):
+        return ""
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            return f"In context={where}, 'additionalProperties' is required to be supplied and to be false."
+        if sorted(schema.get("required", [])) != sorted(properties):
+            return f"In context={where}, 'required' is required to be supplied and to be an array including every key in properties."
+        for name, sub in properties.items():
+            if problem := _strict_schema_problem(sub, f"{where[:-1]}'{name}',)"):
+                return problem
+    if "items" in schema:
+        return _strict_schema_problem(schema["items"], f"{where[:-1]}'items',)")
+    return ""
+
+
+def _structured_output_problem(path: str, body: dict[str, Any]) -> str:
+    """Why the request does not ask for strict structured outputs ("" when it does)."""
+    if path == "/v1/responses":
+        fmt = (body.get("text") or {}).get("format") or {}
+        spec = fmt
+    else:
+        fmt = body.get("response_format") or {}
+        spec = fmt.get("json_schema") or {}
+    if fmt.get("type") != "json_schema" or not spec.get("name") or "schema" not in spec:
+        return "This test server answers only structured outputs (a json_schema format)."
+    if spec.get("strict") is not True:
+        return "This test server expects strict structured outputs."
+    problem = _strict_schema_problem(spec["schema"])
+    return f"Invalid schema for response_format '{spec['name']}': {problem}" if problem else ""
+
+
 @dataclass
 class FakeOpenAI:
     key: str = KEY
@@ -201,6 +238,23 @@ class FakeOpenAI:
                 ),
             )
         body = json.loads(content)
+        if problem := _structured_output_problem(path, body):
+            return self._served(
+                request,
+                httpx.Response(
+                    400,
+                    json={
+                        "error": {
+                            "message": problem,
+                            "type": "invalid_request_error",
+                            "param": "text.format"
+                            if path == "/v1/responses"
+                            else "response_format",
+                            "code": "invalid_json_schema",
+                        }
+                    },
+                ),
+            )
         answer = self.script.pop(0) if self.script else faithful()
         return self._served(request, answer(self, request, body))
 
