@@ -115,6 +115,9 @@ def statement_verify(statement: Any, facts: Facts, *, part: str) -> Check:
         check.reason = "unknown direction"
         return check
     if compared_to:
+        if str(compared_to) >= day:  # ISO dates order as text
+            check.reason = "compared with a date that is not earlier"
+            return check
         before = facts.get(kpi, slice_, str(compared_to))
         if before is None:
             check.reason = "no stored value at the date compared with"

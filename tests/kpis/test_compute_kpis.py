@@ -318,10 +318,18 @@ def test_the_kpi_daily_schedule_runs_through_the_cluster_in_sync_mode_as_a_recor
     assert task.success, task.result
     run = PipelineRun.objects.get(job="kpi_daily")
     assert (run.status, run.for_date, run.trigger) == ("succeeded", YESTERDAY, "schedule")
-    assert run.steps.get().log.splitlines() == [
+    assert run.steps.get(name="snapshots").log.splitlines() == [
         "2025-01-31: As reported, 1 loans",
         "2025-02-28: As reported, 2 loans",
         "2025-03-31: As reported, 2 loans",
         "2025-04-09: As reported, 2 loans",
     ]
+    # Then the insights of the newest date and the newest month-end, each for the whole portfolio
+    # and its one entity (the model is off: summaries).
+    insights = run.steps.get(name="insights")
+    assert (insights.status, insights.rows_out) == ("succeeded", 4)
+    assert insights.log.splitlines()[0].startswith(
+        "2025-04-09 portfolio: Deterministic summary, every statement passed its checks (the "
+        "model is off"
+    )
     assert SnapshotRun.objects.get(as_of=YESTERDAY).job == "kpi_daily"
