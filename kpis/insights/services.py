@@ -192,7 +192,7 @@ def insight_generate(
         attempts=spent.count,
         input_tokens=spent.input_tokens,
         output_tokens=spent.output_tokens,
-        cost=spent.cost,
+        cost=spent.cost.quantize(Decimal("0.000001")),
         latency_ms=spent.latency_ms,
         requested_by=by,
         job=job,

@@ -7,8 +7,10 @@ import json
 import time
 from datetime import date
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.urls import reverse
 
@@ -412,3 +414,19 @@ def test_the_digest_reads_no_model_with_restricted_fields():
 
     assert not set(SOURCES) & set(RESTRICTED_FIELDS)
     assert "loans.Customer" in RESTRICTED_FIELDS  # the rule the digest keeps to
+
+
+@pytest.mark.django_db
+def test_write_insights_writes_a_runs_insights_now_and_names_a_missing_run():
+    _, after = collections_drop_book().compute()
+    out = StringIO()
+    with override_settings(OPENAI_ENABLED=False):
+        call_command("write_insights", "--as-of", "2024-09-30", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "2024-09-30 portfolio: Deterministic summary, every statement passed its checks (the "
+        "model is off (OPENAI_ENABLED and OPENAI_API_KEY)); 0 in / 0 out tokens, USD 0.000000, 0 ms"
+    )
+    assert Insight.objects.filter(run=after, job="write_insights").count() == 3
+    with pytest.raises(CommandError, match="no as_reported snapshot run at 2024-07-31"):
+        call_command("write_insights", "--as-of", "2024-07-31", stdout=StringIO())
