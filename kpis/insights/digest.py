@@ -135,10 +135,6 @@ def digest_sources_check() -> None:
         raise RuntimeError(f"a digest may not read restricted data: {', '.join(restricted)}")
 
 
-def _status(code: str, value: Decimal | None) -> str:
-    return d.BY_CODE[code].status(value) if code in d.BY_CODE else ""
-
-
 def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str = "") -> Digest:
     """The digest of one slice at one run (a few queries over stored snapshots)."""
     digest_sources_check()
@@ -156,9 +152,9 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
 
     facts = Facts()
     wanted = set(DIGEST_KPIS)
-    rows = KpiValue.objects.filter(run__in=[r.pk for r in runs], code__in=wanted).values_list(
-        "run_id", "code", "dimension", "member", "value"
-    )
+    rows = KpiValue.objects.filter(
+        run__in=[r.pk for r in runs], code__in=wanted, dimension__in={dim for dim, _ in slices}
+    ).values_list("run_id", "code", "dimension", "member", "value")
     day_of = {r.pk: r.as_of for r in runs}
     for run_id, code, dim, mem, value in rows:
         if (dim, mem) not in slices:
