@@ -18,5 +18,6 @@ urlpatterns = [
     path("dashboard/", include("kpis.urls")),
     path("audit/", include("compliance.urls")),
     path("pipelines/", include("integrations.urls")),
+    path("files/", include("loans.urls")),
     path("admin/", admin.site.urls),
 ]

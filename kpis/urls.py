@@ -10,4 +10,5 @@ urlpatterns = [
     path("collections/", views.collections, name="collections"),
     path("loans/", views.loans, name="loans"),
     path("loans/<int:pk>/", views.loan, name="loan"),
+    path("customers/<int:pk>/", views.customer, name="customer"),
 ]

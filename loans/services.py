@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from compliance.exports import cell_safe
+from loans.demo import DEMO_PREFIX, DEMO_SOURCE
 from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
-from loans.lineage import LoadResult, Problem, TapeRejected, errors_of
-from loans.models import BatchChange, Upload
+from loans.lineage import BOOK_LOCK, LoadResult, Problem, TapeRejected, errors_of
+from loans.models import Batch, BatchChange, Upload
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -26,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = [
     "TapeImport",
     "batch_changes_review",
+    "demo_remove",
+    "snapshots_recompute_queue",
     "source_format",
     "tape_import",
     "upload_load",
@@ -36,7 +45,12 @@ __all__ = [
 def upload_preview(*, upload: Upload) -> TapeImport:
     """Validate an uploaded tape without keeping anything: what would load, and every problem."""
     return tape_import(
-        path=upload.file.path, source=upload.source, by=upload.created_by, dry_run=True
+        path=upload.file.path,
+        name=upload.original_name or None,
+        source=upload.source,
+        by=upload.created_by,
+        dry_run=True,
+        full_export=upload.full_export,
     )
 
 
@@ -56,6 +70,8 @@ def upload_load(*, upload: Upload) -> None:
         if upload.kind == Upload.Kind.TAPE:
             result = tape_import(
                 path=upload.file.path,
+                name=upload.original_name or None,
+                full_export=upload.full_export,
                 source=upload.source,
                 by=upload.created_by,
                 job=f"upload {upload.pk}",
@@ -125,3 +141,134 @@ def batch_changes_review(
         reviewed_by=by,
         reviewed_at=timezone.now(),
     )
+
+
+@dataclass
+class DemoRemoval:
+    """What ``demo_remove`` removed (or, for a dry run, would remove)."""
+
+    batches: int = 0
+    loans: int = 0
+    customers: int = 0
+    installments: int = 0
+    transactions: int = 0
+    changes: int = 0
+    files: list[str] = field(default_factory=list)
+    # The first day the demo rows could have moved a number: every snapshot from it on is
+    # recomputed. None when there was nothing to remove.
+    since: date | None = None
+    customers_kept: int = 0  # demo-written customers that now hold real loans
+
+    def summary(self) -> str:
+        return (
+            f"{self.loans:,} loans, {self.customers:,} customers, {self.installments:,} "
+            f"schedule lines, {self.transactions:,} transactions, {self.changes:,} change records, "
+            f"{self.batches:,} batches and {len(self.files):,} raw files"
+        )
+
+
+# Each statement reads the demo loans' ids from a temporary table, so every delete is a probe of
+# an index that leads with the loan (installments, transactions) or the id: at a million real
+# loans the real rows are never scanned.
+_DEMO_DELETES = [
+    ("installments", "DELETE FROM loans_installment WHERE loan_id IN (SELECT id FROM demo_loans)"),
+    ("transactions", "DELETE FROM loans_transaction WHERE loan_id IN (SELECT id FROM demo_loans)"),
+    ("loans", "DELETE FROM loans_loan WHERE id IN (SELECT id FROM demo_loans)"),
+    (
+        "customers",
+        "DELETE FROM loans_customer c WHERE c.batch_id = ANY(%(batches)s) "
+        "AND NOT EXISTS (SELECT 1 FROM loans_loan l WHERE l.customer_id = c.id "
+        "AND l.id NOT IN (SELECT id FROM demo_loans))",
+    ),
+    (
+        "changes",
+        # The demo batches' own change log, and any other batch's flags about demo rows (a full
+        # export loaded before vanished rows were judged per source flagged every demo loan).
+        "DELETE FROM loans_batchchange WHERE batch_id = ANY(%(batches)s) "
+        "OR (kind IN ('loans', 'customers') AND key IN (SELECT loan_id FROM demo_loans)) "
+        "OR key LIKE %(prefix)s",
+    ),
+]
+
+
+def demo_remove(*, dry_run: bool = False) -> DemoRemoval:
+    """Remove every row the demo tape brought (source ``demo``: its loans with their schedules
+    and cash, its customers that hold no real loan, its batches, their change log and raw files),
+    leaving every other row as it was. Runs in one transaction under the book lock, so no import
+    interleaves; raw files are deleted once it has committed. The caller recomputes the
+    snapshots dated on or after ``since`` (``kpis.tasks.snapshots_recompute_task``)."""
+    removal = DemoRemoval()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
+        batches = list(Batch.objects.filter(source=DEMO_SOURCE).values_list("pk", "file"))
+        ids = [pk for pk, _ in batches]
+        removal.batches = len(ids)
+        if not ids:
+            return removal
+        params = {"batches": ids, "prefix": DEMO_PREFIX + "%"}
+        cursor.execute("DROP TABLE IF EXISTS demo_loans")
+        cursor.execute(
+            "CREATE TEMP TABLE demo_loans ON COMMIT DROP AS "
+            "SELECT id, loan_id, disburse_date FROM loans_loan WHERE batch_id = ANY(%(batches)s)",
+            params,
+        )
+        cursor.execute("ANALYZE demo_loans")
+        cursor.execute("SELECT min(disburse_date) FROM demo_loans")
+        removal.since = cursor.fetchone()[0]  # None: no demo loan, no snapshot touched
+        kept = set(
+            Batch.objects.exclude(source=DEMO_SOURCE)
+            .filter(file__in=[name for _, name in batches if name])
+            .values_list("file", flat=True)
+        )
+        removal.files = sorted({name for _, name in batches if name and name not in kept})
+        if dry_run:
+            for what, statement in _DEMO_DELETES:
+                count = statement.replace("DELETE FROM", "SELECT count(*) FROM", 1)
+                cursor.execute(count, params)
+                setattr(removal, what, cursor.fetchone()[0])
+            transaction.set_rollback(True)
+            return removal
+        for what, statement in _DEMO_DELETES:
+            cursor.execute(statement, params)
+            setattr(removal, what, cursor.rowcount)
+        cursor.execute(
+            "SELECT count(*) FROM loans_customer WHERE batch_id = ANY(%(batches)s)", params
+        )
+        removal.customers_kept = cursor.fetchone()[0]
+        cursor.execute("DELETE FROM loans_upload_batches WHERE batch_id = ANY(%(batches)s)", params)
+        # The snapshots' record of the batches they read (kpis' table: named here, not
+        # imported, as loans may not import kpis). The as-reported runs keep their numbers; the
+        # recomputation records the batches that remain.
+        cursor.execute(
+            "DELETE FROM kpis_snapshotrun_batches WHERE batch_id = ANY(%(batches)s)", params
+        )
+        # A later batch of the same bytes from another source points at a demo batch: it stays.
+        cursor.execute(
+            "UPDATE loans_batch SET duplicate_of_id = NULL "
+            "WHERE duplicate_of_id = ANY(%(batches)s) AND NOT id = ANY(%(batches)s)",
+            params,
+        )
+        cursor.execute("DELETE FROM loans_batch WHERE id = ANY(%(batches)s)", params)
+        files = removal.files
+        transaction.on_commit(lambda: _raw_files_delete(files))
+    return removal
+
+
+def _raw_files_delete(names: list[str]) -> None:
+    """Through the storage backend, so it works on local disk and Blob storage alike."""
+    for name in names:
+        if default_storage.exists(name):
+            default_storage.delete(name)
+
+
+def snapshots_recompute_queue(*, since: date, job: str) -> str:
+    """Queue, in the task cluster, the recomputation of the snapshots dated on or after
+    ``since`` (kpis.tasks; loans may not import kpis, so by dotted path). Returns "queued" or,
+    where the cluster runs tasks inline (tests, Q_CLUSTER sync), "done"."""
+    async_task(
+        "kpis.tasks.snapshots_recompute_task",
+        since.isoformat(),
+        job,
+        task_name=f"{job}-recompute-{since:%Y%m%d}",
+    )
+    return "done" if settings.Q_CLUSTER.get("sync") else "queued (the task cluster runs it)"

@@ -9,6 +9,7 @@ out as plain rows for the CSV/XLSX exports (``tables``).
 from kpis.selectors.collection import Collections, collections_read
 from kpis.selectors.common import Selection, change_display, display
 from kpis.selectors.concentration import Concentration, concentration_read
+from kpis.selectors.customer import CustomerHistory, customer_read
 from kpis.selectors.drilldown import Drilldown, drilldown_read
 from kpis.selectors.loan import LoanHistory, loan_read
 from kpis.selectors.overview import Overview, overview_read
@@ -17,6 +18,7 @@ from kpis.selectors.risk import Risk, risk_read
 __all__ = [
     "Collections",
     "Concentration",
+    "CustomerHistory",
     "Drilldown",
     "LoanHistory",
     "Overview",
@@ -25,6 +27,7 @@ __all__ = [
     "change_display",
     "collections_read",
     "concentration_read",
+    "customer_read",
     "display",
     "drilldown_read",
     "loan_read",
