@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 
 from loans.demo import DEMO_PREFIX, DEMO_SOURCE
-from loans.models import Batch, Loan
+from loans.models import Batch, BatchChange, Loan
 
 TAPE_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batch.Kind.TRANSACTIONS]
 
@@ -72,14 +72,17 @@ class LoadEffect:
 
 
 def batch_load_effect(*, batch: Batch) -> LoadEffect | None:
-    """New loans (inserted by this batch and still as it wrote them) with their principal and
-    tape outstanding, and the net change in tape outstanding of the loans it updated (from its
-    change log). Two indexed queries: loans by batch, the batch's change records."""
+    """New loans (inserted by this batch and not rewritten since) with their principal and tape
+    outstanding, and the net change in tape outstanding of the loans it updated (from its change
+    log). Two indexed queries: loans by batch, the batch's change records."""
     if batch.kind != Batch.Kind.LOANS or batch.status != Batch.Status.LOADED:
         return None
-    new = Loan.objects.filter(batch=batch)
-    if batch.started_at is not None:
-        new = new.filter(created_at__gte=batch.started_at)
+    # The loans this batch last wrote are the ones it inserted or updated; the updated ones are
+    # in its change log.
+    updated = BatchChange.objects.filter(
+        batch=batch, kind="loans", change=BatchChange.Change.UPDATED, key=OuterRef("loan_id")
+    )
+    new = Loan.objects.filter(batch=batch).exclude(Exists(updated))
     added = new.aggregate(
         count=Count("pk"),
         principal=Sum("disburse_principal"),
