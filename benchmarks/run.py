@@ -38,6 +38,11 @@ def main() -> None:
         help="Reuse the book and snapshots already stored; only the page latency benchmark.",
     )
     parser.add_argument(
+        "--demo-remove-only",
+        action="store_true",
+        help="Reuse the book already loaded; only load the demo tape into it and time its removal.",
+    )
+    parser.add_argument(
         "--hubspot-only",
         action="store_true",
         help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
@@ -57,8 +62,11 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import hubspot_sync, kpi_snapshots, pages, tape_import
+    from benchmarks import demo_remove, hubspot_sync, kpi_snapshots, pages, tape_import
 
+    if args.demo_remove_only:
+        demo_remove.run()
+        return
     if args.hubspot_only:
         hubspot_sync.run()
         return
@@ -70,6 +78,7 @@ def main() -> None:
     kpi_snapshots.run()
     pages.run()
     hubspot_sync.run()
+    demo_remove.run()
 
 
 if __name__ == "__main__":

@@ -211,16 +211,19 @@ class BatchAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Tape diff")
     def diff_link(self, obj) -> str:
+        review = reverse("admin:loans_batch_review")
         if obj.kind not in (
             Batch.Kind.LOANS,
             Batch.Kind.TRANSACTIONS,
             Batch.Kind.SCHEDULES,
             Batch.Kind.CUSTOMERS,
         ):
-            return "-"
+            return format_html('<a href="{}">Changes of every batch waiting for review</a>', review)
         return format_html(
-            '<a href="{}">What this batch changed</a>',
+            '<a href="{}">What this batch changed</a> · '
+            '<a href="{}">changes of every batch waiting for review</a>',
             reverse("admin:loans_batch_diff", args=[obj.pk]),
+            f"{review}?review=pending",
         )
 
     def get_urls(self):

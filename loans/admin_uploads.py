@@ -60,7 +60,7 @@ class UploadAdmin(admin.ModelAdmin):
         return [
             "kind",
             "source",
-            "file",
+            "stored_as",
             "original_name",
             "full_export",
             "quarantine",
@@ -82,6 +82,11 @@ class UploadAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="Stored as")
+    def stored_as(self, obj) -> str:
+        # The name only: nothing under MEDIA_ROOT is served; the raw files are on the batches.
+        return obj.file.name
 
     @admin.display(description="progress")
     def progress_percent(self, obj) -> str:
