@@ -22,7 +22,8 @@ def batch_raw_file(request: HttpRequest, pk: int) -> FileResponse:
     batch = get_object_or_404(batches_visible_to(request.user), pk=pk)
     if not batch.file.name or not default_storage.exists(batch.file.name):
         raise Http404("This batch keeps no raw file.")
-    name = Path(batch.original_name.split(":")[0]).name or Path(batch.file.name).name
+    # "tape.zip:loans.csv" is the ZIP's member loans.csv: that is what the batch kept.
+    name = Path(batch.original_name.split(":")[-1]).name or Path(batch.file.name).name
     return FileResponse(
         default_storage.open(batch.file.name, "rb"), as_attachment=True, filename=name
     )
