@@ -97,16 +97,16 @@ def customer_read(*, customer_pk: int, can_see_pii: bool) -> CustomerHistory | N
     batch_ids = {customer.batch_id, *(loan.batch_id for loan in loans)}
     batch_ids |= {change.batch_id for change in changes}
     batches = list(Batch.objects.filter(pk__in=batch_ids).order_by("-created_at"))
-    personal = [
-        (Customer._meta.get_field(name).verbose_name, getattr(customer, name)) for name in PII
-    ]
-    personal = [
-        (label, (value if can_see_pii else mask(value)) if value not in (None, "") else "")
-        for label, value in personal
-    ]
+    personal: list[tuple[str, str]] = []
+    for name in PII:
+        value = getattr(customer, name)
+        if value in (None, ""):
+            continue  # an empty field is left out, not shown as a bare label
+        label = name.replace("_", " ")
+        personal.append((label, str(value) if can_see_pii else mask(value)))
     return CustomerHistory(
         customer,
-        [(label, value) for label, value in personal if value != ""],
+        personal,
         loans,
         exposure,
         changes,
