@@ -179,12 +179,8 @@ _DEMO_DELETES = [
     ("installments", "DELETE FROM loans_installment WHERE loan_id = ANY(%(loans)s)"),
     ("transactions", "DELETE FROM loans_transaction WHERE loan_id = ANY(%(loans)s)"),
     ("loans", "DELETE FROM loans_loan WHERE id = ANY(%(loans)s)"),
-    (
-        "customers",
-        "DELETE FROM loans_customer c WHERE c.batch_id = ANY(%(batches)s) "
-        "AND NOT EXISTS (SELECT 1 FROM loans_loan l WHERE l.customer_id = c.id "
-        "AND NOT l.id = ANY(%(loans)s))",
-    ),
+    # Customers the demo tape wrote that hold no real loan (found beforehand, by index probes).
+    ("customers", "DELETE FROM loans_customer WHERE id = ANY(%(customers)s)"),
     (
         "changes",
         # The demo batches' own change log, and any other batch's flags about demo rows (a full
@@ -222,6 +218,19 @@ def demo_remove(*, dry_run: bool = False) -> DemoRemoval:
         }
         # None: no demo loan, no snapshot touched.
         removal.since = min((day for _, _, day in loans), default=None)
+        # The demo tape's customers, less those that hold a real loan too (kept): by the
+        # customers' batch index, then the loans' customer index.
+        cursor.execute("SELECT id FROM loans_customer WHERE batch_id = ANY(%(batches)s)", params)
+        candidates = [row[0] for row in cursor.fetchall()]
+        with _index_probes_only(cursor):
+            cursor.execute(
+                "SELECT DISTINCT customer_id FROM loans_loan WHERE customer_id = ANY(%s) "
+                "AND NOT batch_id = ANY(%s)",
+                [candidates, ids],
+            )
+            holding_real = {row[0] for row in cursor.fetchall()}
+        params["customers"] = [pk for pk in candidates if pk not in holding_real]
+        removal.customers_kept = len(holding_real)
         kept = set(
             Batch.objects.exclude(source=DEMO_SOURCE)
             .filter(file__in=[name for _, name in batches if name])
@@ -240,10 +249,6 @@ def demo_remove(*, dry_run: bool = False) -> DemoRemoval:
             with _index_probes_only(cursor):
                 cursor.execute(statement, params)
                 setattr(removal, what, cursor.rowcount)
-        cursor.execute(
-            "SELECT count(*) FROM loans_customer WHERE batch_id = ANY(%(batches)s)", params
-        )
-        removal.customers_kept = cursor.fetchone()[0]
         cursor.execute("DELETE FROM loans_upload_batches WHERE batch_id = ANY(%(batches)s)", params)
         # The snapshots' record of the batches they read (kpis' table: named here, not
         # imported, as loans may not import kpis). The as-reported runs keep their numbers; the

@@ -128,6 +128,26 @@ class DemoRemoveCommandTests(DemoRemovalTestCase):
         self.assertEqual(Loan.objects.count(), 6)
 
 
+class DemoCustomerWithRealLoansTests(DemoRemovalTestCase):
+    def test_a_demo_customer_who_took_a_real_loan_is_kept_with_it(self):
+        real = tape_valid(1)
+        del real["customers"]
+        real["loans"][0].update(loan_id="REAL-1", customer_id="DEMO-CLI000001")
+        for row in real["schedules"] + real["transactions"]:
+            row["loan_id"] = "REAL-1"
+        tape_import(path=tape_write(self.work / "one", **real), source="cascade", full_export=False)
+        with connection.cursor() as cursor:
+            cursor.execute("DISCARD TEMP")
+        out = io.StringIO()
+
+        call_command("demo_data", "--remove", stdout=out)
+
+        kept = Customer.objects.get(customer_id="DEMO-CLI000001")
+        self.assertEqual(list(kept.loans.values_list("loan_id", flat=True)), ["REAL-1"])
+        self.assertEqual(Customer.objects.filter(customer_id__startswith=DEMO_PREFIX).count(), 1)
+        self.assertIn("1 customers first written by the demo tape hold real loans", out.getvalue())
+
+
 class DemoRemoveAdminActionTests(DemoRemovalTestCase):
     def post_action(self, user, **extra):
         self.client.force_login(user)
