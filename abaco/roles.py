@@ -35,16 +35,21 @@ READ_LOAN_BOOK = [
 
 UPLOAD = ["loans.add_batch", "loans.add_upload", "loans.view_upload", "loans.view_batchchange"]
 
+# Staff who load data read the dashboards and loan pages to check what a load did (no exports),
+# and the raw files behind the numbers.
+CHECK_LOADS = ["kpis.view_dashboard", "loans.view_raw_file"]
+
 # Staff see the pipelines and re-run them; managers see how fresh their numbers are.
 PIPELINES = ["integrations.view_pipelines", "integrations.run_pipelines"]
 
 # role -> permission codenames ("app_label.codename"); "*" means every permission.
 ROLES: dict[Role, list[str]] = {
-    Role.UPLOADER: [*READ_LOAN_BOOK, *UPLOAD, *PIPELINES],
+    Role.UPLOADER: [*READ_LOAN_BOOK, *UPLOAD, *PIPELINES, *CHECK_LOADS],
     Role.STEWARD: [
         *READ_LOAN_BOOK,
         *UPLOAD,
         *PIPELINES,
+        *CHECK_LOADS,
         "integrations.view_crmrecord",
         "integrations.view_adinsight",
         "loans.add_columnmap",
@@ -69,6 +74,7 @@ ROLES: dict[Role, list[str]] = {
         "compliance.export_audit",
         "auditlog.view_logentry",
         "kpis.export_data",
+        "loans.view_raw_file",
     ],
     Role.ADMIN: ["*"],
     Role.API_CLIENT: [*READ_LOAN_BOOK, "kpis.view_dashboard"],

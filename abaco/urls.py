@@ -7,6 +7,9 @@ from abaco import health, views
 admin.site.site_header = "Abaco Loans Analytics"
 admin.site.site_title = "Abaco admin"
 admin.site.index_title = "Loan book and uploads"
+# "View site" from the admin: the dashboards, where uploaders and stewards check what a load did
+# ("/" would send staff straight back to the admin).
+admin.site.site_url = "/dashboard/"
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -18,5 +21,6 @@ urlpatterns = [
     path("dashboard/", include("kpis.urls")),
     path("audit/", include("compliance.urls")),
     path("pipelines/", include("integrations.urls")),
+    path("files/", include("loans.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -19,6 +19,8 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def _home_for_user(request: HttpRequest) -> HttpResponse:
     user = request.user
+    if user.is_staff and not user.is_superuser:
+        return redirect("admin:index")  # uploaders and stewards work there (and read dashboards)
     if user.has_perm("kpis.view_dashboard"):
         return redirect("kpis:overview")
     if user.has_perm("compliance.view_audit"):

@@ -38,6 +38,11 @@ def main() -> None:
         help="Reuse the book and snapshots already stored; only the page latency benchmark.",
     )
     parser.add_argument(
+        "--demo-remove-only",
+        action="store_true",
+        help="Reuse the book already loaded; only load the demo tape into it and time its removal.",
+    )
+    parser.add_argument(
         "--hubspot-only",
         action="store_true",
         help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
@@ -62,10 +67,13 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import hubspot_sync, insights, kpi_snapshots, pages, tape_import
+    from benchmarks import demo_remove, hubspot_sync, insights, kpi_snapshots, pages, tape_import
 
     if args.insights_only:
         insights.run()
+        return
+    if args.demo_remove_only:
+        demo_remove.run()
         return
     if args.hubspot_only:
         hubspot_sync.run()
@@ -79,6 +87,7 @@ def main() -> None:
     pages.run()
     insights.run()
     hubspot_sync.run()
+    demo_remove.run()
 
 
 if __name__ == "__main__":

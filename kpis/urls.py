@@ -12,4 +12,5 @@ urlpatterns = [
     path("loans/<int:pk>/", views.loan, name="loan"),
     path("insights/", views.insights, name="insights"),
     path("insights/regenerate/", views.insight_regenerate, name="insight_regenerate"),
+    path("customers/<int:pk>/", views.customer, name="customer"),
 ]

@@ -182,3 +182,13 @@ def loan(request: HttpRequest, pk: int) -> HttpResponse:
     if result is None:
         raise Http404("No such loan")
     return render(request, "kpis/loan.html", {"page": "loan", "h": result})
+
+
+@role_required("kpis.view_dashboard")
+def customer(request: HttpRequest, pk: int) -> HttpResponse:
+    result = selectors.customer_read(
+        customer_pk=pk, can_see_pii=request.user.has_perm("loans.view_pii")
+    )
+    if result is None:
+        raise Http404("No such customer")
+    return render(request, "kpis/customer.html", {"page": "customer", "h": result})

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from auditlog.mixins import LogEntryAdminMixin
 from auditlog.models import LogEntry
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Q
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from compliance.classification import RESTRICTED_FIELDS, mask
 from loans.models import Batch, Customer, Installment, Loan, Transaction
+from loans.selectors import batch_load_effect
+from loans.services import demo_remove, snapshots_recompute_queue
 
 
 class EstimatedCountPaginator(Paginator):
@@ -40,6 +45,21 @@ class LoanBookAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     list_per_page = 50
+
+    def get_search_results(self, request, queryset, search_term):
+        """Ids with spaces ("ABF - DSB0007-001") found whole: Django splits a search into words
+        and would look for "ABF", "-" and "DSB0007-001" as three exact ids. When the whole term
+        is an exact id, that row is the answer; otherwise the usual word-by-word search."""
+        term = search_term.strip().strip('"')
+        exact = [f[1:] for f in self.get_search_fields(request) if f.startswith("=")]
+        if term and exact and any(c.isspace() for c in term):
+            whole = Q()
+            for field in exact:
+                whole |= Q(**{field: term})  # exact: the ids' unique indexes serve it
+            found = queryset.filter(whole)
+            if found.exists():
+                return found, False
+        return super().get_search_results(request, queryset, search_term)
 
 
 class ReadOnlyAdmin(LoanBookAdmin):
@@ -107,27 +127,115 @@ class BatchAdmin(ReadOnlyAdmin):
     search_fields = ["=sha256", "original_name"]
     raw_id_fields = ["created_by", "duplicate_of"]
 
-    readonly_fields = ["diff_link"]
+    fields = [
+        "source",
+        "kind",
+        "original_name",
+        "raw_file",
+        "full_export",
+        "sha256",
+        "size",
+        "status",
+        "duplicate_of",
+        "created_by",
+        "job",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "rows_in",
+        "load_effect",
+        "diff_link",
+        "errors",
+        "warnings",
+    ]
+    readonly_fields = ["diff_link", "raw_file", "rows_in", "load_effect", "created_at"]
+    actions = ["remove_demo_data"]
+
+    @admin.display(description="Raw file")
+    def raw_file(self, obj) -> str:
+        # Streamed by a view that checks the role; MEDIA_ROOT is never served.
+        if not obj.file:
+            return "-"
+        return format_html(
+            '<a href="{}">{}</a> ({} bytes)',
+            reverse("loans:batch_raw_file", args=[obj.pk]),
+            obj.original_name or obj.file.name,
+            f"{obj.size:,}",
+        )
+
+    @admin.display(description="Rows in")
+    def rows_in(self, obj) -> str:
+        return (
+            f"{obj.rows_read:,} read: {obj.rows_inserted:,} new, {obj.rows_updated:,} updated, "
+            f"{obj.rows_unchanged:,} unchanged, {obj.rows_rejected:,} rejected"
+        )
+
+    @admin.display(description="Outstanding (as the tape states it)")
+    def load_effect(self, obj) -> str:
+        effect = batch_load_effect(batch=obj)
+        if effect is None:
+            return "-"
+        return (
+            f"{effect.new_loans:,} new loans: {effect.new_principal:,.2f} disbursed, "
+            f"{effect.new_outstanding:,.2f} outstanding added; {effect.changed_loans:,} loans "
+            f"changed their outstanding by {effect.outstanding_change:+,.2f}"
+        )
+
+    def has_remove_demo_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    @admin.action(description="Remove all demo data (source demo)", permissions=["remove_demo"])
+    def remove_demo_data(self, request, queryset):
+        """Every demo row, batch and raw file, whatever is checked; a confirmation page first
+        shows what would go."""
+        if request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Remove all demo data?",
+                "removal": demo_remove(dry_run=True),
+                "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/loans/batch/demo_remove.html", context)
+        removal = demo_remove()
+        if not removal.batches:
+            self.message_user(request, "No demo data in this book.", messages.INFO)
+            return None
+        message = f"Removed {removal.summary()}."
+        if removal.since is not None:
+            state = snapshots_recompute_queue(since=removal.since, job="demo_remove")
+            message += f" Snapshots from {removal.since:%Y-%m-%d} on: recomputation {state}."
+        self.message_user(request, message, messages.SUCCESS)
+        return None
 
     @admin.display(description="Tape diff")
     def diff_link(self, obj) -> str:
+        review = reverse("admin:loans_batch_review")
         if obj.kind not in (
             Batch.Kind.LOANS,
             Batch.Kind.TRANSACTIONS,
             Batch.Kind.SCHEDULES,
             Batch.Kind.CUSTOMERS,
         ):
-            return "-"
+            return format_html('<a href="{}">Changes of every batch waiting for review</a>', review)
         return format_html(
-            '<a href="{}">What this batch changed</a>',
+            '<a href="{}">What this batch changed</a> · '
+            '<a href="{}">changes of every batch waiting for review</a>',
             reverse("admin:loans_batch_diff", args=[obj.pk]),
+            f"{review}?review=pending",
         )
 
     def get_urls(self):
         from loans.admin_diff import batch_diff_view
 
         view = self.admin_site.admin_view(lambda request, pk: batch_diff_view(self, request, pk))
-        return [path("<int:pk>/diff/", view, name="loans_batch_diff"), *super().get_urls()]
+        review = self.admin_site.admin_view(lambda request: batch_diff_view(self, request))
+        return [
+            path("<int:pk>/diff/", view, name="loans_batch_diff"),
+            path("review/", review, name="loans_batch_review"),
+            *super().get_urls(),
+        ]
 
     def get_queryset(self, request):
         batches = super().get_queryset(request).select_related("created_by")

@@ -29,7 +29,7 @@ class UploadForm(forms.ModelForm):
 
     class Meta:
         model = Upload
-        fields = ["kind", "source", "file", "quarantine"]
+        fields = ["kind", "source", "file", "full_export", "quarantine"]
 
 
 @admin.register(Upload)
@@ -60,7 +60,9 @@ class UploadAdmin(admin.ModelAdmin):
         return [
             "kind",
             "source",
-            "file",
+            "stored_as",
+            "original_name",
+            "full_export",
             "quarantine",
             "created_by",
             "created_at",
@@ -72,7 +74,7 @@ class UploadAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["kind", "source", "file", "quarantine"]
+            return ["kind", "source", "file", "full_export", "quarantine"]
         return self.get_readonly_fields(request, obj)
 
     def has_change_permission(self, request, obj=None) -> bool:
@@ -81,12 +83,20 @@ class UploadAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    @admin.display(description="Stored as")
+    def stored_as(self, obj) -> str:
+        # The name only: nothing under MEDIA_ROOT is served; the raw files are on the batches.
+        return obj.file.name
+
     @admin.display(description="progress")
     def progress_percent(self, obj) -> str:
         return f"{obj.progress:.0%}"
 
     def save_model(self, request, obj, form, change):
         obj.created_by = request.user
+        if not change and obj.file:
+            # Before storage saves (and may rename) it: the kind is read from this name.
+            obj.original_name = obj.file.name
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):

@@ -49,6 +49,12 @@ TAPE_HEADERS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 
+# Demo data is its own source and its own lending entities: ``demo_data`` loads its tape as
+# source "demo" with every id and entity starting "DEMO-", so it never shares a key or an entity
+# slice with a real tape and ``demo_data --remove`` finds exactly its rows.
+DEMO_SOURCE = "demo"
+DEMO_PREFIX = "DEMO-"
+
 FACTORING = "factoring"
 WORKING_CAPITAL = "working_capital"
 ENTITY_MAJOR_SHARE = 0.65  # ABF; the rest is ABT, as in the real tape.
@@ -130,6 +136,7 @@ def tape_generate(
     as_of: date = date(2025, 11, 30),
     working_capital_share: float = WORKING_CAPITAL_SHARE,
     progress: Callable[[int], None] | None = None,
+    prefix: str = "",
 ) -> dict[str, Path]:
     """Write customers, loans, schedules and transactions CSVs of a synthetic tape to ``out_dir``.
 
@@ -138,7 +145,9 @@ def tape_generate(
     is the share of disbursements that are monthly instalment loans (3-12 instalments) rather
     than one-off factoring: it sets the book's density, about 5.3 schedule and cash rows per loan
     at the default 0.25 and about 10.4 at 0.7. ``progress`` (if given) is called with the number of
-    loans written every 50,000 loans.
+    loans written every 50,000 loans. ``prefix`` starts every customer id, lending entity and
+    so loan id (``DEMO-`` for ``demo_data``: demo rows never share a key or an entity with a
+    real tape, whose ids look alike).
     """
     if loans < 0:
         raise ValueError("loans must be zero or more")
@@ -158,7 +167,7 @@ def tape_generate(
             )
             writers[name] = csv.writer(handle, lineterminator="\n")
             writers[name].writerow(TAPE_HEADERS[name])
-        borrowers = _customers_write(writers["customers"], rng=rng, count=customers)
+        borrowers = _customers_write(writers["customers"], rng=rng, count=customers, prefix=prefix)
         _loans_write(
             writers,
             rng=rng,
@@ -167,6 +176,7 @@ def tape_generate(
             as_of=as_of,
             working_capital_share=working_capital_share,
             progress=progress,
+            entities=(f"{prefix}ABF", f"{prefix}ABT"),
         )
     return paths
 
@@ -181,12 +191,12 @@ class _Borrowers:
         self.loans_taken = [0] * len(ids)
 
 
-def _customers_write(writer, *, rng: random.Random, count: int) -> _Borrowers:
+def _customers_write(writer, *, rng: random.Random, count: int, prefix: str) -> _Borrowers:
     places = [(city, state, country) for city, state, country, _ in GEOGRAPHY]
     place_weights = list(accumulate(weight for *_, weight in GEOGRAPHY))
     ids, states, weights = [], [], []
     for n in range(1, count + 1):
-        customer_id = f"CLI{n:06d}"
+        customer_id = f"{prefix}CLI{n:06d}"
         city, state, country = rng.choices(places, cum_weights=place_weights)[0]
         # Pareto weights make a few customers borrow again and again, as factoring clients do.
         weights.append(min(rng.paretovariate(1.3), 25.0))
@@ -256,6 +266,7 @@ def _loans_write(
     as_of: date,
     working_capital_share: float,
     progress: Callable[[int], None] | None,
+    entities: tuple[str, str],
 ) -> None:
     loan_rows = writers["loans"].writerow
     schedule_rows = writers["schedules"].writerows
@@ -280,7 +291,8 @@ def _loans_write(
     loans_taken = borrowers.loans_taken
     customer_count = len(customer_ids)
     next_new = 0
-    disbursement_no = {"ABF": 0, "ABT": 0}
+    major, minor = entities
+    disbursement_no = {major: 0, minor: 0}
     group_left = 0
     invoice = 0
     company = product = ""
@@ -293,7 +305,7 @@ def _loans_write(
             # grows over the three years; customers join in proportion to loans written.
             t = (i + random_()) / count
             disburse_ord = start_ord + 1 + int(span * t**0.75)
-            company = "ABF" if random_() < ENTITY_MAJOR_SHARE else "ABT"
+            company = major if random_() < ENTITY_MAJOR_SHARE else minor
             disbursement_no[company] += 1
             active = min(customer_count, i * customer_count // count + 1)
             if next_new < active:

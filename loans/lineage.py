@@ -136,7 +136,9 @@ class LoadTally(Findings):
     problems: list[Problem] = field(default_factory=list)
 
 
-def batch_for(tape_file: TapeFile, *, kind: str, source: str, by: Any, job: str) -> Batch:
+def batch_for(
+    tape_file: TapeFile, *, kind: str, source: str, by: Any, job: str, full_export: bool = True
+) -> Batch:
     """Keep the raw file (always, even when it fails) and open its lineage record.
 
     Bytes already loaded once make a ``duplicate`` batch pointing at the first, with nothing stored.
@@ -150,6 +152,7 @@ def batch_for(tape_file: TapeFile, *, kind: str, source: str, by: Any, job: str)
         size=tape_file.size,
         created_by=by,
         job=job,
+        full_export=full_export,
         status=Batch.Status.DUPLICATE if earlier else Batch.Status.PENDING,
         duplicate_of=earlier,
     )

@@ -7,18 +7,27 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from compliance.exports import cell_safe
+from loans.demo import DEMO_PREFIX, DEMO_SOURCE
 from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
-from loans.lineage import LoadResult, Problem, TapeRejected, errors_of
-from loans.models import BatchChange, Upload
+from loans.lineage import BOOK_LOCK, LoadResult, Problem, TapeRejected, errors_of
+from loans.models import Batch, BatchChange, Loan, Upload
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -26,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "TapeImport",
     "batch_changes_review",
+    "demo_remove",
+    "snapshots_recompute_queue",
     "source_format",
     "tape_import",
     "upload_load",
@@ -36,7 +47,12 @@ __all__ = [
 def upload_preview(*, upload: Upload) -> TapeImport:
     """Validate an uploaded tape without keeping anything: what would load, and every problem."""
     return tape_import(
-        path=upload.file.path, source=upload.source, by=upload.created_by, dry_run=True
+        path=upload.file.path,
+        name=upload.original_name or None,
+        source=upload.source,
+        by=upload.created_by,
+        dry_run=True,
+        full_export=upload.full_export,
     )
 
 
@@ -56,6 +72,8 @@ def upload_load(*, upload: Upload) -> None:
         if upload.kind == Upload.Kind.TAPE:
             result = tape_import(
                 path=upload.file.path,
+                name=upload.original_name or None,
+                full_export=upload.full_export,
                 source=upload.source,
                 by=upload.created_by,
                 job=f"upload {upload.pk}",
@@ -125,3 +143,156 @@ def batch_changes_review(
         reviewed_by=by,
         reviewed_at=timezone.now(),
     )
+
+
+@dataclass
+class DemoRemoval:
+    """What ``demo_remove`` removed (or, for a dry run, would remove)."""
+
+    batches: int = 0
+    loans: int = 0
+    customers: int = 0
+    installments: int = 0
+    transactions: int = 0
+    changes: int = 0
+    files: list[str] = field(default_factory=list)
+    # The first day the demo rows could have moved a number: every snapshot from it on is
+    # recomputed. None when there was nothing to remove.
+    since: date | None = None
+    customers_kept: int = 0  # demo-written customers that now hold real loans
+
+    def summary(self) -> str:
+        return (
+            f"{self.loans:,} loans, {self.customers:,} customers, {self.installments:,} "
+            f"schedule lines, {self.transactions:,} transactions, {self.changes:,} change records, "
+            f"{self.batches:,} batches and {len(self.files):,} raw files"
+        )
+
+
+# Each statement takes the demo loans' ids as an array, to be a probe of an index that leads with
+# the loan (installments, transactions), the id (loans) or the customer (the real loans a
+# demo-written customer may hold): at a million real loans the real rows are never read.
+# PostgreSQL's sample of the big tables underestimates how many distinct loans they hold (about
+# 12,000 of a million), so it expects 5,000 ids to match 2 million rows and plans a scan of all
+# 10 million; sequential scans are turned off for these statements alone (_index_probes_only).
+_DEMO_DELETES = [
+    ("installments", "DELETE FROM loans_installment WHERE loan_id = ANY(%(loans)s)"),
+    ("transactions", "DELETE FROM loans_transaction WHERE loan_id = ANY(%(loans)s)"),
+    ("loans", "DELETE FROM loans_loan WHERE id = ANY(%(loans)s)"),
+    # Customers the demo tape wrote that hold no real loan (found beforehand, by index probes).
+    ("customers", "DELETE FROM loans_customer WHERE id = ANY(%(customers)s)"),
+    (
+        "changes",
+        # The demo batches' own change log, and any other batch's flags about demo rows (a full
+        # export loaded before vanished rows were judged per source flagged every demo loan).
+        "DELETE FROM loans_batchchange WHERE batch_id = ANY(%(batches)s) "
+        "OR (kind IN ('loans', 'customers') AND key = ANY(%(keys)s)) "
+        "OR key LIKE %(prefix)s",
+    ),
+]
+
+
+def demo_remove(*, dry_run: bool = False) -> DemoRemoval:
+    """Remove every row the demo tape brought (source ``demo``: its loans with their schedules
+    and cash, its customers that hold no real loan, its batches, their change log and raw files),
+    leaving every other row as it was. Runs in one transaction under the book lock, so no import
+    interleaves; raw files are deleted once it has committed. The caller recomputes the
+    snapshots dated on or after ``since`` (``kpis.tasks.snapshots_recompute_task``)."""
+    removal = DemoRemoval()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
+        batches = list(Batch.objects.filter(source=DEMO_SOURCE).values_list("pk", "file"))
+        ids = [pk for pk, _ in batches]
+        removal.batches = len(ids)
+        if not ids:
+            return removal
+        # The loans' batch index finds them.
+        loans = list(
+            Loan.objects.filter(batch_id__in=ids).values_list("pk", "loan_id", "disburse_date")
+        )
+        params: dict[str, Any] = {
+            "batches": ids,
+            "loans": [pk for pk, _, _ in loans],
+            "keys": [key for _, key, _ in loans],
+            "prefix": DEMO_PREFIX + "%",
+        }
+        # None: no demo loan, no snapshot touched.
+        removal.since = min((day for _, _, day in loans), default=None)
+        # The demo tape's customers, less those that hold a real loan too (kept): by the
+        # customers' batch index, then the loans' customer index.
+        cursor.execute("SELECT id FROM loans_customer WHERE batch_id = ANY(%(batches)s)", params)
+        candidates = [row[0] for row in cursor.fetchall()]
+        with _index_probes_only(cursor):
+            cursor.execute(
+                "SELECT DISTINCT customer_id FROM loans_loan WHERE customer_id = ANY(%s) "
+                "AND NOT batch_id = ANY(%s)",
+                [candidates, ids],
+            )
+            holding_real = {row[0] for row in cursor.fetchall()}
+        params["customers"] = [pk for pk in candidates if pk not in holding_real]
+        removal.customers_kept = len(holding_real)
+        kept = set(
+            Batch.objects.exclude(source=DEMO_SOURCE)
+            .filter(file__in=[name for _, name in batches if name])
+            .values_list("file", flat=True)
+        )
+        removal.files = sorted({name for _, name in batches if name and name not in kept})
+        if dry_run:
+            for what, statement in _DEMO_DELETES:
+                count = statement.replace("DELETE FROM", "SELECT count(*) FROM", 1)
+                with _index_probes_only(cursor):
+                    cursor.execute(count, params)
+                    setattr(removal, what, cursor.fetchone()[0])
+            transaction.set_rollback(True)
+            return removal
+        for what, statement in _DEMO_DELETES:
+            with _index_probes_only(cursor):
+                cursor.execute(statement, params)
+                setattr(removal, what, cursor.rowcount)
+        cursor.execute("DELETE FROM loans_upload_batches WHERE batch_id = ANY(%(batches)s)", params)
+        # The snapshots' record of the batches they read (kpis' table: named here, not
+        # imported, as loans may not import kpis). The as-reported runs keep their numbers; the
+        # recomputation records the batches that remain.
+        cursor.execute(
+            "DELETE FROM kpis_snapshotrun_batches WHERE batch_id = ANY(%(batches)s)", params
+        )
+        # A later batch of the same bytes from another source points at a demo batch: it stays.
+        cursor.execute(
+            "UPDATE loans_batch SET duplicate_of_id = NULL "
+            "WHERE duplicate_of_id = ANY(%(batches)s) AND NOT id = ANY(%(batches)s)",
+            params,
+        )
+        cursor.execute("DELETE FROM loans_batch WHERE id = ANY(%(batches)s)", params)
+        files = removal.files
+        transaction.on_commit(lambda: _raw_files_delete(files))
+    return removal
+
+
+@contextmanager
+def _index_probes_only(cursor) -> Iterator[None]:
+    """Within the transaction, for one statement: no sequential scans (see _DEMO_DELETES)."""
+    cursor.execute("SET LOCAL enable_seqscan = off")
+    try:
+        yield
+    finally:
+        cursor.execute("SET LOCAL enable_seqscan TO DEFAULT")
+
+
+def _raw_files_delete(names: list[str]) -> None:
+    """Through the storage backend, so it works on local disk and Blob storage alike."""
+    for name in names:
+        if default_storage.exists(name):
+            default_storage.delete(name)
+
+
+def snapshots_recompute_queue(*, since: date, job: str) -> str:
+    """Queue, in the task cluster, the recomputation of the snapshots dated on or after
+    ``since`` (kpis.tasks; loans may not import kpis, so by dotted path). Returns "queued" or,
+    where the cluster runs tasks inline (tests, Q_CLUSTER sync), "done"."""
+    async_task(
+        "kpis.tasks.snapshots_recompute_task",
+        since.isoformat(),
+        job,
+        task_name=f"{job}-recompute-{since:%Y%m%d}",
+    )
+    return "done" if settings.Q_CLUSTER.get("sync") else "queued (the task cluster runs it)"

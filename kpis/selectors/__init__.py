@@ -9,6 +9,7 @@ out as plain rows for the CSV/XLSX exports (``tables``).
 from kpis.selectors.collection import Collections, collections_read
 from kpis.selectors.common import Selection, change_display, display, selection_read
 from kpis.selectors.concentration import Concentration, concentration_read
+from kpis.selectors.customer import CustomerHistory, customer_read
 from kpis.selectors.drilldown import Drilldown, drilldown_read
 from kpis.selectors.insights import insight_latest, insights_history
 from kpis.selectors.loan import LoanHistory, loan_read
@@ -18,6 +19,7 @@ from kpis.selectors.risk import Risk, risk_read
 __all__ = [
     "Collections",
     "Concentration",
+    "CustomerHistory",
     "Drilldown",
     "LoanHistory",
     "Overview",
@@ -26,6 +28,7 @@ __all__ = [
     "change_display",
     "collections_read",
     "concentration_read",
+    "customer_read",
     "display",
     "drilldown_read",
     "insight_latest",

@@ -106,6 +106,7 @@ def concentration_read(
         borrowers.append(
             {
                 "rank": row["rank"],
+                "pk": customer.pk if customer else None,
                 "customer_id": customer.customer_id if customer else str(row["customer_id"]),
                 "name": name if can_see_pii else mask(name),
                 "national_id": national_id if can_see_pii else mask(national_id),

@@ -11,3 +11,9 @@ register = template.Library()
 @register.filter
 def money(value: Decimal | None) -> str:
     return "" if value is None else f"{value:,.2f}"
+
+
+@register.filter
+def percent(value: Decimal | None) -> str:
+    """A rate kept as a fraction (0.451) as people read it: 45.10%."""
+    return "" if value is None else f"{value * 100:,.2f}%"

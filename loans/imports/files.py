@@ -100,9 +100,14 @@ def kind_of(filename: str, aliases: dict[str, str] | None = None) -> str | None:
 
 
 def tape_files_find(
-    path: Path, *, aliases: dict[str, str] | None = None
+    path: Path, *, aliases: dict[str, str] | None = None, name: str | None = None
 ) -> tuple[list[TapeFile], list[str]]:
-    """The tape files under ``path`` (a folder, a ZIP or one CSV) in load order, and names skipped."""
+    """The tape files under ``path`` (a folder, a ZIP or one CSV) in load order, and names skipped.
+
+    ``name`` is the file's name as the person uploaded it, when ``path`` is a stored copy: storage
+    may have renamed it (``loans_x7Kq2.csv`` for a second ``loans.csv`` on the same day), and the
+    kind is read from the name the person gave, never the stored one."""
+    name = name or path.name
     found: dict[str, tuple] = {}
     skipped: list[str] = []
     if path.is_dir():
@@ -125,13 +130,13 @@ def tape_files_find(
             def opener(p=path, m=member):
                 return _ZipMember(p, m)
 
-            found[kind] = (f"{path.name}:{member}", kind, opener)
+            found[kind] = (f"{name}:{member}", kind, opener)
     else:
-        kind = kind_of(path.name, aliases)
+        kind = kind_of(name, aliases)
         if kind is None:
-            skipped.append(path.name)
+            skipped.append(name)
         else:
-            found[kind] = (path.name, kind, lambda p=path: p.open("rb"))
+            found[kind] = (name, kind, lambda p=path: p.open("rb"))
     # Hash the files side by side: hashlib releases the GIL, and a re-sent tape of 600 MB is
     # recognized in well under a second instead of one file after another.
     wanted = [found[kind] for kind in TAPE_SPECS if kind in found]

@@ -70,6 +70,11 @@ class Batch(models.Model):
     job = models.CharField(
         max_length=64, blank=True, help_text="The scheduled job or command that brought it."
     )
+    full_export = models.BooleanField(
+        default=True,
+        help_text="The source's whole book: its rows missing from the file are flagged as "
+        "vanished. A partial file (some loans, a month of payments) flags none.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -90,6 +95,7 @@ class Batch(models.Model):
     class Meta:
         verbose_name_plural = "batches"
         ordering = ["-created_at"]
+        permissions = [("view_raw_file", "Can download a batch's raw file")]
         constraints = [
             # Loading the same bytes twice is a no-op: only one loaded batch per content hash.
             models.UniqueConstraint(

@@ -133,6 +133,16 @@ class Upload(models.Model):
         max_length=64, default="cascade", help_text="Who sent the file; picks the column map."
     )
     file = models.FileField(upload_to="uploads/%Y/%m/%d/", max_length=500)
+    # The name the person's file had: storage renames a second "loans.csv" of the same day, and
+    # a tape file's kind is read from its name.
+    original_name = models.CharField(max_length=255, blank=True)
+    full_export = models.BooleanField(
+        default=False,
+        verbose_name="Full export of this source",
+        help_text="Tick for the source's whole book: its loans missing from the file are then "
+        "flagged as vanished for review. Leave unticked for a partial file (some loans, new "
+        "payments): nothing else of the source is flagged.",
+    )
     quarantine = models.BooleanField(
         default=False,
         verbose_name="Load the valid rows, quarantine the rest",

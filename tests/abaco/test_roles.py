@@ -115,18 +115,27 @@ class PageAccessTests(CastTestCase):
             self.client.get(url), f"/login/?next={url}", fetch_redirect_response=False
         )
 
-    def test_the_dashboard_opens_for_managers_and_admins_only(self):
+    def test_the_dashboard_opens_for_managers_admins_and_the_staff_who_load_data(self):
         self.assert_status(
             "/dashboard/",
             {
                 "manager": 200,
                 "admin": 200,
+                "uploader": 200,
+                "steward": 200,
                 "auditor": 403,
-                "uploader": 403,
-                "steward": 403,
                 "outsider": 403,
             },
         )
+
+    def test_uploaders_and_stewards_read_the_dashboards_but_cannot_export_them(self):
+        for who in ("uploader", "steward"):
+            with self.subTest(who=who):
+                self.client.force_login(getattr(self, who))
+                self.assertEqual(self.client.get("/dashboard/risk/").status_code, 200)
+                exported = self.client.get("/dashboard/", {"format": "csv"})
+                self.assertEqual(exported.status_code, 403)
+                self.assertFalse(getattr(self, who).has_perm("kpis.export_data"))
 
     def test_the_dashboard_sends_anonymous_visitors_to_login(self):
         self.assert_sends_anonymous_to_login("/dashboard/")

@@ -8,20 +8,25 @@ from psycopg import sql
 from loans.imports.specs import FileSpec
 from loans.imports.tape.compose import Cursor, ident, join
 
-# What a newer tape no longer carries, per kind (new tapes are full exports of the book).
+# What a full export of a source no longer carries, per kind. Judged only against that source's
+# own rows (a row belongs to the source of the batch that last wrote it): one source's export says
+# nothing of another's loans, and a partial file (one loan, a month of payments) says nothing of
+# the rows it leaves out, so it flags none.
 VANISHED = {
-    # A loan the platform no longer reports.
+    # A loan the source no longer reports.
     "loans": sql.SQL(
         "INSERT INTO loans_batchchange (batch_id, kind, key, change, fields, review, review_reason) "
         "SELECT {batch}, 'loans', cur.loan_id, 'vanished', '{{}}'::jsonb, 'pending', '' FROM loans_loan cur "
+        "JOIN loans_batch b ON b.id = cur.batch_id AND b.source = {source} "
         "WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.loan_id = cur.loan_id)"
     ),
-    # Past cash flows of the loans in this file that the file no longer carries.
+    # Past cash flows of the source's loans in this file that the file no longer carries.
     "transactions": sql.SQL(
         "INSERT INTO loans_batchchange (batch_id, kind, key, change, fields, review, review_reason) "
         "SELECT {batch}, 'transactions', l.loan_id || ' ' || cur.transaction_type || ' ' || cur.date, 'vanished', "
         "jsonb_build_object('principal', jsonb_build_array(cur.principal::text, NULL)), 'pending', '' "
         "FROM loans_transaction cur JOIN loans_loan l ON l.id = cur.loan_id "
+        "JOIN loans_batch b ON b.id = cur.batch_id AND b.source = {source} "
         "WHERE cur.loan_id IN (SELECT DISTINCT loan_id FROM {m}) "
         "AND NOT EXISTS (SELECT 1 FROM {m} m WHERE {on})"
     ),
@@ -35,9 +40,11 @@ def record_changes(
     batch_id: int,
     merge_table: sql.Composable,
     updates: list[str],
+    full_export_of: str | None = None,
 ) -> None:
     """Before a merge updates the book: each row it changes, field by field (changes to the
-    spec's historical fields flagged for review), and the rows the tape no longer carries."""
+    spec's historical fields flagged for review), and, when the file is a full export of source
+    ``full_export_of``, that source's rows it no longer carries."""
     conflict = spec.conflict
     on = join((sql.SQL("cur.{c} = m.{c}").format(c=ident(c)) for c in conflict), " AND ")
     diff = join(
@@ -73,5 +80,13 @@ def record_changes(
             new=join(sql.SQL("m.{}").format(ident(c)) for c in updates),
         )
     )
-    if vanished := VANISHED.get(spec.kind):
-        cursor.execute(vanished.format(batch=sql.Literal(batch_id), m=merge_table, on=on))
+    vanished = VANISHED.get(spec.kind)
+    if vanished is not None and full_export_of is not None:
+        cursor.execute(
+            vanished.format(
+                batch=sql.Literal(batch_id),
+                source=sql.Literal(full_export_of),
+                m=merge_table,
+                on=on,
+            )
+        )

@@ -55,11 +55,19 @@ def _change_key(f: StagedFile) -> sql.Composable:
     return join(parts, " || ")
 
 
-def merge(f: StagedFile, cursor: Cursor, *, batch_id: int, quarantine: bool) -> None:
+def merge(
+    f: StagedFile,
+    cursor: Cursor,
+    *,
+    batch_id: int,
+    quarantine: bool,
+    full_export_of: str | None = None,
+) -> None:
     """One upsert: new keys are inserted, changed rows updated, identical rows not touched.
 
-    Before it, the rows about to change (and, for loans and transactions, the rows missing
-    from this tape) are recorded as ``BatchChange``: the batch's field-level history.
+    Before it, the rows about to change (and, for a full export of source ``full_export_of``,
+    its loans and transactions missing from this tape) are recorded as ``BatchChange``: the
+    batch's field-level history.
     """
     spec = f.spec
     good = (
@@ -140,7 +148,14 @@ def merge(f: StagedFile, cursor: Cursor, *, batch_id: int, quarantine: bool) -> 
         insert_vals += [sql.SQL("now()"), sql.SQL("now()")]
     f.result.updated = 0
     if book_has_rows:
-        record_changes(spec, cursor, batch_id=batch_id, merge_table=merge_table, updates=updates)
+        record_changes(
+            spec,
+            cursor,
+            batch_id=batch_id,
+            merge_table=merge_table,
+            updates=updates,
+            full_export_of=full_export_of,
+        )
         # Changed rows only: an identical row is not rewritten (no new version, no new batch).
         cursor.execute(
             sql.SQL(

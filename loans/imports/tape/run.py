@@ -121,6 +121,8 @@ def tape_import(
     quarantine: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    name: str | None = None,
+    full_export: bool = True,
 ) -> TapeImport:
     """Load a tape (a folder of CSVs, a ZIP, or one CSV) all or nothing.
 
@@ -129,16 +131,20 @@ def tape_import(
     Files whose bytes were loaded before are recognized by SHA-256 and not loaded again.
     ``dry_run`` validates everything and returns a preview, then rolls back and keeps nothing.
     Raises ``TapeRejected`` (database untouched, batches marked failed) when any file has errors.
+
+    ``name`` is the name the file was uploaded under when ``path`` is a stored copy (the kind is
+    read from it). ``full_export`` says the tape is the source's whole book: only then are the
+    source's loans and transactions missing from it flagged as vanished; a partial file flags none.
     """
     fmt, aliases, encoding = source_format(source)
     progress = progress or (lambda fraction, label: None)
-    found, skipped = tape_files_find(Path(path), aliases=aliases)
+    found, skipped = tape_files_find(Path(path), aliases=aliases, name=name)
     if encoding != ColumnMap.Encoding.AUTO:
         found = [dataclasses.replace(f, encoding=encoding) for f in found]
     result = TapeImport(skipped=skipped)
     if not found:
         problem = Problem(
-            Path(path).name,
+            name or Path(path).name,
             None,
             "",
             "",
@@ -155,7 +161,9 @@ def tape_import(
             else:
                 to_load.append((tape_file, None))
             continue
-        batch = batch_for(tape_file, kind=tape_file.kind, source=source, by=by, job=job)
+        batch = batch_for(
+            tape_file, kind=tape_file.kind, source=source, by=by, job=job, full_export=full_export
+        )
         result.batches.append(batch)
         if batch.status == Batch.Status.DUPLICATE:
             result.duplicates.append(batch)
@@ -181,7 +189,13 @@ def tape_import(
         step(f"merging {files[i].file.name}")
         batch = to_load[i][1]
         assert batch is not None, "a dry run merges nothing"
-        merge(files[i], cursor, batch_id=batch.pk, quarantine=quarantine)
+        merge(
+            files[i],
+            cursor,
+            batch_id=batch.pk,
+            quarantine=quarantine,
+            full_export_of=source if full_export else None,
+        )
 
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:

@@ -5,12 +5,17 @@ Why: the product is only worth looking at with a loan book in it, and the real t
 ``loans.demo``) through the same import path real tapes take, plus a login for every role of
 docs/design.md, so the README quickstart is one command. ``--scale`` writes big tapes for benchmarks;
 ``--no-load`` only writes the files.
+
+Demo data is its own source (``demo``) and its own lending entities (ids and entities start
+``DEMO-``), so once real tapes arrive ``--remove`` (``--dry-run`` first) takes every demo row,
+batch and raw file out again and queues the recomputation of the snapshots it touched.
 """
 
 from __future__ import annotations
 
 import secrets
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from django.db import transaction
 
 from abaco.cli import iso_date
 from abaco.roles import STAFF_ROLES, Role
-from loans.demo import WORKING_CAPITAL_SHARE, tape_generate
+from loans.demo import DEMO_PREFIX, DEMO_SOURCE, WORKING_CAPITAL_SHARE, tape_generate
 from loans.models import Loan
 
 # username -> role; one login per role of docs/design.md.
@@ -108,8 +113,24 @@ class Command(BaseCommand):
             action="store_true",
             help="Load only into a database without loans; otherwise just ensure the demo users (make run).",
         )
+        parser.add_argument(
+            "--remove",
+            action="store_true",
+            help="Remove every demo row, its batches and raw files (real rows stay as they are), "
+            "and queue the recomputation of the snapshots it touched.",
+        )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="With --remove: count what would be removed, change nothing.",
+        )
 
     def handle(self, *args, **options) -> None:
+        if options["remove"]:
+            self.remove(dry_run=options["dry_run"])
+            return
+        if options["dry_run"]:
+            raise CommandError("--dry-run goes with --remove.")
         loans, customers = options["loans"], options["customers"]
         if options["scale"] is not None:
             loans, customers = options["scale"], max(300, options["scale"] // 15)
@@ -150,6 +171,7 @@ class Command(BaseCommand):
             as_of=options["as_of"],
             working_capital_share=options["working_capital_share"],
             progress=lambda done: self.stdout.write(f"  {done:,} loans written"),
+            prefix=DEMO_PREFIX,
         )
         for path in paths.values():
             self.stdout.write(f"  {path}  {path.stat().st_size:,} bytes")
@@ -161,7 +183,7 @@ class Command(BaseCommand):
         from loans.services import tape_import
 
         try:
-            result = tape_import(path=out_dir, source="demo", by=None, job="demo_data")
+            result = tape_import(path=out_dir, source=DEMO_SOURCE, by=None, job="demo_data")
         finally:
             if scratch is not None:
                 scratch.cleanup()
@@ -175,6 +197,31 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo tape loaded."))
 
         self.users_report(demo_users_ensure())
+
+    def remove(self, *, dry_run: bool) -> None:
+        from loans.services import demo_remove, snapshots_recompute_queue
+
+        started = time.monotonic()
+        removal = demo_remove(dry_run=dry_run)
+        seconds = time.monotonic() - started
+        if not removal.batches:
+            self.stdout.write("No demo data in this book: nothing to remove.")
+            return
+        if dry_run:
+            self.stdout.write(f"Would remove {removal.summary()} (dry run: nothing changed).")
+            return
+        self.stdout.write(f"Removed {removal.summary()} in {seconds:.1f} s.")
+        if removal.customers_kept:
+            self.stdout.write(
+                f"{removal.customers_kept:,} customers first written by the demo tape hold real "
+                "loans and were kept."
+            )
+        if removal.since is not None:
+            queued = snapshots_recompute_queue(since=removal.since, job="demo_remove")
+            self.stdout.write(
+                f"Snapshots dated {removal.since:%Y-%m-%d} and later: recomputation {queued}."
+            )
+        self.stdout.write(self.style.SUCCESS("Demo data removed."))
 
     def users_report(self, passwords: dict[str, str | None]) -> None:
         """The new passwords, shown this once: they are stored only as hashes."""

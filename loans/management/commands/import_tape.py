@@ -25,6 +25,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--quarantine", action="store_true", help="Load valid rows, hold back bad ones."
         )
+        parser.add_argument(
+            "--partial",
+            action="store_true",
+            help="The tape is not the source's whole book: flag none of its rows missing from it.",
+        )
 
     def handle(self, *args, path: Path, source: str, quarantine: bool, **options):
         if not path.exists():
@@ -47,6 +52,7 @@ class Command(BaseCommand):
                 job="import_tape",
                 quarantine=quarantine,
                 progress=progress,
+                full_export=not options["partial"],
             )
         except TapeRejected as rejected:
             bar.close()
