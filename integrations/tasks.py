@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import date
 
 from auditlog.context import set_actor
 
 from integrations.models import PipelineRun
-from integrations.pipelines import PipelineBusy, pipeline_execute, pipeline_start, pipelines_overdue
+from integrations.pipelines import (
+    PipelineBusy,
+    book_stale_check,
+    pipeline_execute,
+    pipeline_start,
+    pipelines_overdue,
+)
 
 
 def pipeline_task(name: str) -> str:
@@ -28,6 +35,26 @@ def pipeline_run_task(run_id: int) -> str:
         return str(pipeline_execute(run))
 
 
+def pipeline_queued_task(name: str, params: dict, for_date: str = "") -> str:
+    """Run a job another layer asked for by name (kpis queues ``kpi_restate`` after a load that
+    changed the past). One already queued or running is left alone: it re-reads what is stale
+    before it ends, and kpi_daily restates whatever is still stale."""
+    try:
+        run = pipeline_start(
+            name=name,
+            for_date=date.fromisoformat(for_date) if for_date else None,
+            trigger=PipelineRun.Trigger.LOAD,
+            params=params,
+        )
+    except PipelineBusy as busy:
+        return str(busy)
+    return str(pipeline_execute(run))
+
+
 def pipelines_watch_task() -> str:
     overdue = pipelines_overdue()
-    return ", ".join(f"{name} due {due:%H:%M}" for name, due in overdue) or "all on time"
+    stale = book_stale_check()
+    said = [f"{name} due {due:%H:%M}" for name, due in overdue]
+    if stale is not None:
+        said.append(f"book stale since {stale.through:%Y-%m-%d}")
+    return ", ".join(said) or "all on time"

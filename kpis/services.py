@@ -10,14 +10,18 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from abaco.dates import month_ends
 from kpis.engine import snapshot_compute
 from kpis.models import SnapshotRun
+from kpis.selectors.restatement import stale_dates
 from loans.models import Loan, Transaction
+from loans.segments import customer_segments_refresh
+from loans.selectors import book_data_through
 
 
 def backfill_dates(*, today: date | None = None) -> list[date]:
@@ -88,17 +92,31 @@ def snapshot_series(
     return runs
 
 
-def daily_dates(*, today: date | None = None) -> list[date]:
-    """The daily job's dates: yesterday and any month-end that has no snapshot yet."""
+def daily_cutoff(*, today: date | None = None) -> tuple[date, str]:
+    """The last date the daily job computes: the earlier of yesterday and the book's
+    data-through date (a snapshot after the data ends is computed only when asked), and which
+    of the two it is, as the job's step log says it."""
     yesterday = (today or timezone.localdate()) - timedelta(days=1)
+    through = book_data_through()
+    if through is not None and through < yesterday:
+        return through, f"data-through {through} (yesterday was {yesterday})"
+    return yesterday, f"yesterday {yesterday}"
+
+
+def daily_dates(*, today: date | None = None) -> list[date]:
+    """The daily job's dates: its cut-off (``daily_cutoff``), any month-end up to it that has no
+    snapshot yet, and any stored snapshot a later load changed that is still waiting for its
+    restatement (kpi_restate normally did it already)."""
+    last, _ = daily_cutoff(today=today)
     first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
     if first is None:
         return []
     have = SnapshotRun.objects.as_of_dates()
-    # Every month-end up to yesterday, even past the last day with data: the book still stands then.
-    wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
-    wanted.append(yesterday)
-    return wanted
+    # Every month-end up to the cut-off, even past the last day with data in one source.
+    wanted = {day for day in month_ends(first, last) if day not in have}
+    wanted.add(last)
+    wanted.update(stale_dates())
+    return sorted(wanted)
 
 
 def snapshots_compute(
@@ -131,12 +149,75 @@ def kpi_daily_pipeline(ctx: Any) -> None:
 
     ``ctx`` is the pipeline's ``RunContext``; kpis does not import integrations (the layers
     contract), so it is typed by use."""
+    today = ctx.for_date + timedelta(days=1)
+    with ctx.step("segments") as step:
+        # Behavioural segments from the book itself (the CRM adds sector and size when on).
+        last, why = daily_cutoff(today=today)
+        step.rows_out = customer_segments_refresh(as_of=last)
+        step.log(f"segments at {last}: {step.rows_out:,} customer(s) changed")
     with ctx.step("snapshots") as step:
-        runs = snapshots_compute(
-            dates="daily", job="kpi_daily", today=ctx.for_date + timedelta(days=1)
-        )
+        step.log(f"computing up to {why}")
+        runs = snapshots_compute(dates="daily", job="kpi_daily", today=today)
         for run in runs:
             step.rows_out += run.loans or 0
             step.log(f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans")
         if not runs:
             step.log("no loans yet: nothing to snapshot")
+
+
+def restate_dates(*, params: dict) -> list[date]:
+    """What a ``kpi_restate`` run recomputes: a steward's range (``from``, ``to``: every stored
+    snapshot in it, and its month-ends up to the data-through date), else every stale snapshot."""
+    if params.get("from"):
+        start, end = date.fromisoformat(params["from"]), date.fromisoformat(params["to"])
+        stored = {d for d in SnapshotRun.objects.as_of_dates() if start <= d <= end}
+        through = book_data_through()
+        if through is not None:
+            stored.update(month_ends(start, min(end, through)))
+        return sorted(stored)
+    return stale_dates()
+
+
+def kpi_restate_pipeline(ctx: Any) -> None:
+    """The ``kpi_restate`` pipeline: recompute snapshots after a load changed the past (queued
+    by the load, ``snapshots_restate_queue``) or for a steward's date range, as restated beside
+    the as-reported run; progress on the status page. Stale snapshots that a load made while it
+    ran are picked up before it ends."""
+    params = ctx.run.params or {}
+    with ctx.step("restate") as step:
+        days = restate_dates(params=params)
+        if not days:
+            step.log("nothing to recompute: every snapshot has read every load")
+        for _ in range(3):  # then kpi_daily restates whatever is still stale
+            if not days:
+                break
+            step.log(f"recomputing {len(days)} snapshot(s): {days[0]} … {days[-1]}")
+            done: list[SnapshotRun] = []
+
+            def finished(run: SnapshotRun, total: int = len(days), done: list = done) -> None:
+                done.append(run)
+                ctx.progress(len(done) / total, f"{run.as_of}: {len(done)} of {total}")
+
+            for run in snapshot_series(days, job="kpi_restate", done=finished):
+                step.rows_out += 1
+                step.log(
+                    f"{run.as_of}: {run.get_basis_display()}"
+                    + (f" ({run.restatement_reason})" if run.restatement_reason else "")
+                )
+            days = stale_dates()  # loads that committed while it ran
+
+
+def snapshots_restate_queue(*, changes_from: date, batch_ids: list[int], **kwargs: Any) -> None:
+    """``loans.signals.book_changed``: when a load changed a row dated on or before a stored
+    snapshot, queue ``kpi_restate`` in the task cluster once the load commits (the cluster runs
+    it as a pipeline run, by its dotted path: kpis does not import integrations)."""
+    if not SnapshotRun.objects.filter(as_of__gte=changes_from).exists():
+        return
+    transaction.on_commit(
+        lambda: async_task(
+            "integrations.tasks.pipeline_queued_task",
+            "kpi_restate",
+            {"batches": batch_ids, "changes_from": changes_from.isoformat()},
+            task_name=f"kpi_restate after batches {','.join(map(str, batch_ids))}"[:100],
+        )
+    )

@@ -24,7 +24,7 @@ def _filters(request: HttpRequest) -> dict:
         as_of = None
     return {
         "as_of": as_of,
-        "basis": request.GET.get("basis", "as_reported"),
+        "basis": request.GET.get("basis", "restated"),
         "dimension": request.GET.get("dimension", "portfolio"),
         "member": request.GET.get("member", ""),
     }

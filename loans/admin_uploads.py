@@ -29,7 +29,7 @@ class UploadForm(forms.ModelForm):
 
     class Meta:
         model = Upload
-        fields = ["kind", "source", "file", "quarantine"]
+        fields = ["kind", "source", "file", "data_through", "quarantine"]
 
 
 @admin.register(Upload)
@@ -61,6 +61,7 @@ class UploadAdmin(admin.ModelAdmin):
             "kind",
             "source",
             "file",
+            "data_through",
             "quarantine",
             "created_by",
             "created_at",
@@ -72,7 +73,7 @@ class UploadAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["kind", "source", "file", "quarantine"]
+            return ["kind", "source", "file", "data_through", "quarantine"]
         return self.get_readonly_fields(request, obj)
 
     def has_change_permission(self, request, obj=None) -> bool:

@@ -61,6 +61,7 @@ def upload_load(*, upload: Upload) -> None:
                 job=f"upload {upload.pk}",
                 quarantine=upload.quarantine,
                 progress=report,
+                data_through=upload.data_through,
             )
         else:
             result = statements_import(

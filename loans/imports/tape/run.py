@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from loans.imports.files import TapeFile, tape_files_find
 from loans.imports.specs import TAPE_SPECS
 from loans.imports.tape.check_across import check_across, lookup_loans, rejected_rows
 from loans.imports.tape.compose import Cursor
+from loans.imports.tape.cutoff import file_cutoff
 from loans.imports.tape.merge import merge
 from loans.imports.tape.payments import balance_warning
 from loans.imports.tape.pool import Staged, staged_files, staging, staging_drop
@@ -48,6 +50,7 @@ from loans.lineage import (
     summary_line,
 )
 from loans.models import Batch, ColumnMap
+from loans.signals import book_loaded
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -121,6 +124,7 @@ def tape_import(
     quarantine: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    data_through: date | None = None,
 ) -> TapeImport:
     """Load a tape (a folder of CSVs, a ZIP, or one CSV) all or nothing.
 
@@ -129,6 +133,8 @@ def tape_import(
     Files whose bytes were loaded before are recognized by SHA-256 and not loaded again.
     ``dry_run`` validates everything and returns a preview, then rolls back and keeps nothing.
     Raises ``TapeRejected`` (database untouched, batches marked failed) when any file has errors.
+    Each loaded batch records its cut-off (``data_through``, the date given by the export or
+    the uploader, else the file's latest date) and the earliest date it changed (tape.cutoff).
     """
     fmt, aliases, encoding = source_format(source)
     progress = progress or (lambda fraction, label: None)
@@ -182,6 +188,9 @@ def tape_import(
         batch = to_load[i][1]
         assert batch is not None, "a dry run merges nothing"
         merge(files[i], cursor, batch_id=batch.pk, quarantine=quarantine)
+        batch.data_through, batch.changes_from = file_cutoff(
+            files[i], cursor, batch_id=batch.pk, given=data_through
+        )
 
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
@@ -242,6 +251,8 @@ def tape_import(
         staging_drop([table for f in files for table in f.tables])
     for f, batch in zip(files, batches, strict=True):
         batch_finish(batch, status=Batch.Status.LOADED, load=f.result)
+    progress(0.99, "segments and snapshots to restate")
+    book_loaded(batches=batches)
     progress(1.0, "loaded")
     return result
 
