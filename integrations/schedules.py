@@ -69,7 +69,8 @@ JOBS: list[Job] = [
     Job(
         "kpi_daily",
         "30 7 * * *",
-        "Loan states and KPI snapshots for yesterday and any missing month-end.",
+        "Customer segments from the book, then loan states and KPI snapshots up to the earlier of "
+        "yesterday and the book's data-through date, and any missing month-end.",
         run="kpis.services.kpi_daily_pipeline",
     ),
     Job(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import date
 
 from auditlog.context import set_actor
+from django_q.tasks import async_task
 
 from integrations.models import PipelineRun
 from integrations.pipelines import (
@@ -35,20 +35,17 @@ def pipeline_run_task(run_id: int) -> str:
         return str(pipeline_execute(run))
 
 
-def pipeline_queued_task(name: str, params: dict, for_date: str = "") -> str:
-    """Run a job another layer asked for by name (kpis queues ``kpi_restate`` after a load that
-    changed the past). One already queued or running is left alone: it re-reads what is stale
-    before it ends, and kpi_daily restates whatever is still stale."""
+def pipeline_queue(name: str, params: dict) -> str:
+    """Queue a run of a job another layer asks for by name (kpis, after a load that changed the
+    past, for ``kpi_restate``): the run shows as queued on the status page at once, and the
+    cluster runs it. One already queued reads what is stale when it starts; one running re-reads
+    it before it ends, and kpi_daily restates whatever is still stale."""
     try:
-        run = pipeline_start(
-            name=name,
-            for_date=date.fromisoformat(for_date) if for_date else None,
-            trigger=PipelineRun.Trigger.LOAD,
-            params=params,
-        )
+        run = pipeline_start(name=name, trigger=PipelineRun.Trigger.LOAD, params=params)
     except PipelineBusy as busy:
         return str(busy)
-    return str(pipeline_execute(run))
+    async_task("integrations.tasks.pipeline_run_task", run.pk, task_name=f"{name} #{run.pk}")
+    return f"queued run {run.pk}"
 
 
 def pipelines_watch_task() -> str:

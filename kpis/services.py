@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
-from django_q.tasks import async_task
+from django.utils.module_loading import import_string
 
 from abaco.dates import month_ends
 from kpis.engine import snapshot_compute
@@ -207,17 +207,15 @@ def kpi_restate_pipeline(ctx: Any) -> None:
             days = stale_dates()  # loads that committed while it ran
 
 
+PIPELINE_QUEUE = "integrations.tasks.pipeline_queue"
+
+
 def snapshots_restate_queue(*, changes_from: date, batch_ids: list[int], **kwargs: Any) -> None:
     """``loans.signals.book_changed``: when a load changed a row dated on or before a stored
-    snapshot, queue ``kpi_restate`` in the task cluster once the load commits (the cluster runs
-    it as a pipeline run, by its dotted path: kpis does not import integrations)."""
+    snapshot, queue a ``kpi_restate`` pipeline run once the load commits; the task cluster runs
+    it. Reached by its dotted path, as the jobs registry reaches kpis: the two never import each
+    other."""
     if not SnapshotRun.objects.filter(as_of__gte=changes_from).exists():
         return
-    transaction.on_commit(
-        lambda: async_task(
-            "integrations.tasks.pipeline_queued_task",
-            "kpi_restate",
-            {"batches": batch_ids, "changes_from": changes_from.isoformat()},
-            task_name=f"kpi_restate after batches {','.join(map(str, batch_ids))}"[:100],
-        )
-    )
+    params = {"batches": batch_ids, "changes_from": changes_from.isoformat()}
+    transaction.on_commit(lambda: import_string(PIPELINE_QUEUE)("kpi_restate", params))

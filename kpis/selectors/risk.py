@@ -13,6 +13,7 @@ from kpis import definitions as d
 from kpis.models import RollRate, VintagePoint
 from kpis.selectors.common import (
     BUCKET_LABELS,
+    DIMENSION_LABELS,
     NOT_MEANINGFUL,
     ROLL_TO,
     TREND_MONTHS,
@@ -21,6 +22,7 @@ from kpis.selectors.common import (
     Rows,
     Selection,
     display,
+    member_label,
     plain,
     rate_not_meaningful,
     rate_period,
@@ -196,6 +198,11 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
         for dim, mem in slices
     ]
     for row in par_by_slice:
+        row["label"] = (
+            "Whole portfolio"
+            if row["dimension"] == "portfolio"
+            else f"{DIMENSION_LABELS[row['dimension']]}: {member_label(row['dimension'], row['member'])}"
+        )
         row["ob_display"] = display("USD", row["ob"])
         row["par"] = {n: value(f"par_{n}", row["dimension"], row["member"]) for n in d.PAR_DAYS}
         row["par_display"] = [

@@ -207,7 +207,7 @@ class DailyFlowTests(CastTestCase):
         page = self.client.get(reverse("admin:loans_batch_change", args=[batch.pk]))
         self.assertContains(page, "Snapshots this batch changed")
         self.assertContains(page, f"{len(affected)} stored snapshot dates on or after it")
-        self.assertContains(page, "Pending")
+        self.assertContains(page, "Pending recomputation")
         # The load's commit runs the queued task (the cluster in sync mode): kpi_restate.
         self.assertEqual(len(queued), 1)
         with time_machine.travel(A_YEAR_LATER):
