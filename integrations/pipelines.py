@@ -223,7 +223,7 @@ def pipeline_start(
     for_date: date | None = None,
     trigger: str,
     by: User | None = None,
-    params: dict | None = None,
+    params: dict[str, object] | None = None,
 ) -> PipelineRun:
     """Open a queued run of ``name`` (raises ``PipelineBusy`` when one is queued or running)."""
     if name not in PIPELINES:
@@ -341,7 +341,7 @@ def book_stale_check(*, today: date | None = None) -> DataAge | None:
     return age
 
 
-def pipelines_latest() -> list[tuple[Job, list[PipelineRun], datetime]]:
+def pipelines_latest() -> list[tuple[Job, list[PipelineRun], datetime | None]]:
     """For the status page: each pipeline, its latest runs and its next scheduled time."""
     now = timezone.localtime()
     rows = []

@@ -165,7 +165,7 @@ def kpi_daily_pipeline(ctx: Any) -> None:
             step.log("no loans yet: nothing to snapshot")
 
 
-def restate_dates(*, params: dict) -> list[date]:
+def restate_dates(*, params: dict[str, Any]) -> list[date]:
     """What a ``kpi_restate`` run recomputes: a steward's range (``from``, ``to``: every stored
     snapshot in it, and its month-ends up to the data-through date), else every stale snapshot."""
     if params.get("from"):
@@ -194,7 +194,9 @@ def kpi_restate_pipeline(ctx: Any) -> None:
             step.log(f"recomputing {len(days)} snapshot(s): {days[0]} … {days[-1]}")
             done: list[SnapshotRun] = []
 
-            def finished(run: SnapshotRun, total: int = len(days), done: list = done) -> None:
+            def finished(
+                run: SnapshotRun, total: int = len(days), done: list[SnapshotRun] = done
+            ) -> None:
                 done.append(run)
                 ctx.progress(len(done) / total, f"{run.as_of}: {len(done)} of {total}")
 

@@ -14,7 +14,7 @@ from datetime import date
 
 from psycopg import sql
 
-from loans.imports.tape.compose import Cursor, ident
+from loans.imports.tape.compose import Cursor, ident, one_row
 from loans.imports.tape.staged import StagedFile
 
 # kind -> (the file's date column that says how far its data runs, or None;
@@ -38,10 +38,10 @@ def file_cutoff(
         cursor.execute(
             sql.SQL("SELECT max({}) FROM {}").format(ident(file_column), ident(f.typed_table))
         )
-        through = cursor.fetchone()[0]
+        through = one_row(cursor)[0]
     # Only the rows this merge wrote carry its batch id (unchanged rows keep their batch).
     cursor.execute(
         sql.SQL("SELECT min({}) FROM {} WHERE batch_id = %s").format(ident(column), ident(table)),
         [batch_id],
     )
-    return through, cursor.fetchone()[0]
+    return through, one_row(cursor)[0]
