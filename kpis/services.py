@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db import connection, connections, transaction
-from django.db.models import Max, Min
+from django.db.models import Min
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -19,20 +19,20 @@ from abaco.dates import month_ends
 from kpis.engine import snapshot_compute
 from kpis.models import SnapshotRun
 from kpis.selectors.restatement import stale_dates
-from loans.models import Loan, Transaction
+from loans.models import Loan
 from loans.segments import customer_segments_refresh
 from loans.selectors import book_data_through
 
 
 def backfill_dates(*, today: date | None = None) -> list[date]:
-    """Month-ends since the first disbursement plus the latest day with data (not after yesterday)."""
-    bounds = Loan.objects.aggregate(first=Min("disburse_date"), last=Max("disburse_date"))
-    if bounds["first"] is None:
+    """Month-ends since the first disbursement plus the latest day with data: the book's
+    data-through date, not after yesterday (a date beyond the data is computed only when asked
+    for by its date)."""
+    first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
+    if first is None:
         return []
-    last_cash = Transaction.objects.aggregate(last=Max("date"))["last"] or bounds["last"]
-    yesterday = (today or timezone.localdate()) - timedelta(days=1)
-    latest = min(max(bounds["last"], last_cash), yesterday)
-    dates = month_ends(bounds["first"], latest)
+    latest, _ = daily_cutoff(today=today)
+    dates = month_ends(first, latest)
     if latest not in dates:
         dates.append(latest)
     return dates
