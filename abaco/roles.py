@@ -60,6 +60,7 @@ ROLES: dict[Role, list[str]] = {
         "loans.change_loan",
         "loans.change_installment",
         "loans.view_pii",
+        "kpis.recompute_snapshots",
     ],
     Role.MANAGER: [
         *READ_LOAN_BOOK,

@@ -119,6 +119,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "loans.context_processors.data_through",
             ],
         },
     },
@@ -342,6 +343,17 @@ SLACK_WEBHOOK_URL = secret("SLACK_WEBHOOK_URL")
 PIPELINE_ROW_DROP_ALERT = env.float("PIPELINE_ROW_DROP_ALERT", default=0.2)
 # A job that has not succeeded for this many hours past its schedule is overdue.
 PIPELINE_OVERDUE_HOURS = env.float("PIPELINE_OVERDUE_HOURS", default=2.0)
+
+# Data cut-off (docs/design.md, "Data cut-off and restatement"): the "Data through" line on every
+# page turns amber, then red, once the book's data-through date is this many days old; a book
+# with no new data for DATA_STALE_DAYS alerts like a failed pipeline (once per data-through date).
+DATA_AGE_AMBER_DAYS = env.int("DATA_AGE_AMBER_DAYS", default=3)
+DATA_AGE_RED_DAYS = env.int("DATA_AGE_RED_DAYS", default=7)
+DATA_STALE_DAYS = env.int("DATA_STALE_DAYS", default=3)
+if not 0 < DATA_AGE_AMBER_DAYS <= DATA_AGE_RED_DAYS or DATA_STALE_DAYS < 1:
+    raise ImproperlyConfigured(
+        "DATA_AGE_AMBER_DAYS must be at least 1 and at most DATA_AGE_RED_DAYS; DATA_STALE_DAYS at least 1"
+    )
 
 # Logs: JSON lines on stdout with the request id (App Service ships stdout to Application Insights).
 LOG_REQUEST_ID_HEADER = "HTTP_X_REQUEST_ID"

@@ -52,6 +52,12 @@ def main() -> None:
         action="store_true",
         help="Only the AI insights benchmark (digest size, tokens, latency from the local fake).",
     )
+    parser.add_argument(
+        "--restatement-only",
+        action="store_true",
+        help="Reuse the book and snapshots already stored; only the restatement benchmark "
+        "(it changes 1%% of the payments, so run it on a copy of a book you keep).",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "abaco.settings")
@@ -67,13 +73,24 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import demo_remove, hubspot_sync, insights, kpi_snapshots, pages, tape_import
+    from benchmarks import (
+        demo_remove,
+        hubspot_sync,
+        insights,
+        kpi_snapshots,
+        pages,
+        restatement,
+        tape_import,
+    )
 
     if args.insights_only:
         insights.run()
         return
     if args.demo_remove_only:
         demo_remove.run()
+        return
+    if args.restatement_only:
+        restatement.run()
         return
     if args.hubspot_only:
         hubspot_sync.run()
@@ -86,6 +103,7 @@ def main() -> None:
     kpi_snapshots.run()
     pages.run()
     insights.run()
+    restatement.run()  # last of the book's benchmarks: it changes 1% of the payments
     hubspot_sync.run()
     demo_remove.run()
 

@@ -27,6 +27,7 @@ class PipelineRun(models.Model):
         SCHEDULE = "schedule", "Schedule"
         PAGE = "page", "Re-run from the status page"
         COMMAND = "command", "run_pipeline command"
+        LOAD = "load", "Queued by a load that changed the past"
 
     job = models.CharField(max_length=64)
     for_date = models.DateField(help_text="The business date the run is for (usually yesterday).")
@@ -43,6 +44,11 @@ class PipelineRun(models.Model):
     rows_out = models.PositiveBigIntegerField(default=0)
     error = models.TextField(blank=True)
     alerted = models.BooleanField(default=False, help_text="An alert was sent for this run.")
+    # What a run on demand was asked for (kpi_restate: a date range, or the stale snapshots).
+    params = models.JSONField(default=dict, blank=True)
+    # Written on a connection of its own while the run goes (the status page shows it).
+    progress = models.FloatField(default=0)
+    progress_label = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -35,6 +35,7 @@ from integrations.schedules import JOBS, Job
 from loans.imports.files import TapeFile
 from loans.lineage import batch_for
 from loans.models import Batch
+from loans.selectors import DataAge, data_age, source_cutoffs
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,18 @@ class RunContext:
             row.save()
             self.run.rows_in += step.rows_in
             self.run.rows_out += step.rows_out
+
+    def progress(self, fraction: float, label: str) -> None:
+        """Say how far the run is, on a connection of its own: the status page sees it while
+        the run's own transactions are still open."""
+        PipelineRun.objects.using("progress").filter(pk=self.run.pk).update(
+            progress=round(fraction, 3), progress_label=label[:200]
+        )
+        self.run.progress, self.run.progress_label = round(fraction, 3), label[:200]
+
+    def alert(self, *, subject: str, body: str) -> list[str]:
+        """An alert on the run's behalf (pipelines that may not import this module call it)."""
+        return alert_send(subject=subject, body=body)
 
     def quality_check(self, step: StepLog) -> None:
         """Alert when this step's rows fell by more than the set share, or its columns changed,
@@ -205,7 +218,12 @@ def _abandoned_close(job: str) -> None:
 
 
 def pipeline_start(
-    *, name: str, for_date: date | None = None, trigger: str, by: User | None = None
+    *,
+    name: str,
+    for_date: date | None = None,
+    trigger: str,
+    by: User | None = None,
+    params: dict[str, object] | None = None,
 ) -> PipelineRun:
     """Open a queued run of ``name`` (raises ``PipelineBusy`` when one is queued or running)."""
     if name not in PIPELINES:
@@ -215,7 +233,7 @@ def pipeline_start(
     try:
         with transaction.atomic():
             return PipelineRun.objects.create(
-                job=name, for_date=for_date, trigger=trigger, created_by=by
+                job=name, for_date=for_date, trigger=trigger, created_by=by, params=params or {}
             )
     except IntegrityError as exc:
         raise PipelineBusy(f"{name} is already queued or running") from exc
@@ -279,7 +297,7 @@ def pipelines_overdue(*, now: datetime | None = None) -> list[tuple[str, datetim
     grace = timedelta(hours=settings.PIPELINE_OVERDUE_HOURS)
     overdue = []
     for job in PIPELINES.values():
-        if not job.enabled():
+        if not job.enabled() or not job.cron:
             continue
         due = croniter(job.cron, timezone.localtime(now - grace)).get_prev(datetime)
         finished = PipelineRun.objects.filter(
@@ -305,7 +323,25 @@ def pipelines_overdue(*, now: datetime | None = None) -> list[tuple[str, datetim
     return overdue
 
 
-def pipelines_latest() -> list[tuple[Job, list[PipelineRun], datetime]]:
+def book_stale_check(*, today: date | None = None) -> DataAge | None:
+    """Alert, once per data-through date, when the book has had no new data for
+    ``DATA_STALE_DAYS`` (like a failed pipeline: the numbers managers read stop moving)."""
+    age = data_age(today=today)
+    if age.through is None or not age.stale:
+        return None
+    if cache.add(f"book-stale:{age.through.isoformat()}", 1, timeout=30 * 86400):
+        alert_send(
+            subject=f"no new loan data since {age.through:%Y-%m-%d}",
+            body=f"The book's data runs to {age.through:%Y-%m-%d}, {age.days} days ago "
+            f"(DATA_STALE_DAYS is {settings.DATA_STALE_DAYS}). Latest cut-off per source: "
+            + ", ".join(f"{s} {d:%Y-%m-%d}" for s, d in sorted(source_cutoffs().items()))
+            + ". Check cascade_ingest and the uploads; snapshots after that date are not "
+            "computed by kpi_daily.",
+        )
+    return age
+
+
+def pipelines_latest() -> list[tuple[Job, list[PipelineRun], datetime | None]]:
     """For the status page: each pipeline, its latest runs and its next scheduled time."""
     now = timezone.localtime()
     rows = []
@@ -316,5 +352,6 @@ def pipelines_latest() -> list[tuple[Job, list[PipelineRun], datetime]]:
             .prefetch_related("steps")
             .order_by("-created_at")[:10]
         )
-        rows.append((pipeline, runs, croniter(pipeline.cron, now).get_next(datetime)))
+        next_at = croniter(pipeline.cron, now).get_next(datetime) if pipeline.cron else None
+        rows.append((pipeline, runs, next_at))
     return rows

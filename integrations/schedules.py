@@ -19,7 +19,7 @@ PIPELINE_TASK = "integrations.tasks.pipeline_task"
 @dataclass(frozen=True)
 class Job:
     name: str
-    cron: str  # minute hour day month weekday, in TIME_ZONE
+    cron: str  # minute hour day month weekday, in TIME_ZONE; "" for a job run only on demand
     doc: str  # shown on the pipeline status page
     # A pipeline: the dotted path of its function, (ctx: RunContext) -> None, run through
     # ``PIPELINE_TASK`` and recorded as a ``PipelineRun``.
@@ -69,8 +69,16 @@ JOBS: list[Job] = [
     Job(
         "kpi_daily",
         "30 7 * * *",
-        "Loan states and KPI snapshots for yesterday and any missing month-end.",
+        "Customer segments from the book, then loan states and KPI snapshots up to the earlier of "
+        "yesterday and the book's data-through date, and any missing month-end.",
         run="kpis.services.kpi_daily_pipeline",
+    ),
+    Job(
+        "kpi_restate",
+        "",
+        "Recompute the snapshots a load changed (queued by the load) or a steward's date range, "
+        "as restated beside the as-reported numbers.",
+        run="kpis.services.kpi_restate_pipeline",
     ),
     Job(
         "meta_ingest",

@@ -15,6 +15,7 @@ class Dashboard(models.Model):
         permissions = [
             ("view_dashboard", "Can read dashboards and drill down to loans"),
             ("export_data", "Can export tables and reports"),
+            ("recompute_snapshots", "Can recompute KPI snapshots for a date range"),
         ]
 
     def __str__(self) -> str:

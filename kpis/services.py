@@ -11,28 +11,32 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db import connection, connections
-from django.db.models import Max, Min
+from django.db import connection, connections, transaction
+from django.db.models import Min
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from abaco.dates import month_end, month_ends
 from kpis.engine import snapshot_compute
 from kpis.insights.services import Budget, insights_for_run
 from kpis.models import SnapshotRun
-from loans.models import Loan, Transaction
+from kpis.selectors.restatement import stale_dates
+from loans.models import Loan
+from loans.segments import customer_segments_refresh
+from loans.selectors import book_data_through
 
 logger = logging.getLogger(__name__)
 
 
 def backfill_dates(*, today: date | None = None) -> list[date]:
-    """Month-ends since the first disbursement plus the latest day with data (not after yesterday)."""
-    bounds = Loan.objects.aggregate(first=Min("disburse_date"), last=Max("disburse_date"))
-    if bounds["first"] is None:
+    """Month-ends since the first disbursement plus the latest day with data: the book's
+    data-through date, not after yesterday (a date beyond the data is computed only when asked
+    for by its date)."""
+    first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
+    if first is None:
         return []
-    last_cash = Transaction.objects.aggregate(last=Max("date"))["last"] or bounds["last"]
-    yesterday = (today or timezone.localdate()) - timedelta(days=1)
-    latest = min(max(bounds["last"], last_cash), yesterday)
-    dates = month_ends(bounds["first"], latest)
+    latest, _ = daily_cutoff(today=today)
+    dates = month_ends(first, latest)
     if latest not in dates:
         dates.append(latest)
     return dates
@@ -92,17 +96,31 @@ def snapshot_series(
     return runs
 
 
-def daily_dates(*, today: date | None = None) -> list[date]:
-    """The daily job's dates: yesterday and any month-end that has no snapshot yet."""
+def daily_cutoff(*, today: date | None = None) -> tuple[date, str]:
+    """The last date the daily job computes: the earlier of yesterday and the book's
+    data-through date (a snapshot after the data ends is computed only when asked), and which
+    of the two it is, as the job's step log says it."""
     yesterday = (today or timezone.localdate()) - timedelta(days=1)
+    through = book_data_through()
+    if through is not None and through < yesterday:
+        return through, f"data-through {through} (yesterday was {yesterday})"
+    return yesterday, f"yesterday {yesterday}"
+
+
+def daily_dates(*, today: date | None = None) -> list[date]:
+    """The daily job's dates: its cut-off (``daily_cutoff``), any month-end up to it that has no
+    snapshot yet, and any stored snapshot a later load changed that is still waiting for its
+    restatement (kpi_restate normally did it already)."""
+    last, _ = daily_cutoff(today=today)
     first = Loan.objects.aggregate(first=Min("disburse_date"))["first"]
     if first is None:
         return []
     have = SnapshotRun.objects.as_of_dates()
-    # Every month-end up to yesterday, even past the last day with data: the book still stands then.
-    wanted = [day for day in month_ends(first, yesterday) if day not in have and day != yesterday]
-    wanted.append(yesterday)
-    return wanted
+    # Every month-end up to the cut-off, even past the last day with data in one source.
+    wanted = {day for day in month_ends(first, last) if day not in have}
+    wanted.add(last)
+    wanted.update(stale_dates())
+    return sorted(wanted)
 
 
 def snapshots_compute(
@@ -135,10 +153,15 @@ def kpi_daily_pipeline(ctx: Any) -> None:
 
     ``ctx`` is the pipeline's ``RunContext``; kpis does not import integrations (the layers
     contract), so it is typed by use."""
+    today = ctx.for_date + timedelta(days=1)
+    with ctx.step("segments") as step:
+        # Behavioural segments from the book itself (the CRM adds sector and size when on).
+        last, why = daily_cutoff(today=today)
+        step.rows_out = customer_segments_refresh(as_of=last)
+        step.log(f"segments at {last}: {step.rows_out:,} customer(s) changed")
     with ctx.step("snapshots") as step:
-        runs = snapshots_compute(
-            dates="daily", job="kpi_daily", today=ctx.for_date + timedelta(days=1)
-        )
+        step.log(f"computing up to {why}")
+        runs = snapshots_compute(dates="daily", job="kpi_daily", today=today)
         for run in runs:
             step.rows_out += run.loans or 0
             step.log(f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans")
@@ -178,3 +201,65 @@ def insights_step(ctx: Any, runs: list[SnapshotRun]) -> None:
                     )
     except Exception:
         logger.exception("insights step failed", extra={"job": "kpi_daily"})
+
+
+def restate_dates(*, params: dict[str, Any]) -> list[date]:
+    """What a ``kpi_restate`` run recomputes: a steward's range (``from``, ``to``: every stored
+    snapshot in it, and its month-ends up to the data-through date), else every stale snapshot."""
+    if params.get("from"):
+        start, end = date.fromisoformat(params["from"]), date.fromisoformat(params["to"])
+        stored = {d for d in SnapshotRun.objects.as_of_dates() if start <= d <= end}
+        through = book_data_through()
+        if through is not None:
+            stored.update(month_ends(start, min(end, through)))
+        return sorted(stored)
+    return stale_dates()
+
+
+def kpi_restate_pipeline(ctx: Any) -> None:
+    """The ``kpi_restate`` pipeline: recompute snapshots after a load changed the past (queued
+    by the load, ``snapshots_restate_queue``) or for a steward's date range, as restated beside
+    the as-reported run; progress on the status page. Stale snapshots that a load made while it
+    ran are picked up before it ends."""
+    params = ctx.run.params or {}
+    with ctx.step("restate") as step:
+        days = restate_dates(params=params)
+        if not days:
+            step.log("nothing to recompute: every snapshot has read every load")
+        for _ in range(3):  # then kpi_daily restates whatever is still stale
+            if not days:
+                break
+            step.log(f"recomputing {len(days)} snapshot(s): {days[0]} … {days[-1]}")
+            done: list[SnapshotRun] = []
+
+            def finished(
+                run: SnapshotRun, total: int = len(days), done: list[SnapshotRun] = done
+            ) -> None:
+                done.append(run)
+                ctx.progress(len(done) / total, f"{run.as_of}: {len(done)} of {total}")
+
+            for run in snapshot_series(days, job="kpi_restate", done=finished):
+                step.rows_out += 1
+                step.log(
+                    f"{run.as_of}: {run.get_basis_display()}"
+                    + (f" ({run.restatement_reason})" if run.restatement_reason else "")
+                )
+            days = stale_dates()  # loads that committed while it ran
+
+
+PIPELINE_QUEUE = "integrations.tasks.pipeline_queue"
+
+
+def snapshots_restate_queue(*, changes_from: date, batch_ids: list[int], **kwargs: Any) -> None:
+    """``loans.signals.book_changed``: when a load changed a row dated on or before a stored
+    snapshot, queue a ``kpi_restate`` pipeline run once the load commits; the task cluster runs
+    it. Reached by its dotted path, as the jobs registry reaches kpis: the two never import each
+    other."""
+    if not SnapshotRun.objects.filter(as_of__gte=changes_from).exists():
+        return
+    params: dict[str, Any] = {"batches": batch_ids, "changes_from": changes_from.isoformat()}
+    if kwargs.get("removed"):
+        # Rows were deleted (demo data removed): no loaded batch tells which snapshots read
+        # them, so every snapshot from the first date they touched is recomputed.
+        params.update({"from": changes_from.isoformat(), "to": timezone.localdate().isoformat()})
+    transaction.on_commit(lambda: import_string(PIPELINE_QUEUE)("kpi_restate", params))

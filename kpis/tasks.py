@@ -6,14 +6,12 @@ since ``loans`` may not import ``kpis``."""
 from __future__ import annotations
 
 import contextlib
-from datetime import date
 
 from auditlog.context import set_actor
 from django.contrib.auth.models import User
 
 from kpis.insights.services import insight_generate
 from kpis.models import SnapshotRun
-from kpis.services import snapshots_compute
 
 
 def insight_regenerate_task(run_id: int, dimension: str, member: str, user_id: int | None) -> str:
@@ -26,16 +24,3 @@ def insight_regenerate_task(run_id: int, dimension: str, member: str, user_id: i
             run=run, dimension=dimension, member=member, job="regenerate", by=user
         )
     return f"insight {insight.pk}: {insight.get_source_display()}"
-
-
-def snapshots_recompute_task(since: str, job: str) -> list[str]:
-    """Recompute every stored snapshot dated on or after ``since`` (ISO date), oldest first: each
-    one whose numbers change is kept as *restated* beside its as-reported run."""
-    dates = sorted(
-        SnapshotRun.objects.filter(as_of__gte=date.fromisoformat(since))
-        .values_list("as_of", flat=True)
-        .distinct()
-    )
-    for day in dates:
-        snapshots_compute(dates=day, job=job)
-    return [day.isoformat() for day in dates]

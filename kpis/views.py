@@ -18,6 +18,7 @@ from openpyxl import Workbook
 from abaco.roles import role_required
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
+from loans.selectors import data_age
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -31,7 +32,7 @@ def _filters(request: HttpRequest | QueryDict) -> dict:
         as_of = None
     return {
         "as_of": as_of,
-        "basis": params.get("basis", "as_reported"),
+        "basis": params.get("basis", "restated"),
         "dimension": params.get("dimension", "portfolio"),
         "member": params.get("member", ""),
     }
@@ -76,6 +77,12 @@ def _export(request: HttpRequest, page: str, result) -> HttpResponse | None:
     return _xlsx_response(filename=filename, header=header, rows=rows)
 
 
+def _with_data_age(ctx: dict) -> dict:
+    """The page's "Data through" line from the date its selection already read (the context
+    processor's own read is lazy and then never made)."""
+    return {**ctx, "data_age": data_age(through=ctx["s"].data_through)}
+
+
 @role_required("kpis.view_dashboard")
 def overview(request: HttpRequest) -> HttpResponse:
     result = selectors.overview_read(**_filters(request))
@@ -87,7 +94,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "s": result.selection,
         "insight": selectors.insight_latest(selection=result.selection),
     }
-    return render(request, "kpis/overview.html", ctx)
+    return render(request, "kpis/overview.html", _with_data_age(ctx))
 
 
 @role_required("kpis.view_dashboard")
@@ -99,7 +106,7 @@ def insights(request: HttpRequest) -> HttpResponse:
         "s": selection,
         "insights": selectors.insights_history(selection=selection),
     }
-    return render(request, "kpis/insights.html", ctx)
+    return render(request, "kpis/insights.html", _with_data_age(ctx))
 
 
 @require_POST
@@ -136,7 +143,7 @@ def risk(request: HttpRequest) -> HttpResponse:
     if (response := _export(request, "risk", result)) is not None:
         return response
     ctx = {"page": "risk", "r": result, "s": result.selection}
-    return render(request, "kpis/risk.html", ctx)
+    return render(request, "kpis/risk.html", _with_data_age(ctx))
 
 
 @role_required("kpis.view_dashboard")
@@ -147,7 +154,7 @@ def concentration(request: HttpRequest) -> HttpResponse:
     if (response := _export(request, "concentration", result)) is not None:
         return response
     ctx = {"page": "concentration", "c": result, "s": result.selection}
-    return render(request, "kpis/concentration.html", ctx)
+    return render(request, "kpis/concentration.html", _with_data_age(ctx))
 
 
 @role_required("kpis.view_dashboard")
@@ -156,7 +163,7 @@ def collections(request: HttpRequest) -> HttpResponse:
     if (response := _export(request, "collections", result)) is not None:
         return response
     ctx = {"page": "collections", "c": result, "s": result.selection}
-    return render(request, "kpis/collections.html", ctx)
+    return render(request, "kpis/collections.html", _with_data_age(ctx))
 
 
 @role_required("kpis.view_dashboard")
@@ -173,7 +180,7 @@ def loans(request: HttpRequest) -> HttpResponse:
     if (response := _export(request, "loans", result)) is not None:
         return response
     ctx = {"page": "loans", "l": result, "s": result.selection}
-    return render(request, "kpis/loans.html", ctx)
+    return render(request, "kpis/loans.html", _with_data_age(ctx))
 
 
 @role_required("kpis.view_dashboard")

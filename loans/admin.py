@@ -204,7 +204,7 @@ class BatchAdmin(ReadOnlyAdmin):
             return None
         message = f"Removed {removal.summary()}."
         if removal.since is not None:
-            state = snapshots_recompute_queue(since=removal.since, job="demo_remove")
+            state = snapshots_recompute_queue(since=removal.since)
             message += f" Snapshots from {removal.since:%Y-%m-%d} on: recomputation {state}."
         self.message_user(request, message, messages.SUCCESS)
         return None

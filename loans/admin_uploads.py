@@ -29,7 +29,7 @@ class UploadForm(forms.ModelForm):
 
     class Meta:
         model = Upload
-        fields = ["kind", "source", "file", "full_export", "quarantine"]
+        fields = ["kind", "source", "file", "full_export", "data_through", "quarantine"]
 
 
 @admin.register(Upload)
@@ -63,6 +63,7 @@ class UploadAdmin(admin.ModelAdmin):
             "stored_as",
             "original_name",
             "full_export",
+            "data_through",
             "quarantine",
             "created_by",
             "created_at",
@@ -74,7 +75,7 @@ class UploadAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["kind", "source", "file", "full_export", "quarantine"]
+            return ["kind", "source", "file", "full_export", "data_through", "quarantine"]
         return self.get_readonly_fields(request, obj)
 
     def has_change_permission(self, request, obj=None) -> bool:

@@ -175,6 +175,8 @@ def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
     batch.rows_updated = load.updated if loaded else 0
     batch.rows_unchanged = load.unchanged if loaded else 0
     batch.rows_rejected = load.rejected
+    if not loaded:
+        batch.changes_from = None  # a failed load changed nothing
     batch.errors = [p.as_dict() for p in errors_of(load.problems)]
     batch.warnings = [p.as_dict() for p in load.problems if p.severity != ERROR]
     batch.save()

@@ -20,7 +20,6 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from compliance.exports import cell_safe
 from loans.demo import DEMO_PREFIX, DEMO_SOURCE
@@ -28,6 +27,7 @@ from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
 from loans.lineage import BOOK_LOCK, LoadResult, Problem, TapeRejected, errors_of
 from loans.models import Batch, BatchChange, Loan, Upload
+from loans.signals import book_changed
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -79,6 +79,7 @@ def upload_load(*, upload: Upload) -> None:
                 job=f"upload {upload.pk}",
                 quarantine=upload.quarantine,
                 progress=report,
+                data_through=upload.data_through,
             )
         else:
             result = statements_import(
@@ -197,7 +198,7 @@ def demo_remove(*, dry_run: bool = False) -> DemoRemoval:
     and cash, its customers that hold no real loan, its batches, their change log and raw files),
     leaving every other row as it was. Runs in one transaction under the book lock, so no import
     interleaves; raw files are deleted once it has committed. The caller recomputes the
-    snapshots dated on or after ``since`` (``kpis.tasks.snapshots_recompute_task``)."""
+    snapshots dated on or after ``since`` (``snapshots_recompute_queue``)."""
     removal = DemoRemoval()
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
@@ -285,14 +286,11 @@ def _raw_files_delete(names: list[str]) -> None:
             default_storage.delete(name)
 
 
-def snapshots_recompute_queue(*, since: date, job: str) -> str:
-    """Queue, in the task cluster, the recomputation of the snapshots dated on or after
-    ``since`` (kpis.tasks; loans may not import kpis, so by dotted path). Returns "queued" or,
-    where the cluster runs tasks inline (tests, Q_CLUSTER sync), "done"."""
-    async_task(
-        "kpis.tasks.snapshots_recompute_task",
-        since.isoformat(),
-        job,
-        task_name=f"{job}-recompute-{since:%Y%m%d}",
-    )
-    return "done" if settings.Q_CLUSTER.get("sync") else "queued (the task cluster runs it)"
+def snapshots_recompute_queue(*, since: date) -> str:
+    """Have the snapshots dated on or after ``since`` recomputed after rows were removed: the
+    ``book_changed`` signal, on which kpis queues a ``kpi_restate`` pipeline run for that range
+    (shown with its progress on the pipelines page). Returns what became of it."""
+    book_changed.send(sender=Batch, changes_from=since, batch_ids=[], removed=True)
+    if settings.Q_CLUSTER.get("sync"):
+        return "done"
+    return "queued as a kpi_restate run (the pipelines page shows its progress)"

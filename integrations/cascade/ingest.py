@@ -37,7 +37,15 @@ def cascade_ingest(ctx: RunContext) -> None:
             )
         with ctx.step("import") as step:
             try:
-                result = tape_import(path=download.path, source=SOURCE, by=ctx.by, job=ctx.run.job)
+                # The export is the platform's book as it stands when fetched: its data runs to
+                # the run's date (yesterday) even on a day without a payment or disbursement.
+                result = tape_import(
+                    path=download.path,
+                    source=SOURCE,
+                    by=ctx.by,
+                    job=ctx.run.job,
+                    data_through=ctx.for_date,
+                )
             except TapeRejected as rejected:
                 raise TapeRefused(
                     f"the tape was refused, nothing was written: {rejected}"

@@ -246,6 +246,7 @@ def _load(ctx: RunContext, fetched: Fetched) -> None:
                 batch_finish(batch, status=Batch.Status.FAILED, load=counts)
             raise
         if not duplicate:
+            batch.data_through = timezone.localdate()  # the CRM as it stands when fetched
             batch_finish(batch, status=Batch.Status.LOADED, load=counts)
         step.rows_out = counts.inserted + counts.updated  # rows in were counted by the fetch
         step.log(

@@ -93,6 +93,8 @@ def snapshot_compute(
         steps.history_facts(cursor, params)
         stands = restatement_settle(cursor, run=run, reported=reported, reasons=reasons)
         if stands is not run:
+            # The reported numbers stand on today's batches too: it is not waiting for them.
+            stands.batches.set(batch_ids)
             return stands
         run.batches.set(batch_ids)
         run.duration_ms = round((time.perf_counter() - started) * 1000)

@@ -13,13 +13,20 @@ from kpis import definitions as d
 from kpis.models import RollRate, VintagePoint
 from kpis.selectors.common import (
     BUCKET_LABELS,
+    DIMENSION_LABELS,
+    NOT_MEANINGFUL,
     ROLL_TO,
     TREND_MONTHS,
     VINTAGE_COHORTS,
+    Period,
     Rows,
     Selection,
     display,
+    member_label,
     plain,
+    rate_not_meaningful,
+    rate_period,
+    roll_not_meaningful,
     selection_read,
     values_read,
 )
@@ -34,6 +41,9 @@ class Risk:
     roll_rows: list[dict]
     vintages: dict
     rates: list[dict]
+    # The span of the rates and the roll-rate matrix, and why the matrix is not a monthly roll.
+    period: Period | None = None
+    roll_nm: str = ""
     # Loans counted as repaid though a residual of cents is left (definitions v2): shown beside
     # the buckets so that nothing leaves them silently.
     residual: dict = field(default_factory=dict)
@@ -82,8 +92,15 @@ class Risk:
             ],
         )
         roll = (
-            ["from_bucket", *ROLL_TO],
-            [[r["from"], *[plain(c["share"]) for c in r["cells"]]] for r in self.roll_rows],
+            ["from_bucket", *ROLL_TO, "note"],
+            [
+                [
+                    r["from"],
+                    *[NOT_MEANINGFUL if self.roll_nm else plain(c["share"]) for c in r["cells"]],
+                    self.roll_nm,
+                ]
+                for r in self.roll_rows
+            ],
         )
         vintage = (
             ["cohort", "months_on_book", "disbursed", "written_off", "ever_30"],
@@ -98,9 +115,19 @@ class Risk:
                 for p in self.vintages["points"]
             ],
         )
+        period = self.period.label if self.period else ""
         rates = (
-            ["kpi", "name", "value"],
-            [[r["code"], r["name"], plain(r["value"])] for r in self.rates],
+            ["kpi", "name", "period", "value", "note"],
+            [
+                [
+                    r["code"],
+                    r["name"],
+                    period,
+                    NOT_MEANINGFUL if r["nm"] else plain(r["value"]),
+                    r["nm"],
+                ]
+                for r in self.rates
+            ],
         )
         return {
             "buckets": buckets,
@@ -171,6 +198,11 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
         for dim, mem in slices
     ]
     for row in par_by_slice:
+        row["label"] = (
+            "Whole portfolio"
+            if row["dimension"] == "portfolio"
+            else f"{DIMENSION_LABELS[row['dimension']]}: {member_label(row['dimension'], row['member'])}"
+        )
         row["ob_display"] = display("USD", row["ob"])
         row["par"] = {n: value(f"par_{n}", row["dimension"], row["member"]) for n in d.PAR_DAYS}
         row["par_display"] = [
@@ -192,7 +224,8 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
                     {
                         "share": c.share if c else None,
                         "display": display("ratio", c.share) if c else "",
-                        "alpha": f"{float(c.share) * 0.85:.2f}" if c else "0",
+                        # A heat class (no inline style under the CSP): tenths of the share.
+                        "heat": round(float(c.share) * 10) if c else 0,
                         "balance": display("USD", c.balance) if c else "",
                     }
                     for c in row
@@ -216,17 +249,22 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
             chart[measure].setdefault(label, []).append(
                 {"x": p.months_on_book, "y": None if share is None else float(round(share, 6))}
             )
-    rates = [
-        {
-            "code": code,
-            "name": d.BY_CODE[code].name,
-            "value": value(code),
-            "display": display("ratio", value(code)),
-            "status": d.BY_CODE[code].status(value(code)),
-            "formula": d.BY_CODE[code].formula,
-        }
-        for code in RATE_CODES
-    ]
+    period = rate_period(selection.as_of)
+    rates = []
+    for code in RATE_CODES:
+        kpi, now = d.BY_CODE[code], value(code)
+        nm = rate_not_meaningful(code, now, period=period, smm=value("smm"))
+        rates.append(
+            {
+                "code": code,
+                "name": kpi.name,
+                "value": now,
+                "nm": nm,
+                "display": NOT_MEANINGFUL if nm else display("ratio", now),
+                "status": "" if nm else kpi.status(now),
+                "formula": kpi.formula,
+            }
+        )
     residual_loans, residual_balance = value("residual_loans"), value("residual_balance")
     return Risk(
         selection,
@@ -236,6 +274,8 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
         roll_rows,
         {"points": points, "chart": chart},
         rates,
+        period,
+        roll_not_meaningful(period),
         {
             "loans": residual_loans,
             "loans_display": display("count", residual_loans),

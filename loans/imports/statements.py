@@ -22,6 +22,7 @@ from pathlib import Path
 from django.db import models, transaction
 from django.utils import timezone
 
+from abaco.dates import month_end
 from loans.imports.files import BOM, TapeFile
 from loans.imports.specs import ISO_CURRENCIES
 from loans.lineage import (
@@ -461,6 +462,14 @@ def _upsert(spec: _Spec, rows: list[dict], batch: Batch) -> tuple[int, int, int]
 # ---------------------------------------------------------------------------- service
 
 
+def _data_through(rows: list[dict]) -> date | None:
+    """The cut-off of a statements or marketing-spend file: its latest period end (a spend
+    month runs to its last day)."""
+    ends = [row["period_end"] for row in rows if row.get("period_end")]
+    ends += [month_end(row["month"]) for row in rows if row.get("month")]
+    return max(ends, default=None)
+
+
 def statements_import(
     *,
     path: Path,
@@ -512,6 +521,7 @@ def statements_import(
             raise TapeRejected(result.problems)
         with transaction.atomic():  # the rows and their batch's LOADED status commit together
             result.inserted, result.updated, result.unchanged = _upsert(spec, checked.good, batch)
+            batch.data_through = _data_through(checked.good)
             batch_finish(batch, status=Batch.Status.LOADED, load=result)
     except TapeRejected as rejected:
         batch_finish(batch, status=Batch.Status.FAILED, load=result)

@@ -89,6 +89,19 @@ class Batch(models.Model):
     rows_rejected = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    # The data cut-off (docs/design.md, "Data cut-off and restatement"): the date the batch's
+    # data runs to (a tape: its latest transaction or disbursement date, or the date the export
+    # or the uploader gives), and the earliest date of a row it inserted or changed (a snapshot
+    # on or after that date read other data: it is restated).
+    data_through = models.DateField(
+        null=True, blank=True, help_text="The date this batch's data runs to (its cut-off)."
+    )
+    changes_from = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The earliest date of a row this batch inserted or changed: snapshots on or "
+        "after it are recomputed.",
+    )
 
     objects = BatchQuerySet.as_manager()
 

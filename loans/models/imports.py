@@ -148,6 +148,13 @@ class Upload(models.Model):
         verbose_name="Load the valid rows, quarantine the rest",
         help_text="Otherwise a file with any error loads nothing.",
     )
+    data_through = models.DateField(
+        null=True,
+        blank=True,
+        verbose_name="Data through",
+        help_text="The date the file's data runs to, when the export says so; otherwise its "
+        "latest transaction or disbursement date.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="uploads"
     )

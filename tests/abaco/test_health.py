@@ -66,7 +66,13 @@ class ReadinessTests(TestCase):
         self.assertEqual(response.status_code, 503)
         self.assertEqual(
             response.json(),
-            {"status": "unavailable", "reasons": {"task_cluster": "no task cluster is running"}},
+            {
+                "status": "unavailable",
+                "reasons": {"task_cluster": "no task cluster is running"},
+                "data_through": None,
+                "data_age_days": None,
+                "data_stale": False,
+            },
         )
 
     def test_readyz_is_ok_while_a_task_cluster_reports_in(self):
@@ -74,7 +80,10 @@ class ReadinessTests(TestCase):
         self.assertEqual([s.status for s in Stat.get_all()], [Conf.IDLE])
         response = self.client.get("/readyz")
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.json(), {"status": "ok"})
+        self.assertEqual(
+            response.json(),
+            {"status": "ok", "data_through": None, "data_age_days": None, "data_stale": False},
+        )
 
     def test_readyz_does_not_count_a_cluster_that_reported_stopping(self):
         cluster_heartbeat(status=Conf.STOPPING)

@@ -50,6 +50,9 @@ def test_it_fetches_the_export_keeps_each_file_raw_and_imports_the_tape():
         "cascade-tape.zip:transactions.csv",
     ]
     assert all(b.job == "cascade_ingest" and b.file.size == b.size for b in batches)
+    # The export's cut-off is the run's date, quiet days included: the book's data-through date.
+    loans = batches.get(kind="loans")
+    assert loans.data_through == run.for_date
     fetch, load = run.steps.all()
     assert (fetch.name, load.name) == ("fetch", "import")
     # 2 customers + 4 loans + 8 installments + 8 transactions

@@ -80,7 +80,15 @@ class Book:
         return self.customers[name]
 
     def compute(self) -> dict[date, SnapshotRun]:
-        """Snapshots at every month-end, in date order (roll rates read the month before)."""
+        """Snapshots at every month-end, in date order (roll rates read the month before).
+
+        The tape's export runs to the last of them, as a Cascade export dated that day says
+        (its loan and transaction batches record that cut-off): the book's data-through date."""
+        if self.month_ends:
+            for batch in (self.tape.loans, self.tape.transactions):
+                if batch.data_through is None:
+                    batch.data_through = max(self.month_ends)
+                    batch.save(update_fields=["data_through"])
         return {day: snapshot_compute(as_of=day) for day in self.month_ends}
 
     def lend(

@@ -34,7 +34,7 @@ from kpis.models import (
     TopBorrower,
     VintagePoint,
 )
-from kpis.services import snapshots_compute
+from kpis.services import daily_cutoff, snapshots_compute
 from loans.models import Batch
 from tests.factories import batch_create
 from tests.kpis import books as p
@@ -270,8 +270,12 @@ def test_kpi_daily_computes_yesterday_and_the_missing_month_ends_only():
     assert SnapshotRun.objects.count() == 4
 
 
-def test_kpi_daily_computes_a_month_end_that_had_no_new_data():
-    book_with_cash_until(date(2025, 3, 20))
+def test_kpi_daily_computes_a_month_end_that_had_no_new_data_when_the_export_runs_past_it():
+    book = book_with_cash_until(date(2025, 3, 20))
+    # The export says its data runs to yesterday: quiet days are still data.
+    Batch.objects.filter(pk__in=[book.tape.loans.pk, book.tape.transactions.pk]).update(
+        data_through=YESTERDAY
+    )
     runs = snapshots_compute(dates="daily", job="kpi_daily", today=TODAY)
     assert [run.as_of for run in runs] == [
         date(2025, 1, 31),
@@ -279,6 +283,16 @@ def test_kpi_daily_computes_a_month_end_that_had_no_new_data():
         date(2025, 3, 31),
         YESTERDAY,
     ]
+
+
+def test_kpi_daily_stops_at_the_data_through_date_before_yesterday():
+    book_with_cash_until(date(2025, 3, 20))  # no cut-off recorded: the latest cash date
+    assert daily_cutoff(today=TODAY) == (
+        date(2025, 3, 20),
+        "data-through 2025-03-20 (yesterday was 2025-04-09)",
+    )
+    runs = snapshots_compute(dates="daily", job="kpi_daily", today=TODAY)
+    assert [run.as_of for run in runs] == [date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 20)]
 
 
 def test_kpi_daily_is_a_declared_schedule_of_the_pipeline_task():
@@ -319,6 +333,7 @@ def test_the_kpi_daily_schedule_runs_through_the_cluster_in_sync_mode_as_a_recor
     run = PipelineRun.objects.get(job="kpi_daily")
     assert (run.status, run.for_date, run.trigger) == ("succeeded", YESTERDAY, "schedule")
     assert run.steps.get(name="snapshots").log.splitlines() == [
+        "computing up to yesterday 2025-04-09",
         "2025-01-31: As reported, 1 loans",
         "2025-02-28: As reported, 2 loans",
         "2025-03-31: As reported, 2 loans",

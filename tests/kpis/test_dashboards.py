@@ -87,7 +87,7 @@ class OverviewTests(DashboardTestCase):
         self.assertIn("4,500", self.tile(response, "outstanding_principal"))
         self.assertIn("88.89%", self.tile(response, "par_30"))
 
-    def test_the_basis_switch_appears_only_when_the_date_was_restated(self):
+    def test_restated_numbers_are_the_default_once_a_date_was_restated(self):
         self.assertNotContains(self.client.get(OVERVIEW), "Restated</a>")
         # A late payment on L2 changes 2025-03-31: recomputing it writes a restated run.
         from tests.factories import transaction_create
@@ -98,10 +98,13 @@ class OverviewTests(DashboardTestCase):
         from kpis.engine import snapshot_compute
 
         snapshot_compute(as_of=AS_OF)
-        self.assertIn("12,500", self.tile(self.client.get(OVERVIEW), "outstanding_principal"))
-        restated = self.client.get(OVERVIEW, {"basis": "restated"})
+        restated = self.client.get(OVERVIEW)
         self.assertContains(restated, "Restated</a>")
         self.assertIn("11,500", self.tile(restated, "outstanding_principal"))
+        # The switch shows every date as first reported.
+        reported = self.client.get(OVERVIEW, {"basis": "as_reported"})
+        self.assertIn("12,500", self.tile(reported, "outstanding_principal"))
+        self.assertContains(reported, "As reported, every date")
         # The run line says why the date was restated.
         self.assertContains(
             restated,
@@ -474,9 +477,11 @@ class QueryCountTests(DashboardTestCase):
 
     def test_query_counts_do_not_grow_with_the_book(self):
         # session, user, the user's permissions (2), the data-status panel's book sources (not on
-        # the loan page), then the page's own reads; the overview's last is its insight
-        # (kpis.selectors.insights.insight_latest).
-        expected = {OVERVIEW: 10, RISK: 10, CONCENTRATION: 10, LOANS: 10, "loan": 11}
+        # the loan page), then the page's own reads (among them the data-through date, which its
+        # "Data through" line shows, and the loads the snapshot has not read); the overview's last
+        # is its insight (kpis.selectors.insights.insight_latest); the loan page reads the
+        # data-through date for its line
+        expected = {OVERVIEW: 12, RISK: 12, CONCENTRATION: 12, LOANS: 12, "loan": 12}
         self.assertEqual(self.counts(), expected)
         more_loans(self.book, count=40)
         self.book.compute()

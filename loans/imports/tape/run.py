@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from loans.imports.files import TapeFile, tape_files_find
 from loans.imports.specs import TAPE_SPECS
 from loans.imports.tape.check_across import check_across, lookup_loans, rejected_rows
 from loans.imports.tape.compose import Cursor
+from loans.imports.tape.cutoff import file_cutoff
 from loans.imports.tape.merge import merge
 from loans.imports.tape.payments import balance_warning
 from loans.imports.tape.pool import Staged, staged_files, staging, staging_drop
@@ -48,6 +50,7 @@ from loans.lineage import (
     summary_line,
 )
 from loans.models import Batch, ColumnMap
+from loans.signals import book_loaded
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -123,6 +126,7 @@ def tape_import(
     progress: Progress | None = None,
     name: str | None = None,
     full_export: bool = True,
+    data_through: date | None = None,
 ) -> TapeImport:
     """Load a tape (a folder of CSVs, a ZIP, or one CSV) all or nothing.
 
@@ -135,6 +139,8 @@ def tape_import(
     ``name`` is the name the file was uploaded under when ``path`` is a stored copy (the kind is
     read from it). ``full_export`` says the tape is the source's whole book: only then are the
     source's loans and transactions missing from it flagged as vanished; a partial file flags none.
+    Each loaded batch records its cut-off (``data_through``, the date given by the export or
+    the uploader, else the file's latest date) and the earliest date it changed (tape.cutoff).
     """
     fmt, aliases, encoding = source_format(source)
     progress = progress or (lambda fraction, label: None)
@@ -196,6 +202,9 @@ def tape_import(
             quarantine=quarantine,
             full_export_of=source if full_export else None,
         )
+        batch.data_through, batch.changes_from = file_cutoff(
+            files[i], cursor, batch_id=batch.pk, given=data_through
+        )
 
     try:
         with transaction.atomic(), connection.cursor() as django_cursor:
@@ -256,6 +265,8 @@ def tape_import(
         staging_drop([table for f in files for table in f.tables])
     for f, batch in zip(files, batches, strict=True):
         batch_finish(batch, status=Batch.Status.LOADED, load=f.result)
+    progress(0.99, "segments and snapshots to restate")
+    book_loaded(batches=batches)
     progress(1.0, "loaded")
     return result
 

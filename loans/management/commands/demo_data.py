@@ -190,9 +190,12 @@ class Command(BaseCommand):
         self.stdout.write(result.summary())
         # Segments as daily_ingest sets them after each sync, so the demo's segment slice has its
         # members from the start.
+        from loans.models import Customer
         from loans.segments import customer_segments_refresh
 
-        segmented = customer_segments_refresh(as_of=options["as_of"])
+        customer_segments_refresh(as_of=options["as_of"])
+        # The load already set them at its data-through date: count the segmented, not the changed.
+        segmented = Customer.objects.exclude(segment="").count()
         self.stdout.write(f"Customer segments at {options['as_of']:%Y-%m-%d}: {segmented:,} set.")
         self.stdout.write(self.style.SUCCESS("Demo tape loaded."))
 
@@ -217,7 +220,7 @@ class Command(BaseCommand):
                 "loans and were kept."
             )
         if removal.since is not None:
-            queued = snapshots_recompute_queue(since=removal.since, job="demo_remove")
+            queued = snapshots_recompute_queue(since=removal.since)
             self.stdout.write(
                 f"Snapshots dated {removal.since:%Y-%m-%d} and later: recomputation {queued}."
             )

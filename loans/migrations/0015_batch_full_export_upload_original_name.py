@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('loans', '0013_cash_flow_batch_unindexed'),
+        ('loans', '0014_batch_data_cutoff'),
     ]
 
     operations = [

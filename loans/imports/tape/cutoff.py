@@ -1,0 +1,47 @@
+"""A tape file's data cut-off and the earliest date it changed (docs/design.md, "Data cut-off
+and restatement"), read in the import's transaction right after the file's merge.
+
+- ``data_through``: the latest date in the file (disbursement for loans, payment date for
+  transactions), or the date the export or the uploader gives;
+- ``changes_from``: the earliest date of a row the merge inserted or changed (it wrote the
+  batch's id on exactly those rows): a stored snapshot on or after it read other data, and is
+  recomputed as restated.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from psycopg import sql
+
+from loans.imports.tape.compose import Cursor, ident, one_row
+from loans.imports.tape.staged import StagedFile
+
+# kind -> (the file's date column that says how far its data runs, or None;
+#          the book's table and date column of the rows it writes)
+DATED = {
+    "loans": ("disburse_date", "loans_loan", "disburse_date"),
+    "transactions": ("date_paid", "loans_transaction", "date"),
+    "schedules": (None, "loans_installment", "due_date"),
+}
+
+
+def file_cutoff(
+    f: StagedFile, cursor: Cursor, *, batch_id: int, given: date | None
+) -> tuple[date | None, date | None]:
+    """(data_through, changes_from) of one merged file; (None, None) for kinds without dates."""
+    if f.spec.kind not in DATED:
+        return None, None
+    file_column, table, column = DATED[f.spec.kind]
+    through = given
+    if file_column is not None and through is None:
+        cursor.execute(
+            sql.SQL("SELECT max({}) FROM {}").format(ident(file_column), ident(f.typed_table))
+        )
+        through = one_row(cursor)[0]
+    # Only the rows this merge wrote carry its batch id (unchanged rows keep their batch).
+    cursor.execute(
+        sql.SQL("SELECT min({}) FROM {} WHERE batch_id = %s").format(ident(column), ident(table)),
+        [batch_id],
+    )
+    return through, one_row(cursor)[0]
