@@ -21,6 +21,7 @@ from kpis.insights.services import Budget, insight_generate, insights_for_run
 from kpis.insights.summary import summary_write
 from kpis.insights.verify import WRONG_DIRECTION, WRONG_NUMBER, answer_verify
 from kpis.models import Insight
+from loans.models import Batch
 from tests.base import CastTestCase
 from tests.integrations.fakes import openai as fake
 from tests.integrations.fakes.server import serve
@@ -297,6 +298,8 @@ def test_no_customer_name_national_id_or_email_reaches_the_model():
 @pytest.mark.django_db
 def test_kpi_daily_writes_insights_for_the_portfolio_and_each_entity_and_never_fails_for_them():
     par30_crossing_book()
+    # The tape was exported on 2025-07-31 (its cut-off): nothing was repaid up to then.
+    Batch.objects.update(data_through=date(2025, 7, 31))
     server = fake.FakeOpenAI()
     with serve(server) as url, model_on(url):
         run = pipeline_run(name="kpi_daily", for_date=date(2025, 7, 31), trigger="command")
@@ -378,7 +381,9 @@ class InsightPageTests(CastTestCase):
         assert f'id="insight-{self.insight.pk}"' in page
         assert f"{self.insight.input_tokens} in / {self.insight.output_tokens} out tokens" in page
         assert f"prompt v{self.insight.prompt_version}" in page
-        self.client.force_login(self.uploader)
+        self.client.force_login(self.uploader)  # staff read the dashboards, insights with them
+        assert self.client.get(reverse("kpis:insights")).status_code == 200
+        self.client.force_login(self.outsider)
         assert self.client.get(reverse("kpis:insights")).status_code == 403
 
     def test_a_manager_regenerates_an_insight_in_the_cluster_and_others_cannot(self):
