@@ -176,8 +176,9 @@ class CustomerAdmin(HistoryMixin, PiiMaskingMixin, LoanBookAdmin):
         return False
 
 
-# The masked stand-ins PiiMaskingMixin shows instead of each restricted field.
-for _field in RESTRICTED_FIELDS["loans.Customer"]:
+# The masked stand-ins PiiMaskingMixin shows instead of each restricted field: one per field, as
+# stewards may restrict any of them in the classification registry.
+for _field in (f.name for f in Customer._meta.concrete_fields):
     setattr(CustomerAdmin, f"{_field}_masked", _masked(_field))
 
 
