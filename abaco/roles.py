@@ -55,6 +55,12 @@ ROLES: dict[Role, list[str]] = {
         "loans.change_loan",
         "loans.change_installment",
         "loans.view_pii",
+        # The classification registry (each change journaled) and legal holds.
+        "compliance.view_fieldclassification",
+        "compliance.change_fieldclassification",
+        "compliance.view_legalhold",
+        "compliance.add_legalhold",
+        "compliance.change_legalhold",
     ],
     Role.MANAGER: [
         *READ_LOAN_BOOK,
@@ -68,6 +74,7 @@ ROLES: dict[Role, list[str]] = {
         "compliance.export_audit",
         "auditlog.view_logentry",
         "kpis.export_data",
+        "compliance.view_journalentry",
     ],
     Role.ADMIN: ["*"],
     Role.API_CLIENT: [*READ_LOAN_BOOK, "kpis.view_dashboard"],

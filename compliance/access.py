@@ -13,7 +13,7 @@ request so the middleware does not log it twice); the API base view calls it wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -185,3 +185,27 @@ class AccessLogMiddleware:
         obj = f"{label}:{match.kwargs[key]}" if key and key in match.kwargs else ""
         access_record(request=request, action=action, obj=obj)
         return response
+
+
+def export_recorded(
+    rows: Iterable[Any],
+    *,
+    request: HttpRequest,
+    action: str = "export",
+    extra: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
+    """Pass an export's rows through and log the export with its row count once all were sent
+    (a download cut short is logged with the rows that left)."""
+    # Marked now, not when streaming starts: the middleware sees the response before its rows.
+    setattr(request, LOGGED, True)
+
+    def counted() -> Iterator[Any]:
+        count = 0
+        try:
+            for row in rows:
+                count += 1
+                yield row
+        finally:
+            access_record(request=request, action=action, rows=count, extra=extra)
+
+    return counted()

@@ -75,7 +75,12 @@ class JournalEntry(models.Model):
                 operation=pgtrigger.Truncate,
                 level=pgtrigger.Statement,
                 when=pgtrigger.Before,
-                func="RAISE EXCEPTION 'pgtrigger: Cannot truncate the append-only % table', "
+                # The test suite's flush between TransactionTestCases truncates every table: it
+                # sets abaco.journal_flush for its own connections (tests/conftest.py). A
+                # superuser could set it too, as they could disable the trigger: the chain and
+                # the exported day hashes, not this trigger, are what catch them.
+                func="IF current_setting('abaco.journal_flush', true) = 'on' THEN RETURN NULL; "
+                "END IF; RAISE EXCEPTION 'pgtrigger: Cannot truncate the append-only % table', "
                 "TG_TABLE_NAME; RETURN NULL;",
             ),
         ]

@@ -6,6 +6,7 @@ import contextlib
 
 from auditlog.context import set_actor
 
+from integrations.alerts import alert_send
 from integrations.models import PipelineRun
 from integrations.pipelines import PipelineBusy, pipeline_execute, pipeline_start, pipelines_overdue
 
@@ -31,3 +32,27 @@ def pipeline_run_task(run_id: int) -> str:
 def pipelines_watch_task() -> str:
     overdue = pipelines_overdue()
     return ", ".join(f"{name} due {due:%H:%M}" for name, due in overdue) or "all on time"
+
+
+def _compliance_job(name: str, run) -> str:
+    """Run a compliance job; a failure alerts on every channel and is raised to django-q2."""
+    try:
+        return run()
+    except Exception as exc:
+        alert_send(subject=f"{name} failed", body=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def audit_daily_task() -> str:
+    """Verify the audit journal's chain (and the day hashes exported before), then export
+    yesterday's journal as JSONL ending with its last hash (AUDIT_EXPORT_DIR)."""
+    from compliance.retention import audit_daily
+
+    return _compliance_job("audit_daily", audit_daily)
+
+
+def retention_daily_task() -> str:
+    """Retention: a dry-run report, then the run; customers and loans on legal hold are kept."""
+    from compliance.retention import retention_daily
+
+    return _compliance_job("retention_daily", retention_daily)
