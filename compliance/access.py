@@ -68,14 +68,6 @@ def client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")[:64]
 
 
-def _user_roles(user: Any) -> list[str]:
-    cached = getattr(user, "_access_roles", None)
-    if cached is None:
-        cached = sorted(user.groups.values_list("name", flat=True)) if user.pk else []
-        user._access_roles = cached
-    return cached
-
-
 def object_label(obj: models.Model | str | None) -> str:
     """``app.model:id`` for a model instance; strings are taken as already written so."""
     if obj is None:
@@ -109,7 +101,6 @@ def access_record(
         object=object_label(obj),
         path=request.path,
         rows=rows,
-        roles=_user_roles(user) if signed_in else [],
         ip=client_ip(request),
         request_id=getattr(request, "id", ""),
         filters=dict(filters),
@@ -134,7 +125,6 @@ def security_event_record(
         actor_id=user.pk if user is not None and user.pk else None,
         actor=user.get_username() if user is not None else username[:150],
         path=request.path if request is not None else "",
-        roles=_user_roles(user) if user is not None and user.pk else [],
         ip=client_ip(request) if request is not None else "",
         request_id=getattr(request, "id", "") if request is not None else "",
         extra=dict(extra or {}),

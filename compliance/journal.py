@@ -2,7 +2,7 @@
 
 Chaining: each row's hash is SHA-256 over the previous row's hash, a newline and the row's
 canonical JSON. Rows are chained one by one, not sealed in blocks: a writer takes a transaction
-advisory lock, reads the last hash and inserts, a few hundred microseconds. That wait is short only
+advisory lock, reads the last hash and inserts, in one SQL function call (one round trip). That wait is short only
 because an entry is written *after* its caller's transaction commits (``transaction.on_commit``),
 never inside a long import or request transaction; so no writer ever waits on another's work, and
 the journal holds only what really committed. Blocks would save the lock but leave the newest rows
@@ -23,14 +23,23 @@ from django.utils import timezone
 
 from compliance.models import JournalEntry
 
-# pg_advisory_xact_lock key of the chain's tail (any fixed bigint; "journal" in ASCII).
+# pg_advisory_xact_lock key of the chain's tail (any fixed bigint; "journal" in ASCII), written
+# into the SQL function of migration 0004.
 CHAIN_LOCK = 0x6A6F75726E616C
+# Entries committed without waiting for the WAL flush: reads and sign-ins, one per page view. A
+# crash of the database server can lose the last moments of them (a tail of the chain, never a
+# row in its middle: the chain stays whole); changes, imports, reviews and runs wait for the disk.
+ASYNC_KINDS = ("access", "sign_in")
 # The columns copied out of the body for filtering; verification checks they still match it.
 COLUMNS = ("kind", "action", "actor_id", "actor", "object", "path", "rows")
 
 
 def canonical(data: Mapping[str, Any]) -> str:
-    """One spelling for one content: sorted keys, no spaces, UTF-8 kept, non-JSON as strings."""
+    """One spelling for one content: sorted keys, no spaces, UTF-8 kept, non-JSON as strings.
+
+    This is how an entry travels to the database; the row stores PostgreSQL's jsonb text of it
+    (plus the actor's ``roles``, read in the same call), which is what its hash covers.
+    """
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -39,24 +48,24 @@ def chain_hash(prev_hash: str, body: str) -> str:
 
 
 def _append_now(body: dict[str, Any], at: datetime) -> None:
-    text = canonical(body)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK])
-            cursor.execute(
-                f"SELECT hash FROM {JournalEntry._meta.db_table} ORDER BY id DESC LIMIT 1"
-            )
-            row = cursor.fetchone()
-        prev = row[0] if row else ""
-        JournalEntry.objects.create(
-            at=at,
-            body=text,
-            prev_hash=prev,
-            hash=chain_hash(prev, text),
-            **{
-                name: body.get(name) if name in ("actor_id", "rows") else body.get(name) or ""
-                for name in COLUMNS
-            },
+    """One round trip: ``compliance_journal_append`` (migration 0004) adds the actor's roles,
+    takes the chain's lock, reads the last hash and inserts with ``SHA-256(prev_hash + "\n" +
+    body)``, as ``chain_hash`` computes it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT compliance_journal_append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                at,
+                body["kind"],
+                body["action"],
+                body["actor_id"],
+                body["actor"] or "",
+                body["object"] or "",
+                body["path"] or "",
+                body["rows"],
+                canonical(body),
+                body["kind"] not in ASYNC_KINDS,
+            ],
         )
 
 

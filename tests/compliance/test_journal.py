@@ -20,7 +20,7 @@ from django.urls import reverse
 from compliance import fields
 from compliance.access import security_event_record
 from compliance.models import FieldClassification, JournalEntry, LegalHold
-from compliance.retention import legal_hold_place, retention_run
+from compliance.retention import ChainBroken, legal_hold_place, retention_run
 from loans.models import Customer
 from loans.services import batch_changes_review
 from tests.base import CastTestCase
@@ -382,3 +382,118 @@ class RetentionTests(CastTestCase):
 
         with self.assertRaises(ValidationError):
             legal_hold_place(object="loans.batch:1", reason="x", by=self.admin)
+
+
+class WorkbenchTests(CastTestCase):
+    @classmethod
+    def setUpTestData(cls):
+        super().setUpTestData()
+        cls.loan = loan_create()
+
+    def read_loan(self, user) -> None:
+        self.client.force_login(user)
+        with self.captureOnCommitCallbacks(execute=True):
+            self.client.get(reverse("kpis:loan", args=[self.loan.pk]))
+
+    def test_the_access_log_tab_lists_who_read_which_loan_with_the_zone_named(self):
+        self.read_loan(self.manager)
+        self.client.force_login(self.auditor)
+        page = self.client.get(reverse("compliance:journal"), {"kind": "access"})
+        self.assertContains(page, "Times are Europe/Madrid.")
+        self.assertEqual(
+            [(e.actor, e.object) for e in page.context["page"]],
+            [(self.manager.username, f"loans.loan:{self.loan.pk}")],
+        )
+
+    def test_the_access_log_filters_by_user_object_and_date(self):
+        self.read_loan(self.manager)
+        self.read_loan(self.admin)
+        self.client.force_login(self.auditor)
+        url = reverse("compliance:journal")
+        by_user = self.client.get(url, {"kind": "access", "user": self.admin.username})
+        self.assertEqual([e.actor for e in by_user.context["page"]], [self.admin.username])
+        by_object = self.client.get(url, {"object": f"loans.loan:{self.loan.pk}"})
+        self.assertEqual(len(by_object.context["page"]), 2)
+        tomorrow = (date.today() + timedelta(days=2)).isoformat()
+        self.assertEqual(len(self.client.get(url, {"since": tomorrow}).context["page"]), 0)
+
+    def test_an_audit_export_is_itself_logged_with_its_row_count(self):
+        self.read_loan(self.manager)
+        self.client.force_login(self.auditor)
+        with self.captureOnCommitCallbacks(execute=True):
+            rows = jsonl(self.client.get("/audit/export", {"kind": "access", "format": "jsonl"}))
+        self.assertEqual(len(rows), 1)
+        logged = JournalEntry.objects.get(actor=self.auditor.username)
+        self.assertEqual((logged.action, logged.rows), ("export audit access", 1))
+
+    def test_the_raw_file_of_a_batch_downloads_and_the_download_is_logged(self):
+        import tempfile
+
+        from django.core.files.base import ContentFile
+
+        with tempfile.TemporaryDirectory() as media, self.settings(MEDIA_ROOT=media):
+            batch = batch_create(original_name="loans.csv")
+            batch.file.save("loans.csv", ContentFile(b"loan_id\nL1\n"))
+            self.client.force_login(self.auditor)
+            with self.captureOnCommitCallbacks(execute=True):
+                response = self.client.get(reverse("compliance:batch_raw", args=[batch.pk]))
+                self.assertEqual(b"".join(response.streaming_content), b"loan_id\nL1\n")
+        entry = JournalEntry.objects.get(kind="access")
+        self.assertEqual(
+            (entry.action, entry.object), ("download raw file", f"loans.batch:{batch.pk}")
+        )
+
+    def test_the_command_exports_csv_for_a_date_range(self):
+        self.read_loan(self.manager)
+        out = io.StringIO()
+        today = date.today().isoformat()
+        call_command(
+            "audit_export", "--kind", "access", "--format", "csv", "--since", today, stdout=out
+        )
+        rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+        self.assertEqual(
+            [(r["user"], r["object"]) for r in rows],
+            [(self.manager.username, f"loans.loan:{self.loan.pk}")],
+        )
+        out = io.StringIO()
+        yesterday = (date.today() - timedelta(days=2)).isoformat()
+        call_command(
+            "audit_export", "--kind", "access", "--format", "csv", "--until", yesterday, stdout=out
+        )
+        self.assertEqual(out.getvalue().splitlines()[1:], [])
+
+    def test_a_broken_chain_alerts_from_the_daily_job(self):
+        from django.core import mail
+
+        from integrations.tasks import audit_daily_task
+
+        self.read_loan(self.manager)
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE compliance_journalentry DISABLE TRIGGER ALL")
+            cursor.execute("UPDATE compliance_journalentry SET rows = 5")
+            cursor.execute("ALTER TABLE compliance_journalentry ENABLE TRIGGER ALL")
+        with self.settings(ADMINS=[("Ops", "ops@abaco.example")]), self.assertRaises(ChainBroken):
+            audit_daily_task()
+        self.assertEqual(len(mail.outbox), 1)
+        self.assertIn("audit_daily failed", mail.outbox[0].subject)
+        self.assertIn("columns differ", mail.outbox[0].body)
+
+    def test_the_daily_job_writes_yesterdays_journal_with_its_last_hash(self):
+        import tempfile
+        from pathlib import Path
+
+        import time_machine
+
+        from compliance.retention import audit_daily
+
+        with time_machine.travel("2026-03-02 10:00 +01:00"):
+            self.read_loan(self.manager)
+        with tempfile.TemporaryDirectory() as folder, self.settings(AUDIT_EXPORT_DIR=Path(folder)):
+            audit_daily(today=date(2026, 3, 3))
+            lines = (Path(folder) / "journal-2026-03-02.jsonl").read_text().splitlines()
+        entry = JournalEntry.objects.get()
+        self.assertEqual(json.loads(lines[0])["hash"], entry.hash)
+        self.assertEqual(
+            json.loads(lines[-1]),
+            {"day": "2026-03-02", "day_last_id": entry.pk, "day_last_hash": entry.hash},
+        )

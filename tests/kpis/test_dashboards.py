@@ -477,8 +477,7 @@ class QueryCountTests(DashboardTestCase):
 
     def test_query_counts_do_not_grow_with_the_book(self):
         # session, user, the user's permissions (2), then the page's own reads
-        # One of each is the access log's read of the user's roles (compliance.access).
-        expected = {OVERVIEW: 9, RISK: 10, CONCENTRATION: 10, LOANS: 10, "loan": 12}
+        expected = {OVERVIEW: 8, RISK: 9, CONCENTRATION: 9, LOANS: 9, "loan": 11}
         self.assertEqual(self.counts(), expected)
         more_loans(self.book, count=40)
         self.book.compute()
