@@ -18,7 +18,7 @@ from compliance.access import export_recorded
 from compliance.classification import mask, restricted_fields
 from compliance.exports import audit_response, csv_response
 from compliance.models import JournalEntry
-from compliance.selectors import audit_entries, journal_entries
+from compliance.selectors import ACCESS_KINDS, audit_entries, journal_entries
 
 # Field edits, by what was edited: the workbench's "Record type" filter and its categories.
 AUDITED_MODELS = [
@@ -64,14 +64,38 @@ def _filters(request: HttpRequest) -> dict:
 
 def _journal_filters(request: HttpRequest) -> dict:
     kind = request.GET.get("kind", "")
+    # The access log tab: reads and exports, with sign-ins and the other security events.
+    kinds = (
+        list(ACCESS_KINDS)
+        if kind == "access"
+        else [kind]
+        if kind in JournalEntry.Kind.values
+        else []
+    )
     return {
-        "kinds": [kind] if kind in JournalEntry.Kind.values else [],
+        "kinds": kinds,
         "actor": request.GET.get("user", "")[:150],
         "action": request.GET.get("action", "")[:64],
         "object": request.GET.get("object", "")[:200],
         "since": _date(request.GET.get("since")),
         "until": _date(request.GET.get("until")),
     }
+
+
+def change_lines(changes: dict) -> list[tuple[str, str]]:
+    """A LogEntry's changes as (field, text): "old → new", or for roles and permissions (many-to-
+    many) "add: Manager, Auditor"."""
+    lines = []
+    for field, change in (changes or {}).items():
+        if isinstance(change, dict) and change.get("type") == "m2m":
+            lines.append(
+                (field, f"{change.get('operation')}: {', '.join(change.get('objects', []))}")
+            )
+        elif isinstance(change, list | tuple) and len(change) == 2:
+            lines.append((field, f"{change[0]} → {change[1]}"))
+        else:
+            lines.append((field, str(change)))
+    return lines
 
 
 def _zone() -> str:
@@ -83,6 +107,8 @@ def _zone() -> str:
 def audit_history(request: HttpRequest) -> HttpResponse:
     filters = _filters(request)
     page = Paginator(audit_entries(**filters), 50).get_page(request.GET.get("page"))
+    for entry in page:
+        entry.lines = change_lines(entry.changes_dict)
     ctx = {
         "page": page,
         "filters": filters,
@@ -104,6 +130,7 @@ def journal(request: HttpRequest) -> HttpResponse:
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     for entry in page:
         entry.data = json.loads(entry.body)
+        entry.lines = change_lines(entry.data.get("changes"))
     ctx = {
         "page": page,
         "filters": filters,

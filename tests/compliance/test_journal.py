@@ -497,3 +497,19 @@ class WorkbenchTests(CastTestCase):
             json.loads(lines[-1]),
             {"day": "2026-03-02", "day_last_id": entry.pk, "day_last_hash": entry.hash},
         )
+
+
+class RoleChangeTests(CastTestCase):
+    def test_a_role_given_to_a_user_shows_in_the_workbench_and_the_journal(self):
+        from auditlog.context import set_actor
+        from django.contrib.auth.models import Group
+
+        with self.captureOnCommitCallbacks(execute=True), set_actor(self.admin):
+            self.manager.groups.add(Group.objects.get(name="Auditor"))
+        self.client.force_login(self.auditor)
+        page = self.client.get(reverse("compliance:audit"), {"category": "roles"})
+        self.assertContains(page, "<li><b>groups</b>: add: Auditor</li>", html=True)
+        entry = JournalEntry.objects.get(kind="role")
+        self.assertEqual(
+            (entry.actor, entry.object), (self.admin.username, f"auth.user:{self.manager.pk}")
+        )
