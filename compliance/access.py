@@ -90,14 +90,15 @@ def access_record(
     """Log one read or export of book data by ``request``'s user (or API token)."""
     setattr(request, LOGGED, True)
     user = getattr(request, "user", None)
-    signed_in = user is not None and user.is_authenticated
+    if user is None or not user.is_authenticated:
+        user = None
     if filters is None:
         filters = {k: v for k, v in request.GET.items() if k not in NOT_FILTERS}
     journal_append(
         kind=JournalEntry.Kind.ACCESS,
         action=action,
-        actor_id=user.pk if signed_in else None,
-        actor=user.get_username() if signed_in else "",
+        actor_id=user.pk if user is not None else None,
+        actor=user.get_username() if user is not None else "",
         object=object_label(obj),
         path=request.path,
         rows=rows,

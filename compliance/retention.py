@@ -80,7 +80,8 @@ def retention_run(
     ).order_by("model", "field")
     with transaction.atomic():
         for rule in rules:
-            cutoff = today - timedelta(days=rule.retention_days)
+            days = rule.retention_days or 0  # the filter above keeps only rules that have one
+            cutoff = today - timedelta(days=days)
             empty = _empty_value(rule.model, rule.field)
             rows = _past(rule.model, cutoff).exclude(
                 Q(**{f"{rule.field}__isnull": True}) | Q(**{rule.field: ""})
@@ -91,7 +92,7 @@ def retention_run(
             line = RetentionLine(
                 rule.model,
                 rule.field,
-                rule.retention_days,
+                days,
                 cutoff.isoformat(),
                 due=rows.count(),
                 held=rows.filter(pk__in=held).count(),
