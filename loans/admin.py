@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from compliance.classification import RESTRICTED_FIELDS, mask
+from compliance.classification import REDACTED, RESTRICTED_FIELDS, mask, restricted_fields
 from loans.models import Batch, Customer, Installment, Loan, Transaction
 
 
@@ -64,6 +64,7 @@ class HistoryMixin(LogEntryAdminMixin):
         entries = (
             LogEntry.objects.get_for_object(obj).select_related("actor").order_by("-timestamp")[:50]
         )
+        restricted = set(restricted_fields(obj._meta.label))
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -73,7 +74,11 @@ class HistoryMixin(LogEntryAdminMixin):
                     e.actor.get_username() if e.actor else "system",
                     e.get_action_display(),
                     "; ".join(
-                        f"{field}: {old} → {new}" for field, (old, new) in e.changes_dict.items()
+                        # A field restricted after the entry was written is masked here too.
+                        f"{field}: {mask(old)} → {mask(new)}"
+                        if field in restricted and old != REDACTED
+                        else f"{field}: {old} → {new}"
+                        for field, (old, new) in e.changes_dict.items()
                     )
                     or "-",
                 )
