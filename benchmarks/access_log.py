@@ -87,6 +87,37 @@ def page_cost() -> None:
     print(
         f"median paired difference over the pages: {statistics.median(deltas):+.2f} ms (budget 2)"
     )
+    record_cost()
+
+
+def record_cost() -> None:
+    """The write alone beside its yardstick: ``access_record`` against one ``SELECT 1`` round
+    trip on the same connection, interleaved (on a loaded machine a round trip is most of it)."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import RequestFactory
+
+    from compliance.access import access_record
+
+    user = User.objects.get(username="bench.manager")
+    factory = RequestFactory()
+    writes, trips = [], []
+    with connection.cursor() as cursor:
+        for _ in range(ROUNDS * 5):
+            request = factory.get("/dashboard/", {"as_of": "2025-11-30"})
+            request.user = user
+            started = time.perf_counter()
+            access_record(request=request, action="view dashboard")
+            writes.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+            trips.append((time.perf_counter() - started) * 1000)
+    (w50, w95), (t50, t95) = _ms(writes), _ms(trips)
+    print(
+        f"access_record alone: p50 {w50:.2f} ms, p95 {w95:.2f} ms; a SELECT 1 round trip: "
+        f"p50 {t50:.2f} ms, p95 {t95:.2f} ms; ratio of medians {w50 / t50:.1f}"
+    )
 
 
 def _psql(sql: str, db: str = "postgres") -> None:
