@@ -61,6 +61,12 @@ ROLES: dict[Role, list[str]] = {
         "loans.change_installment",
         "loans.view_pii",
         "kpis.recompute_snapshots",
+        # The classification registry (each change journaled) and legal holds.
+        "compliance.view_fieldclassification",
+        "compliance.change_fieldclassification",
+        "compliance.view_legalhold",
+        "compliance.add_legalhold",
+        "compliance.change_legalhold",
     ],
     Role.MANAGER: [
         *READ_LOAN_BOOK,
@@ -76,6 +82,7 @@ ROLES: dict[Role, list[str]] = {
         "auditlog.view_logentry",
         "kpis.export_data",
         "loans.view_raw_file",
+        "compliance.view_journalentry",
     ],
     Role.ADMIN: ["*"],
     Role.API_CLIENT: [*READ_LOAN_BOOK, "kpis.view_dashboard"],

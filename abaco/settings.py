@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "auditlog",
+    "pgtrigger",
     "django_q",
     "rest_framework",
     "drf_spectacular",
@@ -104,6 +105,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    # After authentication: logs reads of book data by url name (compliance.access.LOGGED_VIEWS).
+    "compliance.access.AccessLogMiddleware",
 ]
 
 ROOT_URLCONF = "abaco.urls"
@@ -221,6 +224,12 @@ Q_CLUSTER = {
 }
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured("Q_RETRY must be longer than Q_TIMEOUT so no task runs twice")
+
+# Proxies in front of the app that append to X-Forwarded-For (App Service's front end: 1). The
+# access log takes the client address that many hops from the right; 0 trusts only REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Where the daily audit job writes each day's journal as JSONL with that day's last hash.
+AUDIT_EXPORT_DIR = Path(env.str("AUDIT_EXPORT_DIR", default=str(BASE_DIR / "audit-exports")))
 
 # Audit history: personal data is recorded as changed, never with its values.
 AUDITLOG_MASK_CALLABLE = "compliance.classification.redact"

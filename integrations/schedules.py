@@ -89,6 +89,20 @@ JOBS: list[Job] = [
         ingest=True,
     ),
     Job(
+        "audit_daily",
+        "30 2 * * *",
+        "Verify the audit journal's hash chain (and the day hashes exported before), then "
+        "export yesterday's journal as JSONL with its last hash. A broken chain alerts.",
+        task="integrations.tasks.audit_daily_task",
+    ),
+    Job(
+        "retention_daily",
+        "0 3 * * *",
+        "Anonymise personal data past its retention period, except customers and loans on legal "
+        "hold (see manage.py retention --dry-run first).",
+        task="integrations.tasks.retention_daily_task",
+    ),
+    Job(
         "pipelines_watch",
         "*/15 * * * *",
         "Alert once when a job has not finished a run within PIPELINE_OVERDUE_HOURS of its time.",

@@ -7,6 +7,7 @@ import contextlib
 from auditlog.context import set_actor
 from django_q.tasks import async_task
 
+from integrations.alerts import alert_send
 from integrations.models import PipelineRun
 from integrations.pipelines import (
     PipelineBusy,
@@ -55,3 +56,27 @@ def pipelines_watch_task() -> str:
     if stale is not None:
         said.append(f"book stale since {stale.through:%Y-%m-%d}")
     return ", ".join(said) or "all on time"
+
+
+def _compliance_job(name: str, run) -> str:
+    """Run a compliance job; a failure alerts on every channel and is raised to django-q2."""
+    try:
+        return run()
+    except Exception as exc:
+        alert_send(subject=f"{name} failed", body=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def audit_daily_task() -> str:
+    """Verify the audit journal's chain (and the day hashes exported before), then export
+    yesterday's journal as JSONL ending with its last hash (AUDIT_EXPORT_DIR)."""
+    from compliance.retention import audit_daily
+
+    return _compliance_job("audit_daily", audit_daily)
+
+
+def retention_daily_task() -> str:
+    """Retention: a dry-run report, then the run; customers and loans on legal hold are kept."""
+    from compliance.retention import retention_daily
+
+    return _compliance_job("retention_daily", retention_daily)

@@ -16,6 +16,7 @@ from django_q.tasks import async_task
 from openpyxl import Workbook
 
 from abaco.roles import role_required
+from compliance.access import export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
 from loans.selectors import data_age
@@ -72,6 +73,10 @@ def _export(request: HttpRequest, page: str, result) -> HttpResponse | None:
     header, rows = tables[name]
     as_of = result.selection.as_of
     filename = f"{page}-{name}-{as_of or 'none'}.{fmt}"
+    # The access log: format, table, columns, filters (from the query) and the rows that left.
+    rows = export_recorded(
+        rows, request=request, extra={"format": fmt, "table": name, "columns": header}
+    )
     if fmt == "csv":
         return csv_response(filename=filename, header=header, rows=rows)
     return _xlsx_response(filename=filename, header=header, rows=rows)
@@ -183,7 +188,8 @@ def loans(request: HttpRequest) -> HttpResponse:
     return render(request, "kpis/loans.html", _with_data_age(ctx))
 
 
-@role_required("kpis.view_dashboard")
+# Auditors read loan pages too (docs/design.md): the book's read permission, not the dashboards'.
+@role_required("loans.view_loan")
 def loan(request: HttpRequest, pk: int) -> HttpResponse:
     result = selectors.loan_read(loan_pk=pk, can_see_pii=request.user.has_perm("loans.view_pii"))
     if result is None:

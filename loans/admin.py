@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from compliance.classification import RESTRICTED_FIELDS, mask
+from compliance.classification import REDACTED, RESTRICTED_FIELDS, mask, restricted_fields
 from loans.models import Batch, Customer, Installment, Loan, Transaction
 from loans.selectors import batch_load_effect
 from loans.services import demo_remove, snapshots_recompute_queue
@@ -84,6 +84,7 @@ class HistoryMixin(LogEntryAdminMixin):
         entries = (
             LogEntry.objects.get_for_object(obj).select_related("actor").order_by("-timestamp")[:50]
         )
+        restricted = set(restricted_fields(obj._meta.label))
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -93,7 +94,11 @@ class HistoryMixin(LogEntryAdminMixin):
                     e.actor.get_username() if e.actor else "system",
                     e.get_action_display(),
                     "; ".join(
-                        f"{field}: {old} → {new}" for field, (old, new) in e.changes_dict.items()
+                        # A field restricted after the entry was written is masked here too.
+                        f"{field}: {mask(old)} → {mask(new)}"
+                        if field in restricted and old != REDACTED
+                        else f"{field}: {old} → {new}"
+                        for field, (old, new) in e.changes_dict.items()
                     )
                     or "-",
                 )
@@ -284,8 +289,9 @@ class CustomerAdmin(HistoryMixin, PiiMaskingMixin, LoanBookAdmin):
         return False
 
 
-# The masked stand-ins PiiMaskingMixin shows instead of each restricted field.
-for _field in RESTRICTED_FIELDS["loans.Customer"]:
+# The masked stand-ins PiiMaskingMixin shows instead of each restricted field: one per field, as
+# stewards may restrict any of them in the classification registry.
+for _field in (f.name for f in Customer._meta.concrete_fields):
     setattr(CustomerAdmin, f"{_field}_masked", _masked(_field))
 
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.core.files import File
 from django.utils import timezone
 
+from compliance.journal import journal_append
+from compliance.models import JournalEntry
 from loans.models import Batch
 
 if TYPE_CHECKING:
@@ -180,6 +182,26 @@ def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
     batch.errors = [p.as_dict() for p in errors_of(load.problems)]
     batch.warnings = [p.as_dict() for p in load.problems if p.severity != ERROR]
     batch.save()
+    by = batch.created_by
+    journal_append(
+        kind=JournalEntry.Kind.IMPORT,
+        action=f"import {status}",
+        actor_id=by.pk if by is not None else None,
+        actor=by.get_username() if by is not None else "",
+        object=f"loans.batch:{batch.pk}",
+        rows=batch.rows_read,
+        file=batch.original_name,
+        sha256=batch.sha256,
+        source=batch.source,
+        job=batch.job,
+        counts={
+            "read": batch.rows_read,
+            "inserted": batch.rows_inserted,
+            "updated": batch.rows_updated,
+            "unchanged": batch.rows_unchanged,
+            "rejected": batch.rows_rejected,
+        },
+    )
 
 
 SUMMARY_HEADER = (

@@ -22,6 +22,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from compliance.exports import cell_safe
+from compliance.journal import journal_append
+from compliance.models import JournalEntry
 from loans.demo import DEMO_PREFIX, DEMO_SOURCE
 from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
@@ -138,12 +140,26 @@ def batch_changes_review(
     and keeps KPI snapshots provisional until it is resolved."""
     if not reason.strip():
         raise ValueError("a reason is required")
-    return changes.filter(review=BatchChange.Review.PENDING).update(
+    pending = changes.filter(review=BatchChange.Review.PENDING)
+    reviewed = list(pending.values_list("batch_id", "kind", "key"))
+    count = pending.update(
         review=BatchChange.Review.ACCEPTED if accept else BatchChange.Review.REJECTED,
         review_reason=reason.strip(),
         reviewed_by=by,
         reviewed_at=timezone.now(),
     )
+    for batch_id in sorted({batch_id for batch_id, _, _ in reviewed}):
+        journal_append(
+            kind=JournalEntry.Kind.REVIEW,
+            action="accept" if accept else "reject",
+            actor_id=by.pk if by is not None else None,
+            actor=by.get_username() if by is not None else "",
+            object=f"loans.batch:{batch_id}",
+            rows=sum(1 for b, _, _ in reviewed if b == batch_id),
+            reason=reason.strip(),
+            changes={"reviewed": [f"{k} {key}" for b, k, key in reviewed if b == batch_id]},
+        )
+    return count
 
 
 @dataclass

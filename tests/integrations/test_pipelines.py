@@ -54,6 +54,8 @@ def test_the_four_jobs_of_the_design_run_at_their_times_through_the_pipeline_tas
         "kpi_restate": ("", task, "'kpi_restate'"),
         "meta_ingest": ("0 8 * * *", task, "'meta_ingest'"),
         "pipelines_watch": ("*/15 * * * *", "integrations.tasks.pipelines_watch_task", ""),
+        "audit_daily": ("30 2 * * *", "integrations.tasks.audit_daily_task", ""),
+        "retention_daily": ("0 3 * * *", "integrations.tasks.retention_daily_task", ""),
     }
     assert all(ast.literal_eval(args) in PIPELINES for _, f, args in declared.values() if f == task)
 
@@ -68,11 +70,13 @@ def test_setup_schedules_syncs_every_job_and_removes_one_no_longer_declared():
     call_command("setup_schedules", stdout=StringIO())
     assert "removed old_hubspot_script (no longer declared)" in out.getvalue()
     assert sorted(Schedule.objects.values_list("name", "cron", "args")) == [
+        ("audit_daily", "30 2 * * *", None),
         ("cascade_ingest", "0 6 * * *", "'cascade_ingest'"),
         ("daily_ingest", "0 7 * * *", "'daily_ingest'"),
         ("kpi_daily", "30 7 * * *", "'kpi_daily'"),
         ("meta_ingest", "0 8 * * *", "'meta_ingest'"),
         ("pipelines_watch", "*/15 * * * *", None),
+        ("retention_daily", "0 3 * * *", None),
     ]
 
 

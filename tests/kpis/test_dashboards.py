@@ -437,8 +437,12 @@ class RoleTests(DashboardTestCase):
         # Uploaders and stewards read the dashboards (issue 17); auditors and outsiders do not.
         for user in (self.auditor, self.outsider):
             self.client.force_login(user)
-            for url in (*self.URLS, loan_page):
+            for url in self.URLS:
                 self.assertEqual(self.client.get(url).status_code, 403, (user, url))
+        # The loan page is the book's (loans.view_loan): auditors and uploaders read it too.
+        for user, status in ((self.auditor, 200), (self.uploader, 200), (self.outsider, 403)):
+            self.client.force_login(user)
+            self.assertEqual(self.client.get(loan_page).status_code, status, user)
 
     def test_anonymous_users_go_to_login(self):
         self.client.logout()
