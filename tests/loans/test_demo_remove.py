@@ -76,6 +76,8 @@ class DemoKeptApartTests(DemoRemovalTestCase):
 
 
 class DemoRemoveCommandTests(DemoRemovalTestCase):
+    databases = {"default", "progress"}  # the kpi_restate run reports its progress there
+
     def test_a_dry_run_counts_what_would_go_and_changes_nothing(self):
         before = book_rows()
         out = io.StringIO()
