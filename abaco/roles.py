@@ -68,6 +68,9 @@ ROLES: dict[Role, list[str]] = {
         "compliance.export_audit",
         "auditlog.view_logentry",
         "kpis.export_data",
+        # Failed sign-ins and lockouts (django-axes' records).
+        "axes.view_accessattempt",
+        "axes.view_accessfailurelog",
     ],
     Role.ADMIN: ["*"],
     Role.API_CLIENT: [*READ_LOAN_BOOK, "kpis.view_dashboard"],
