@@ -215,6 +215,10 @@ STORAGES = {
 # Development and tests serve from the app folders; only production collects into STATIC_ROOT.
 WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "abaco.uploads.BoundedUploadHandler",  # nothing past UPLOAD_MAX_BYTES reaches the disk
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # Security: production behind App Service's TLS terminator.
@@ -292,6 +296,15 @@ if not _residual_valid:
 
 # Snapshots of a backfill computed at once, each on its own connection (kpis.services).
 KPI_JOBS = env.int("KPI_JOBS", default=2)
+# Bounded input (issue 18): each refusal names the file (and row); nothing past a limit is kept.
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=1 << 30)  # one uploaded file
+ZIP_MAX_BYTES = env.int("ZIP_MAX_BYTES", default=2 << 30)  # a ZIP's members unpacked, in all
+ZIP_MAX_RATIO = env.int("ZIP_MAX_RATIO", default=200)  # a member's unpacked / packed size
+IMPORT_MAX_COLUMNS = env.int("IMPORT_MAX_COLUMNS", default=200)
+IMPORT_MAX_LINE_BYTES = env.int("IMPORT_MAX_LINE_BYTES", default=1 << 20)
+if IMPORT_MAX_LINE_BYTES < 1 << 20:
+    # loans.imports.files checks lines where they cross its 1 MiB reads.
+    raise ImproperlyConfigured("IMPORT_MAX_LINE_BYTES must be at least 1048576 (1 MiB)")
 # Tape files an import reads and checks at once, each on its own connection (loans.imports.tape.pool).
 IMPORT_JOBS = env.int("IMPORT_JOBS", default=2)
 

@@ -42,6 +42,11 @@ def main() -> None:
         action="store_true",
         help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
     )
+    parser.add_argument(
+        "--zip-bomb-only",
+        action="store_true",
+        help="Only the ZIP bomb refusal (builds a 4 GiB-in-4 MB ZIP first, about a minute).",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "abaco.settings")
@@ -57,8 +62,11 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import hubspot_sync, kpi_snapshots, pages, tape_import
+    from benchmarks import hubspot_sync, kpi_snapshots, pages, tape_import, zip_bomb
 
+    if args.zip_bomb_only:
+        zip_bomb.run()
+        return
     if args.hubspot_only:
         hubspot_sync.run()
         return
@@ -70,6 +78,7 @@ def main() -> None:
     kpi_snapshots.run()
     pages.run()
     hubspot_sync.run()
+    zip_bomb.run()
 
 
 if __name__ == "__main__":

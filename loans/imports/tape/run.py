@@ -14,7 +14,6 @@ raises ``TapeRejected`` and the database is exactly as before.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import secrets
@@ -28,7 +27,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from loans.imports.files import TapeFile, tape_files_find
+from loans.imports.files import TapeFile, tape_files_check, tape_files_find
 from loans.imports.specs import TAPE_SPECS
 from loans.imports.tape.check_across import check_across, lookup_loans, rejected_rows
 from loans.imports.tape.compose import Cursor
@@ -133,8 +132,10 @@ def tape_import(
     fmt, aliases, encoding = source_format(source)
     progress = progress or (lambda fraction, label: None)
     found, skipped = tape_files_find(Path(path), aliases=aliases)
-    if encoding != ColumnMap.Encoding.AUTO:
-        found = [dataclasses.replace(f, encoding=encoding) for f in found]
+    # Refusals that come before anything is stored: encoding, longest line, most columns.
+    found, refusals = tape_files_check(found, encoding=encoding, delimiter=fmt.delimiter)
+    if refusals:
+        raise TapeRejected(refusals)
     result = TapeImport(skipped=skipped)
     if not found:
         problem = Problem(
