@@ -19,5 +19,7 @@ class IntegrationsConfig(AppConfig):
 def cluster_started(sender, proc_name: str, **kwargs) -> None:
     """A cluster worker came up: switch off undeclared schedules, clean up after dead imports."""
     from integrations.schedules import schedules_flag
+    from loans.services import imports_recover
 
     schedules_flag()
+    imports_recover()

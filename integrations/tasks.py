@@ -8,6 +8,7 @@ from auditlog.context import set_actor
 
 from integrations.models import PipelineRun
 from integrations.pipelines import PipelineBusy, pipeline_execute, pipeline_start, pipelines_overdue
+from loans.services import imports_recover
 
 
 def pipeline_task(name: str) -> str:
@@ -29,5 +30,7 @@ def pipeline_run_task(run_id: int) -> str:
 
 
 def pipelines_watch_task() -> str:
+    # Loads whose process died are marked failed here too, so nothing spins "running" forever.
+    imports_recover()
     overdue = pipelines_overdue()
     return ", ".join(f"{name} due {due:%H:%M}" for name, due in overdue) or "all on time"

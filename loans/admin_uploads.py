@@ -135,7 +135,8 @@ class UploadAdmin(admin.ModelAdmin):
         if request.method == "POST":
             if not self.has_add_permission(request):
                 raise PermissionDenied
-            if upload.status != Upload.Status.DRAFT:
+            # A failed upload (refused, or its process died) can be sent again.
+            if upload.status not in (Upload.Status.DRAFT, Upload.Status.FAILED):
                 messages.warning(request, "This upload was already sent to load.")
             else:
                 upload.status = Upload.Status.QUEUED

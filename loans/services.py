@@ -17,7 +17,15 @@ from django.utils import timezone
 from compliance.exports import cell_safe
 from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
-from loans.lineage import LoadResult, Problem, TapeRejected, errors_of
+from loans.lineage import (
+    LoadResult,
+    Problem,
+    TapeRejected,
+    alive_hold,
+    alive_release,
+    errors_of,
+    imports_recover,
+)
 from loans.models import BatchChange, Upload
 
 if TYPE_CHECKING:
@@ -26,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TapeImport",
     "batch_changes_review",
+    "imports_recover",
     "source_format",
     "tape_import",
     "upload_load",
@@ -47,6 +56,7 @@ def upload_load(*, upload: Upload) -> None:
     def report(fraction: float, label: str) -> None:
         progress_rows.update(progress=round(fraction, 3), progress_label=label[:200])
 
+    alive_hold("upload", upload.pk)  # crash recovery tells a dead load by this lock
     Upload.objects.filter(pk=upload.pk).update(
         status=Upload.Status.RUNNING, started_at=timezone.now(), progress=0
     )
@@ -84,6 +94,7 @@ def upload_load(*, upload: Upload) -> None:
             finished_at=timezone.now(),
             progress_label="failed: an internal error, see the logs",
         )
+        alive_release("upload", upload.pk)
         raise
     upload.refresh_from_db()
     upload.status = status
@@ -100,6 +111,7 @@ def upload_load(*, upload: Upload) -> None:
     upload.save()
     if result is not None and result.batches:
         upload.batches.set(result.batches)
+    alive_release("upload", upload.pk)
 
 
 def _rejects_csv(rows: list[Problem]) -> ContentFile[bytes]:

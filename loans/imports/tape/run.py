@@ -44,6 +44,7 @@ from loans.lineage import (
     batch_finish,
     batch_for,
     duplicate_line,
+    imports_recover,
     summary_line,
 )
 from loans.models import Batch, ColumnMap
@@ -189,6 +190,8 @@ def tape_import(
             cursor: Cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
             # One tape import at a time: merges insert new keys without per-row conflict checks.
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
+            # No other import runs now: what a dead one left (batches, uploads, staging) goes.
+            imports_recover(book_locked=True)
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")
