@@ -122,7 +122,7 @@ def second_factor(request: HttpRequest) -> HttpResponse:
     user = request.user
     if not user.is_authenticated:
         return redirect("login")
-    if not needs_second_factor(user) or user.is_verified():
+    if not needs_second_factor(user) or user.is_verified():  # type: ignore[attr-defined]
         return redirect(_next_url(request))
     if not TOTPDevice.objects.devices_for_user(user, confirmed=True).exists():
         return redirect(_with_next("second_factor_enrol", request))

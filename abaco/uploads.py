@@ -23,6 +23,7 @@ class BoundedUploadHandler(TemporaryFileUploadHandler):
 
     def file_complete(self, file_size: int):
         file = super().file_complete(file_size)
+        assert file is not None  # a temporary file always completes
         file.size = self.received
         return file
 

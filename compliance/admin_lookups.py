@@ -10,6 +10,7 @@ auditlog's, django-q's, …), so a new admin is covered without code of its own.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.contrib import admin
 from django.core.exceptions import BadRequest, FieldDoesNotExist
@@ -36,7 +37,7 @@ INTEGER_TYPES = {
 }
 
 
-def personal_field(model: type[models.Model], lookup: str) -> tuple[str, models.Field | None]:
+def personal_field(model: type[models.Model], lookup: str) -> tuple[str, Any]:
     """The restricted field (``"loans.Customer.national_id"``) a lookup path reaches, or "",
     and the last model field on the path (None when the path names no field)."""
     opts = model._meta
@@ -75,10 +76,10 @@ def _ordering_paths(model_admin: admin.ModelAdmin, request, order: str) -> list[
     return [p.lstrip("-") for p in paths if isinstance(p, str) and p]
 
 
-def _value_refusal(field: models.Field, lookup: str, values: list[str]) -> str:
+def _value_refusal(field: Any, lookup: str, values: list[str]) -> str:
     """Why a filter value would fail in the database (an error page instead of a 500), or ""."""
     last = lookup.rsplit(LOOKUP_SEP, 1)[-1]
-    target: models.Field | None = field
+    target: Any = field
     if last == "isnull":
         return ""
     if last in DATE_PARTS:
@@ -100,11 +101,11 @@ def _value_refusal(field: models.Field, lookup: str, values: list[str]) -> str:
                 return f"{value[:40]!r} is out of range for {field.name} ({low} to {high})"
         elif kind == "DecimalField":
             try:
-                number = Decimal(value)
+                amount = Decimal(value)
             except InvalidOperation:
                 continue
             whole_digits = target.max_digits - target.decimal_places
-            if not number.is_finite() or (number and number.adjusted() >= whole_digits):
+            if not amount.is_finite() or (amount and amount.adjusted() >= whole_digits):
                 return f"{value[:40]!r} is out of range for {field.name}"
     return ""
 

@@ -10,6 +10,7 @@ are never created at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -89,7 +90,9 @@ JOBS: list[Job] = [
 ]
 
 
-def schedule_refusal(*, name: str, func: str, args: str | None, kwargs: str | None, hook) -> str:
+def schedule_refusal(
+    *, name: str, func: str, args: str | None, kwargs: str | None, hook: str | None
+) -> str:
     """Why a django-q2 schedule is not one of ``JOBS`` (then the cluster must not run it), or "".
 
     A schedule is code the cluster runs with its own rights: only the declared job of that name,
@@ -103,7 +106,7 @@ def schedule_refusal(*, name: str, func: str, args: str | None, kwargs: str | No
     return ""
 
 
-def schedule_save_refuse(sender, instance, **kwargs) -> None:
+def schedule_save_refuse(sender: object, instance: Any, **kwargs: Any) -> None:
     """pre_save of django-q2's Schedule: an undeclared schedule is refused, whoever saves it."""
     from django.core.exceptions import ValidationError
 
