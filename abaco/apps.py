@@ -6,9 +6,13 @@ class AbacoConfig(AppConfig):
     verbose_name = "Abaco (roles and site)"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import post_migrate
 
+        from abaco.middleware import session_seen_at_login
+
         post_migrate.connect(_roles_resync, sender=self)
+        user_logged_in.connect(session_seen_at_login, dispatch_uid="session_seen_at_login")
 
 
 def _roles_resync(sender, apps=None, **kwargs) -> None:

@@ -83,6 +83,9 @@ ROLES: dict[Role, list[str]] = {
         "kpis.export_data",
         "loans.view_raw_file",
         "compliance.view_journalentry",
+        # Failed sign-ins and lockouts (django-axes' records).
+        "axes.view_accessattempt",
+        "axes.view_accessfailurelog",
     ],
     Role.ADMIN: ["*"],
     Role.API_CLIENT: [*READ_LOAN_BOOK, "kpis.view_dashboard"],

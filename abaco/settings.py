@@ -7,6 +7,7 @@ secrets). Production (``DEBUG`` off) refuses to start without its secrets.
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -85,6 +86,10 @@ INSTALLED_APPS = [
     "auditlog",
     "pgtrigger",
     "django_q",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "rest_framework",
     "drf_spectacular",
     "abaco",
@@ -96,17 +101,28 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "log_request_id.middleware.RequestIDMiddleware",
+    # First: every later reader (auditlog, axes, logs) sees the address TRUSTED_PROXIES vouch for.
+    "abaco.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "abaco.middleware.SecurityHeadersMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "abaco.middleware.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "abaco.middleware.IdleTimeoutMiddleware",
+    "abaco.second_factor.SecondFactorMiddleware",
+    "compliance.admin_lookups.AdminLookupGuardMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
     # After authentication: logs reads of book data by url name (compliance.access.LOGGED_VIEWS).
     "compliance.access.AccessLogMiddleware",
+    # Last: it turns a lockout raised while authenticating into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "abaco.urls"
@@ -161,7 +177,30 @@ AUTH_PASSWORD_VALIDATORS = [
     },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "abaco.second_factor.RepeatedCharacterValidator"},
 ]
+
+# Sign-in (issue 18): django-axes locks a user name, and separately an address, after
+# AXES_FAILURE_LIMIT failures until AXES_COOLOFF_MINUTES pass; its tables are the record.
+AUTHENTICATION_BACKENDS = [
+    "abaco.second_factor.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "abaco.middleware.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure, with address and time, for auditors
+# Staff and admins sign in with a second factor (TOTP, with recovery codes): django-otp.
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Abaco Loans Analytics")
+# Signed out after this many seconds without a request; SESSION_COOKIE_AGE is the absolute cap.
+SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_TIMEOUT", default=30 * 60)
+# Addresses (or networks) of the proxies in front of the app whose X-Forwarded-For and
+# X-Forwarded-Proto are believed; gunicorn reads the same variable (infra/gunicorn.conf.py).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -192,6 +231,10 @@ STORAGES = {
 # Development and tests serve from the app folders; only production collects into STATIC_ROOT.
 WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "abaco.uploads.BoundedUploadHandler",  # nothing past UPLOAD_MAX_BYTES reaches the disk
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # Security: production behind App Service's TLS terminator.
@@ -206,6 +249,23 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts, styles and images from our own origin only;
+# templates carry no inline script, style or style= attribute (chart data goes in json_script).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 # Task cluster (django-q2): the ORM broker on the default database. `retry` must exceed the
 # longest task (a million-loan import or backfill) or a slow task would run twice.
@@ -225,9 +285,6 @@ Q_CLUSTER = {
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured("Q_RETRY must be longer than Q_TIMEOUT so no task runs twice")
 
-# Proxies in front of the app that append to X-Forwarded-For (App Service's front end: 1). The
-# access log takes the client address that many hops from the right; 0 trusts only REMOTE_ADDR.
-TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # Where the daily audit job writes each day's journal as JSONL with that day's last hash.
 AUDIT_EXPORT_DIR = Path(env.str("AUDIT_EXPORT_DIR", default=str(BASE_DIR / "audit-exports")))
 
@@ -258,6 +315,15 @@ if not _residual_valid:
 
 # Snapshots of a backfill computed at once, each on its own connection (kpis.services).
 KPI_JOBS = env.int("KPI_JOBS", default=2)
+# Bounded input (issue 18): each refusal names the file (and row); nothing past a limit is kept.
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=1 << 30)  # one uploaded file
+ZIP_MAX_BYTES = env.int("ZIP_MAX_BYTES", default=2 << 30)  # a ZIP's members unpacked, in all
+ZIP_MAX_RATIO = env.int("ZIP_MAX_RATIO", default=200)  # a member's unpacked / packed size
+IMPORT_MAX_COLUMNS = env.int("IMPORT_MAX_COLUMNS", default=200)
+IMPORT_MAX_LINE_BYTES = env.int("IMPORT_MAX_LINE_BYTES", default=1 << 20)
+if IMPORT_MAX_LINE_BYTES < 1 << 20:
+    # loans.imports.files checks lines where they cross its 1 MiB reads.
+    raise ImproperlyConfigured("IMPORT_MAX_LINE_BYTES must be at least 1048576 (1 MiB)")
 # Tape files an import reads and checks at once, each on its own connection (loans.imports.tape.pool).
 IMPORT_JOBS = env.int("IMPORT_JOBS", default=2)
 
@@ -372,7 +438,11 @@ NO_REQUEST_ID = "-"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "log_request_id.filters.RequestIDFilter"}},
+    "filters": {
+        "request_id": {"()": "log_request_id.filters.RequestIDFilter"},
+        "escape_controls": {"()": "abaco.logs.EscapeControlCharacters"},
+        "no_traceback_for_refusals": {"()": "abaco.logs.NoTracebackForRefusals"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -387,7 +457,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stderr",
             "formatter": "json",
-            "filters": ["request_id"],
+            "filters": ["request_id", "escape_controls", "no_traceback_for_refusals"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

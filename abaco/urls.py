@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from abaco import health, views
+from abaco import health, second_factor, views
+
+handler400 = "abaco.views.bad_request"
 
 admin.site.site_header = "Abaco Loans Analytics"
 admin.site.site_title = "Abaco admin"
@@ -16,11 +18,15 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("readyz", health.readyz, name="readyz"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", second_factor.LoginView.as_view(), name="login"),
+    path("login/verify/", second_factor.second_factor, name="second_factor"),
+    path("login/enrol/", second_factor.second_factor_enrol, name="second_factor_enrol"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("dashboard/", include("kpis.urls")),
     path("audit/", include("compliance.urls")),
     path("pipelines/", include("integrations.urls")),
     path("files/", include("loans.urls")),
+    # The admin signs in through the same page and second factor as the rest of the site.
+    path("admin/login/", second_factor.admin_login),
     path("admin/", admin.site.urls),
 ]

@@ -58,6 +58,11 @@ def main() -> None:
         help="Reuse the book and snapshots already stored; only the restatement benchmark "
         "(it changes 1%% of the payments, so run it on a copy of a book you keep).",
     )
+    parser.add_argument(
+        "--zip-bomb-only",
+        action="store_true",
+        help="Only the ZIP bomb refusal (builds a 4 GiB-in-4 MB ZIP first, about a minute).",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "abaco.settings")
@@ -81,6 +86,7 @@ def main() -> None:
         pages,
         restatement,
         tape_import,
+        zip_bomb,
     )
 
     if args.insights_only:
@@ -91,6 +97,9 @@ def main() -> None:
         return
     if args.restatement_only:
         restatement.run()
+        return
+    if args.zip_bomb_only:
+        zip_bomb.run()
         return
     if args.hubspot_only:
         hubspot_sync.run()
@@ -106,6 +115,7 @@ def main() -> None:
     restatement.run()  # last of the book's benchmarks: it changes 1% of the payments
     hubspot_sync.run()
     demo_remove.run()
+    zip_bomb.run()
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from django.conf import settings
+from axes.signals import user_locked_out
 from django.contrib.auth import user_logged_in, user_logged_out, user_login_failed
 from django.db import models
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
+from abaco.middleware import client_ip
+from abaco.second_factor import second_factor_checked
 from compliance.journal import journal_append
 from compliance.models import JournalEntry
 
@@ -52,19 +54,6 @@ LOGGED_VIEWS: dict[str, tuple[str, str, str]] = {
 # Query parameters that are paging, not filters.
 NOT_FILTERS = {"page", "csrfmiddlewaretoken"}
 LOGGED = "_access_logged"
-
-
-def client_ip(request: HttpRequest) -> str:
-    """The client's address: REMOTE_ADDR, or with ``TRUSTED_PROXY_COUNT`` proxies in front of us
-    (App Service's front end is one) the address that many hops from the right of X-Forwarded-For.
-    Entries to the left were written by the client and are never trusted."""
-    hops = settings.TRUSTED_PROXY_COUNT
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if hops and forwarded:
-        chain = [part.strip() for part in forwarded.split(",") if part.strip()]
-        if len(chain) >= hops:
-            return chain[-hops][:64]
-    return request.META.get("REMOTE_ADDR", "")[:64]
 
 
 def object_label(obj: models.Model | str | None) -> str:
@@ -199,3 +188,21 @@ def export_recorded(
             access_record(request=request, action=action, rows=count, extra=extra)
 
     return counted()
+
+
+@receiver(user_locked_out, dispatch_uid="compliance.lockout")
+def _locked_out(
+    sender: Any, request: HttpRequest | None, username: str, ip_address: str, **kwargs: Any
+) -> None:
+    security_event_record(
+        action="lockout", request=request, username=username or "", extra={"ip": ip_address}
+    )
+
+
+@receiver(second_factor_checked, dispatch_uid="compliance.second_factor")
+def _second_factor(
+    sender: Any, request: HttpRequest, user: Any, ok: bool, how: str, **kwargs: Any
+) -> None:
+    security_event_record(
+        action="2fa ok" if ok else "2fa failed", request=request, user=user, extra={"how": how}
+    )

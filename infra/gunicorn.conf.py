@@ -19,7 +19,9 @@ accesslog = "-"
 errorlog = "-"
 # JSON access lines, matching the application's logs; never the query string (it may carry tokens).
 access_log_format = '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": "%(B)s", "duration_us": %(D)s, "request_id": "%({x-request-id}o)s"}'
-forwarded_allow_ips = "*"
+# Forwarded headers (X-Forwarded-Proto) are believed only from the proxies in TRUSTED_PROXIES,
+# the list the app reads for the client address (abaco.middleware.ClientAddressMiddleware).
+forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "127.0.0.1,::1")
 
 
 def when_ready(server):

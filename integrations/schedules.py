@@ -10,6 +10,7 @@ are never created at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
@@ -109,3 +110,56 @@ JOBS: list[Job] = [
         task="integrations.tasks.pipelines_watch_task",
     ),
 ]
+
+
+def schedule_refusal(
+    *, name: str, func: str, args: str | None, kwargs: str | None, hook: str | None
+) -> str:
+    """Why a django-q2 schedule is not one of ``JOBS`` (then the cluster must not run it), or "".
+
+    A schedule is code the cluster runs with its own rights: only the declared job of that name,
+    with exactly its function and arguments and nothing hooked on, may exist.
+    """
+    job = next((j for j in JOBS if j.name == name), None)
+    if job is None:
+        return f"schedule {name!r} is not a declared job (integrations/schedules.py)"
+    if func != job.func or (args or "") != job.args or (kwargs or "") or hook:
+        return f"schedule {name!r} must call {job.func}({job.args}) and nothing else"
+    return ""
+
+
+def schedule_save_refuse(sender: object, instance: Any, **kwargs: Any) -> None:
+    """pre_save of django-q2's Schedule: an undeclared schedule is refused, whoever saves it."""
+    from django.core.exceptions import ValidationError
+
+    why = schedule_refusal(
+        name=instance.name or "",
+        func=instance.func or "",
+        args=instance.args,
+        kwargs=instance.kwargs,
+        hook=instance.hook,
+    )
+    if why:
+        raise ValidationError(why)
+
+
+def schedules_flag() -> list[str]:
+    """At cluster start: switch off (``repeats=0``) and report every stored schedule that is not a
+    declared job, one made before this check existed or written to the table directly."""
+    import logging
+
+    from django_q.models import Schedule
+
+    flagged = []
+    for s in Schedule.objects.exclude(repeats=0):
+        why = schedule_refusal(
+            name=s.name or "", func=s.func, args=s.args, kwargs=s.kwargs, hook=s.hook
+        )
+        if why:
+            flagged.append(why)
+            Schedule.objects.filter(pk=s.pk).update(repeats=0)  # update(): no pre_save refusal
+    if flagged:
+        logging.getLogger(__name__).error(
+            "undeclared schedules switched off", extra={"schedules": flagged}
+        )
+    return flagged

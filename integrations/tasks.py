@@ -16,6 +16,7 @@ from integrations.pipelines import (
     pipeline_start,
     pipelines_overdue,
 )
+from loans.services import imports_recover
 
 
 def pipeline_task(name: str) -> str:
@@ -50,6 +51,8 @@ def pipeline_queue(name: str, params: dict) -> str:
 
 
 def pipelines_watch_task() -> str:
+    # Loads whose process died are marked failed here too, so nothing spins "running" forever.
+    imports_recover()
     overdue = pipelines_overdue()
     stale = book_stale_check()
     said = [f"{name} due {due:%H:%M}" for name, due in overdue]

@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from abaco.uploads import upload_size_refusal
 from loans.lineage import TapeRejected
 from loans.models import ColumnMap, Upload
 from loans.services import upload_preview
@@ -30,6 +31,12 @@ class UploadForm(forms.ModelForm):
     class Meta:
         model = Upload
         fields = ["kind", "source", "file", "full_export", "data_through", "quarantine"]
+
+    def clean_file(self):
+        file = self.cleaned_data.get("file")
+        if why := upload_size_refusal(file):
+            raise forms.ValidationError(why)
+        return file
 
 
 @admin.register(Upload)
@@ -139,7 +146,8 @@ class UploadAdmin(admin.ModelAdmin):
         if request.method == "POST":
             if not self.has_add_permission(request):
                 raise PermissionDenied
-            if upload.status != Upload.Status.DRAFT:
+            # A failed upload (refused, or its process died) can be sent again.
+            if upload.status not in (Upload.Status.DRAFT, Upload.Status.FAILED):
                 messages.warning(request, "This upload was already sent to load.")
             else:
                 upload.status = Upload.Status.QUEUED

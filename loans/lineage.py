@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.core.files import File
+from django.db import connections
 from django.utils import timezone
 
 from compliance.journal import journal_append
@@ -28,6 +29,8 @@ ERROR, WARNING = "error", "warning"
 # snapshots share (kpis.engine): a snapshot never reads a book that an import is half-way
 # through, and an import waits for the snapshots being computed.
 BOOK_LOCK = "abaco.tape_import"
+# The schema of the tape import's UNLOGGED staging tables (migration 0011).
+STAGING_SCHEMA = "import_staging"
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ def batch_for(
         with tape_file.open() as stream:
             batch.file.save(Path(tape_file.name.replace(":", "_")).name, File(stream), save=False)
     batch.save()
+    if batch.status == Batch.Status.PENDING:
+        alive_hold("batch", batch.pk)
     return batch
 
 
@@ -202,6 +207,106 @@ def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
             "rejected": batch.rows_rejected,
         },
     )
+    alive_release("batch", batch.pk)
+
+
+# Crash recovery (issue 18). A load holds a session advisory lock per batch (and per upload) on
+# its database connection while it runs: PostgreSQL releases it when the process dies (kill -9,
+# out of memory) and its connection with it. A batch still "pending" or "running" whose lock is
+# free therefore belongs to a dead process. Locks this process holds are remembered, since a
+# session may take its own advisory lock again.
+ALIVE_KEYS = {"batch": "abaco.batch_alive", "upload": "abaco.upload_alive"}
+_held: set[tuple[str, int]] = set()
+DEAD_REASON = (
+    "the process running this load stopped (killed or crashed) before it finished: nothing of "
+    "it was loaded"
+)
+
+
+def alive_hold(kind: str, pk: int, using: str = "default") -> None:
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtext(%s), %s)", [ALIVE_KEYS[kind], pk % 2**31])
+    _held.add((kind, pk))
+
+
+def alive_release(kind: str, pk: int, using: str = "default") -> None:
+    if (kind, pk) not in _held:
+        return
+    _held.discard((kind, pk))
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_unlock(hashtext(%s), %s)", [ALIVE_KEYS[kind], pk % 2**31]
+        )
+
+
+def _dead(cursor: Any, kind: str, pk: int) -> bool:
+    if (kind, pk) in _held:
+        return False
+    cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s), %s)", [ALIVE_KEYS[kind], pk % 2**31])
+    if not cursor.fetchone()[0]:
+        return False  # its process holds it: alive
+    cursor.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", [ALIVE_KEYS[kind], pk % 2**31])
+    return True
+
+
+def imports_recover(*, book_locked: bool = False) -> dict[str, int]:
+    """Mark the batches and uploads of dead loads failed, with the reason, and drop the staging
+    tables dead imports left (only while no import can be running: the book lock is held by the
+    caller, ``book_locked``, or taken here for the moment). Called when an import takes the book
+    lock, when a cluster worker starts and by ``pipelines_watch``. Inside an import it is part of
+    the import's transaction: if that import is refused, the next lock-taker cleans up again."""
+    from loans.models import Upload
+
+    using = "default"
+    now = timezone.now()
+    counts = {"batches": 0, "uploads": 0, "staging_tables": 0}
+    with connections[using].cursor() as cursor:
+        batches = Batch.objects.using(using).filter(
+            status__in=[Batch.Status.PENDING, Batch.Status.RUNNING]
+        )
+        for batch in batches.only("pk", "original_name"):
+            if _dead(cursor, "batch", batch.pk):
+                error = Problem(batch.original_name, None, "", "", DEAD_REASON).as_dict()
+                counts["batches"] += (
+                    Batch.objects.using(using)
+                    .filter(pk=batch.pk, status__in=[Batch.Status.PENDING, Batch.Status.RUNNING])
+                    .update(status=Batch.Status.FAILED, finished_at=now, errors=[error])
+                )
+        for pk in (
+            Upload.objects.using(using)
+            .filter(status=Upload.Status.RUNNING)
+            .values_list("pk", flat=True)
+        ):
+            if _dead(cursor, "upload", pk):
+                counts["uploads"] += (
+                    Upload.objects.using(using)
+                    .filter(pk=pk, status=Upload.Status.RUNNING)
+                    .update(
+                        status=Upload.Status.FAILED,
+                        finished_at=now,
+                        progress_label=f"failed: {DEAD_REASON}"[:200],
+                        summary=f"Failed: {DEAD_REASON}. Send it to load again from this page.",
+                    )
+                )
+        if not book_locked:
+            cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [BOOK_LOCK])
+            if not cursor.fetchone()[0]:
+                return counts  # an import is running: its staging tables are not debris
+        try:
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", [STAGING_SCHEMA]
+            )
+            for (table,) in cursor.fetchall():
+                cursor.execute(f'DROP TABLE IF EXISTS "{STAGING_SCHEMA}"."{table}"')
+                counts["staging_tables"] += 1
+        finally:
+            if not book_locked:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [BOOK_LOCK])
+    if any(counts.values()):
+        import logging
+
+        logging.getLogger(__name__).warning("cleaned up after dead loads", extra=counts)
+    return counts
 
 
 SUMMARY_HEADER = (

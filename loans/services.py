@@ -27,7 +27,16 @@ from compliance.models import JournalEntry
 from loans.demo import DEMO_PREFIX, DEMO_SOURCE
 from loans.imports.statements import statements_import
 from loans.imports.tape import TapeImport, source_format, tape_import
-from loans.lineage import BOOK_LOCK, LoadResult, Problem, TapeRejected, errors_of
+from loans.lineage import (
+    BOOK_LOCK,
+    LoadResult,
+    Problem,
+    TapeRejected,
+    alive_hold,
+    alive_release,
+    errors_of,
+    imports_recover,
+)
 from loans.models import Batch, BatchChange, Loan, Upload
 from loans.signals import book_changed
 
@@ -38,6 +47,7 @@ __all__ = [
     "TapeImport",
     "batch_changes_review",
     "demo_remove",
+    "imports_recover",
     "snapshots_recompute_queue",
     "source_format",
     "tape_import",
@@ -65,6 +75,7 @@ def upload_load(*, upload: Upload) -> None:
     def report(fraction: float, label: str) -> None:
         progress_rows.update(progress=round(fraction, 3), progress_label=label[:200])
 
+    alive_hold("upload", upload.pk)  # crash recovery tells a dead load by this lock
     Upload.objects.filter(pk=upload.pk).update(
         status=Upload.Status.RUNNING, started_at=timezone.now(), progress=0
     )
@@ -105,6 +116,7 @@ def upload_load(*, upload: Upload) -> None:
             finished_at=timezone.now(),
             progress_label="failed: an internal error, see the logs",
         )
+        alive_release("upload", upload.pk)
         raise
     upload.refresh_from_db()
     upload.status = status
@@ -121,6 +133,7 @@ def upload_load(*, upload: Upload) -> None:
     upload.save()
     if result is not None and result.batches:
         upload.batches.set(result.batches)
+    alive_release("upload", upload.pk)
 
 
 def _rejects_csv(rows: list[Problem]) -> ContentFile[bytes]:

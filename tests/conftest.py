@@ -1,6 +1,34 @@
 """Shared pytest configuration: the cast lives in tests/base.py, rows come from tests/factories.py."""
 
+from __future__ import annotations
+
 from django.db.backends.signals import connection_created
+from django.test import Client
+
+
+def _login_with_second_factor(original):
+    """The test client's ``force_login`` skips the password; for staff it skips the second factor
+    the same way, with a confirmed authenticator device, so tests of pages need not sign in twice.
+    Real sign-ins (tests/abaco/test_sign_in.py, the browser tests) go through both factors."""
+
+    def _login(self, user, backend=None):
+        original(self, user, backend)
+        if not (user.is_staff or user.is_superuser):
+            return
+        from django_otp import DEVICE_ID_SESSION_KEY
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+        if device is None:
+            device = TOTPDevice.objects.create(user=user, name="test client", confirmed=True)
+        session = self.session
+        session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+        session.save()
+
+    return _login
+
+
+Client._login = _login_with_second_factor(Client._login)
 
 
 def _journal_flush_allowed(sender, connection, **kwargs):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from django.core.exceptions import BadRequest
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 from psycopg import sql
@@ -79,12 +80,22 @@ SORTS = {
 
 
 def _cursor(text: str, column: str) -> tuple[int | Decimal, int] | None:
-    """A page boundary from the query string: "<sort value>_<loan state id>"; None when invalid."""
+    """A page boundary from the query string: "<sort value>_<loan state id>"; None when absent.
+    One that cannot be a boundary (not numbers, or past the columns' range) is a bad request."""
+    if not text:
+        return None
     value, _, pk = text.rpartition("_")
     try:
-        return (int(value) if column == "dpd" else Decimal(value), int(pk))
+        bound = int(value) if column == "dpd" else Decimal(value)
+        row = int(pk)
     except (ValueError, ArithmeticError):
-        return None
+        bound, row = None, 0
+    limit = 2**31 if column == "dpd" else Decimal(10) ** 16  # IntegerField, Decimal(18, 2)
+    if isinstance(bound, Decimal) and not bound.is_finite():
+        bound = None
+    if bound is None or not -limit < bound < limit or not 0 <= row < 2**63:
+        raise BadRequest(f"The page boundary {text[:40]!r} is not valid: open the first page.")
+    return (bound, row)
 
 
 def _cursor_of(state: LoanState, column: str) -> str:

@@ -224,8 +224,9 @@ def risk_read(*, as_of: date | None, basis: str, dimension: str, member: str) ->
                     {
                         "share": c.share if c else None,
                         "display": display("ratio", c.share) if c else "",
-                        # A heat class (no inline style under the CSP): tenths of the share.
-                        "heat": round(float(c.share) * 10) if c else 0,
+                        # The shade as a class (heat-0 … heat-17, static/css/abaco.css): the CSP
+                        # allows no style= attribute.
+                        "heat": round(float(c.share) * 17) if c else 0,
                         "balance": display("USD", c.balance) if c else "",
                     }
                     for c in row

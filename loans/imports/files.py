@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import hashlib
 import io
+import re
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +16,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from django.conf import settings
+
 from loans.imports.specs import TAPE_SPECS
+from loans.lineage import Problem, TapeRejected
 
 CHUNK = 1 << 20
 BOM = codecs.BOM_UTF8
+# A character UTF-8 writes in two or three bytes: in a file that is not UTF-8 as a whole, a
+# sign that two encodings were mixed (a UTF-8 export appended to a Latin-1 one).
+UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}")
+# Bytes 0x80-0x9f: C1 control characters in Latin-1; letters and signs (€ “ ” …) in Windows-1252.
+C1 = re.compile(rb"[\x80-\x9f]")
+NOT_WIN1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")  # no character in Windows-1252
+
+
+@dataclass(frozen=True)
+class ByteFacts:
+    """What one read of a file's bytes found, each with the first row (1 = header) it is on."""
+
+    utf8_bad_row: int | None = None  # the first byte that is not UTF-8
+    utf8_sequences: bool = False  # a well-formed UTF-8 character outside ASCII
+    c1_row: int | None = None
+    not_win1252_row: int | None = None
+    long_line_row: int | None = None  # the first line past IMPORT_MAX_LINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -29,9 +51,10 @@ class TapeFile:
     opener: object  # () -> BinaryIO
     sha256: str
     size: int
-    encoding: str  # "UTF8" or "LATIN1", as COPY names them
+    encoding: str  # "UTF8", "LATIN1" or "WIN1252", as COPY names them
     has_bom: bool
     binary: bool
+    facts: ByteFacts = ByteFacts()
 
     @contextmanager
     def open(self) -> Iterator[BinaryIO]:
@@ -47,19 +70,30 @@ class TapeFile:
             raw = stream.readline(1 << 16)
         if raw.startswith(BOM):
             raw = raw[len(BOM) :]
-        text = raw.decode("utf-8" if self.encoding == "UTF8" else "latin-1")
+        text = raw.decode(PYTHON_CODECS[self.encoding], errors="replace")
         row = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
         return [name.strip() for name in row]
 
 
+PYTHON_CODECS = {"UTF8": "utf-8", "LATIN1": "latin-1", "WIN1252": "cp1252"}
+
+
 def _inspect(name: str, kind: str, opener) -> TapeFile:
-    """Hash the bytes and learn their encoding in one streaming pass."""
+    """Hash the bytes and learn their encoding and longest line in one streaming pass."""
     digest = hashlib.sha256()
     size = 0
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
     binary = False
     first = b""
+    rows = 1  # the row the next byte is on
+    line = 0  # bytes of the current line read so far
+    max_line = settings.IMPORT_MAX_LINE_BYTES
+    found: dict[str, int | bool | None] = {}
+
+    def first_at(key: str, chunk: bytes, offset: int) -> None:
+        found.setdefault(key, rows + chunk.count(b"\n", 0, offset))
+
     with opener() as stream:
         while chunk := stream.read(CHUNK):
             if not first:
@@ -67,18 +101,34 @@ def _inspect(name: str, kind: str, opener) -> TapeFile:
             digest.update(chunk)
             size += len(chunk)
             binary = binary or b"\x00" in chunk
+            # Lines no longer than a read are checked where they cross reads (the setting is at
+            # least one read): memchr-fast, where splitting every line would cost a copy.
+            newline = chunk.find(b"\n")
+            if line + (len(chunk) if newline < 0 else newline) > max_line:
+                found.setdefault("long_line_row", rows)
+            line = line + len(chunk) if newline < 0 else len(chunk) - chunk.rfind(b"\n") - 1
             # ASCII is UTF-8: decoding it only to find that out took twice as long as hashing
             # (0.6 s for 366 MB), and holds the GIL the other files' hashing could use.
+            if not chunk.isascii():
+                if "utf8_sequences" not in found and UTF8_SEQUENCE.search(chunk):
+                    found["utf8_sequences"] = True
+                if "c1_row" not in found and (m := C1.search(chunk)):
+                    first_at("c1_row", chunk, m.start())
+                if "not_win1252_row" not in found and (m := NOT_WIN1252.search(chunk)):
+                    first_at("not_win1252_row", chunk, m.start())
             if utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
                 try:
                     decoder.decode(chunk)
-                except UnicodeDecodeError:
+                except UnicodeDecodeError as error:
                     utf8 = False
+                    first_at("utf8_bad_row", chunk, max(error.start, 0))
+            rows += chunk.count(b"\n")
     if utf8:  # a file that ends inside a character is not UTF-8 either
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             utf8 = False
+            found["utf8_bad_row"] = rows
     return TapeFile(
         name=name,
         kind=kind,
@@ -88,7 +138,116 @@ def _inspect(name: str, kind: str, opener) -> TapeFile:
         encoding="UTF8" if utf8 else "LATIN1",
         has_bom=first == BOM,
         binary=binary,
+        facts=ByteFacts(**found),  # type: ignore[arg-type]
     )
+
+
+def encoding_refusal(tape_file: TapeFile, wanted: str) -> tuple[str, Problem | None]:
+    """The encoding a file is read in, decided from all its bytes, or why it cannot be read.
+
+    ``wanted`` is the column map's: "auto" (UTF-8; else Latin-1, or Windows-1252 when bytes
+    0x80-0x9f are its letters), or one named. A file that is neither valid UTF-8 nor the
+    single-byte encoding, or mixes UTF-8 with one, is refused at its first bad row: loaded, it
+    would be mojibake and control characters.
+    """
+    facts, name = tape_file.facts, tape_file.name
+    utf8 = facts.utf8_bad_row is None
+
+    def refused(row: int | None, reason: str) -> tuple[str, Problem]:
+        return tape_file.encoding, Problem(name, row, "", "", reason)
+
+    if wanted == "UTF8" or (wanted == "auto" and utf8):
+        if not utf8:
+            return refused(facts.utf8_bad_row, "not valid UTF-8 (the column map says UTF-8)")
+        return "UTF8", None
+    if wanted == "auto" and facts.utf8_sequences:
+        return refused(
+            facts.utf8_bad_row,
+            "mixes UTF-8 with a single-byte encoding: save it in one encoding and upload again",
+        )
+    if wanted == "LATIN1" or (wanted == "auto" and facts.c1_row is None):
+        if facts.c1_row is not None:
+            return refused(
+                facts.c1_row,
+                "has bytes 0x80-0x9f, control characters in Latin-1 (is it Windows-1252?)",
+            )
+        return "LATIN1", None
+    if facts.not_win1252_row is not None:
+        return refused(facts.not_win1252_row, "is neither UTF-8 nor Windows-1252")
+    return "WIN1252", None
+
+
+def tape_files_check(
+    found: list[TapeFile], *, encoding: str, delimiter: str
+) -> tuple[list[TapeFile], list[Problem]]:
+    """Each file's encoding, and the refusals that come before anything is stored: encoding,
+    longest line and most columns (IMPORT_MAX_LINE_BYTES, IMPORT_MAX_COLUMNS)."""
+    checked, problems = [], []
+    for tape_file in found:
+        chosen, problem = encoding_refusal(tape_file, encoding)
+        tape_file = dataclasses.replace(tape_file, encoding=chosen)
+        checked.append(tape_file)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        if (row := tape_file.facts.long_line_row) is not None:
+            problems.append(
+                Problem(
+                    tape_file.name,
+                    row,
+                    "",
+                    "",
+                    f"a line is longer than {settings.IMPORT_MAX_LINE_BYTES:,} bytes "
+                    "(IMPORT_MAX_LINE_BYTES): is the delimiter or a quote wrong?",
+                )
+            )
+            continue
+        columns = len(tape_file.header(delimiter))
+        if columns > settings.IMPORT_MAX_COLUMNS:
+            problems.append(
+                Problem(
+                    tape_file.name,
+                    1,
+                    "",
+                    "",
+                    f"{columns:,} columns, more than {settings.IMPORT_MAX_COLUMNS} "
+                    "(IMPORT_MAX_COLUMNS)",
+                )
+            )
+    return checked, problems
+
+
+def zip_refusal(path: Path, archive: zipfile.ZipFile) -> list[Problem]:
+    """A ZIP whose members would unpack past ZIP_MAX_BYTES in all, or any past ZIP_MAX_RATIO
+    times its compressed size, is refused from its directory, before one byte is unpacked.
+    (zipfile stops a member at its declared size, so the directory cannot understate it.)"""
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    total = sum(i.file_size for i in infos)
+    problems = []
+    if total > settings.ZIP_MAX_BYTES:
+        problems.append(
+            Problem(
+                path.name,
+                None,
+                "",
+                "",
+                f"unpacks to {total:,} bytes, more than {settings.ZIP_MAX_BYTES:,} (ZIP_MAX_BYTES)",
+            )
+        )
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > CHUNK and ratio > settings.ZIP_MAX_RATIO:
+            problems.append(
+                Problem(
+                    f"{path.name}:{info.filename}",
+                    None,
+                    "",
+                    "",
+                    f"compressed {ratio:,.0f} to 1, more than {settings.ZIP_MAX_RATIO} "
+                    "(ZIP_MAX_RATIO): a ZIP bomb is not unpacked",
+                )
+            )
+    return problems
 
 
 def kind_of(filename: str, aliases: dict[str, str] | None = None) -> str | None:
@@ -120,6 +279,8 @@ def tape_files_find(
             found[kind] = (member.name, kind, lambda p=member: p.open("rb"))
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
+            if problems := zip_refusal(path, archive):
+                raise TapeRejected(problems)
             names = [i.filename for i in archive.infolist() if not i.is_dir()]
         for member in sorted(names):
             kind = kind_of(member, aliases)

@@ -17,9 +17,10 @@ class ColumnMap(models.Model):
     """
 
     class Encoding(models.TextChoices):
-        AUTO = "auto", "Detect (UTF-8, with or without BOM, else Latin-1)"
+        AUTO = "auto", "Detect (UTF-8, with or without BOM, else Latin-1 or Windows-1252)"
         UTF8 = "UTF8", "UTF-8"
         LATIN1 = "LATIN1", "Latin-1 (ISO 8859-1)"
+        WIN1252 = "WIN1252", "Windows-1252 (Excel on Windows)"
 
     source = models.CharField(
         max_length=64, unique=True, help_text="The source name uploads choose, e.g. 'lender-gt'."
@@ -45,6 +46,15 @@ class ColumnMap(models.Model):
 
         from loans.imports.specs import TAPE_SPECS
 
+        # COPY reads CSV with '"' as its quote: a delimiter that is the quote, a line break, a
+        # letter or a digit would break every import of this source.
+        if self.delimiter in ('"', "\n", "\r", "") or self.delimiter.isalnum():
+            raise ValidationError(
+                {
+                    "delimiter": "Use a separator such as ',' ';' '|' or a tab: not the quote '\"', "
+                    "a line break, a letter or a digit."
+                }
+            )
         columns = {c.name for spec in TAPE_SPECS.values() for c in spec.columns}
         unknown = sorted(v for v in self.headers.values() if v not in columns)
         if unknown:

@@ -62,8 +62,9 @@ def test_the_four_jobs_of_the_design_run_at_their_times_through_the_pipeline_tas
 
 @pytest.mark.django_db
 def test_setup_schedules_syncs_every_job_and_removes_one_no_longer_declared():
-    Schedule.objects.create(
-        name="old_hubspot_script", func="scripts.hubspot.run", schedule_type=Schedule.DAILY
+    # Stored before undeclared schedules were refused at save (bulk_create sends no pre_save).
+    Schedule.objects.bulk_create(
+        [Schedule(name="old_hubspot_script", func="scripts.hubspot.run", schedule_type="D")]
     )
     out = StringIO()
     call_command("setup_schedules", stdout=out)

@@ -317,7 +317,10 @@ class DrilldownTests(DashboardTestCase):
         self.assertContains(response, 'sort=outstanding" rel="prev"')  # page 1 needs no cursor
         back = self.client.get(LOANS, {**params, "before": f"400.00_{second.states[0].pk}"})
         self.assertEqual([s.pk for s in back.context["l"].states], [s.pk for s in first.states])
-        self.assertEqual(self.client.get(LOANS, {**params, "after": "junk"}).status_code, 200)
+        # A boundary that cannot be one is a bad request, said so (issue 18), never a 500.
+        for junk in ("junk", "1e999999999_1", "NaN_1", "5_99999999999999999999"):
+            response = self.client.get(LOANS, {**params, "after": junk})
+            self.assertContains(response, "is not valid", status_code=400)
 
     def test_each_row_links_to_its_loan(self):
         response = self.client.get(LOANS, {"bucket": "31_60"})

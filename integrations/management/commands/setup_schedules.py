@@ -36,6 +36,8 @@ class Command(BaseCommand):
                     "schedule_type": Schedule.CRON,
                     "cron": job.cron,
                     "repeats": -1,
+                    "kwargs": None,
+                    "hook": None,
                 },
             )
             self.stdout.write(f"{'created' if created else 'updated'} {job.name}")

@@ -10,9 +10,8 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from loans.imports.specs import ISO_CURRENCIES
+from loans.lineage import STAGING_SCHEMA as STAGING_SCHEMA  # pool.py and stage.py read it here
 from loans.models import Transaction
-
-STAGING_SCHEMA = "import_staging"  # created by migration loans/0011
 
 # psycopg's own cursor (COPY, composed SQL), as the import unwraps it from Django's.
 Cursor: TypeAlias = psycopg.Cursor[TupleRow]

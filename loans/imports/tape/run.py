@@ -14,7 +14,6 @@ raises ``TapeRejected`` and the database is exactly as before.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import secrets
@@ -29,7 +28,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from loans.imports.files import TapeFile, tape_files_find
+from loans.imports.files import TapeFile, tape_files_check, tape_files_find
 from loans.imports.specs import TAPE_SPECS
 from loans.imports.tape.check_across import check_across, lookup_loans, rejected_rows
 from loans.imports.tape.compose import Cursor
@@ -47,6 +46,7 @@ from loans.lineage import (
     batch_finish,
     batch_for,
     duplicate_line,
+    imports_recover,
     summary_line,
 )
 from loans.models import Batch, ColumnMap
@@ -145,8 +145,10 @@ def tape_import(
     fmt, aliases, encoding = source_format(source)
     progress = progress or (lambda fraction, label: None)
     found, skipped = tape_files_find(Path(path), aliases=aliases, name=name)
-    if encoding != ColumnMap.Encoding.AUTO:
-        found = [dataclasses.replace(f, encoding=encoding) for f in found]
+    # Refusals that come before anything is stored: encoding, longest line, most columns.
+    found, refusals = tape_files_check(found, encoding=encoding, delimiter=fmt.delimiter)
+    if refusals:
+        raise TapeRejected(refusals)
     result = TapeImport(skipped=skipped)
     if not found:
         problem = Problem(
@@ -211,6 +213,8 @@ def tape_import(
             cursor: Cursor = django_cursor.cursor  # psycopg's own cursor: COPY and composed SQL
             # One tape import at a time: merges insert new keys without per-row conflict checks.
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [BOOK_LOCK])
+            # No other import runs now: what a dead one left (batches, uploads, staging) goes.
+            imports_recover(book_locked=True)
             # Duplicate checks, reference joins and the merge hash and sort millions of rows: give
             # them memory for this transaction instead of spilling to disk at the 4 MB default.
             cursor.execute("SET LOCAL work_mem = '256MB'")

@@ -235,3 +235,9 @@ class Command(BaseCommand):
             self.stdout.write(f"{username:<10} {DEMO_USERS[username].value:<14} {shown}")
         if any(passwords.values()):
             self.stdout.write(self.style.WARNING("Passwords are shown only once; note them now."))
+        staff = [u for u, role in DEMO_USERS.items() if role in STAFF_ROLES]
+        self.stdout.write(
+            f"{', '.join(staff)} sign in with a second factor: at the first sign-in the page shows "
+            "a key and an otpauth:// link for an authenticator app (FreeOTP, Google "
+            "Authenticator, 1Password, or `oathtool --totp -b KEY`), then ten recovery codes."
+        )
