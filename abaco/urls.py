@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from abaco import health, views
 
@@ -19,4 +20,24 @@ urlpatterns = [
     path("audit/", include("compliance.urls")),
     path("pipelines/", include("integrations.urls")),
     path("admin/", admin.site.urls),
+    # REST API v1 (docs/api.md): each app's endpoints live in its own api module.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/v1/",
+        include(
+            (
+                [
+                    path("", include("loans.api")),
+                    path("", include("kpis.api")),
+                    path("", include("integrations.api")),
+                    path("", include("api.audit")),
+                ],
+                "api",
+            )
+        ),
+    ),
 ]
+
+# Unknown URLs under /api/ answer in problem+json; every other path keeps Django's 404 page.
+handler404 = "api.errors.not_found"

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.core.files.base import ContentFile
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from compliance.exports import cell_safe
 from loans.imports.statements import statements_import
@@ -30,6 +32,7 @@ __all__ = [
     "tape_import",
     "upload_load",
     "upload_preview",
+    "upload_queue",
 ]
 
 
@@ -38,6 +41,23 @@ def upload_preview(*, upload: Upload) -> TapeImport:
     return tape_import(
         path=upload.file.path, source=upload.source, by=upload.created_by, dry_run=True
     )
+
+
+def upload_queue(*, upload: Upload) -> bool:
+    """Send a draft upload to the task cluster (the admin's confirm, the API's POST); False when
+    it was already sent. The task is queued once the caller's transaction commits."""
+    sent = Upload.objects.filter(pk=upload.pk, status=Upload.Status.DRAFT).update(
+        status=Upload.Status.QUEUED
+    )
+    if not sent:
+        return False
+    upload.status = Upload.Status.QUEUED
+    transaction.on_commit(
+        lambda: async_task(
+            "loans.tasks.upload_load_task", upload.pk, task_name=f"upload-{upload.pk}"
+        )
+    )
+    return True
 
 
 def upload_load(*, upload: Upload) -> None:
