@@ -6,6 +6,7 @@ secrets). Production (``DEBUG`` off) refuses to start without its secrets.
 
 from __future__ import annotations
 
+import re
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -233,6 +234,8 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "api.errors.problem_handler",
     "COERCE_DECIMAL_TO_STRING": True,
+    # Media types are negotiated by the Accept header alone (no ?format=).
+    "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -259,6 +262,8 @@ SPECTACULAR_SETTINGS = {
 }
 # Requests per token (per user for a session) over which the API answers 429 with Retry-After.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
+    raise ImproperlyConfigured('API_THROTTLE_RATE must read like "1200/min" (per s, min, h or day)')
 # Largest request body the API reads: JSON bodies, and files posted to /api/v1/uploads/.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 API_UPLOAD_MAX_BYTES = env.int("API_UPLOAD_MAX_BYTES", default=200 * 1024 * 1024)

@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from abaco import health, views
 
@@ -20,23 +19,7 @@ urlpatterns = [
     path("audit/", include("compliance.urls")),
     path("pipelines/", include("integrations.urls")),
     path("admin/", admin.site.urls),
-    # REST API v1 (docs/api.md): each app's endpoints live in its own api module.
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
-    path(
-        "api/v1/",
-        include(
-            (
-                [
-                    path("", include("loans.api")),
-                    path("", include("kpis.api")),
-                    path("", include("integrations.api")),
-                    path("", include("api.audit")),
-                ],
-                "api",
-            )
-        ),
-    ),
+    path("api/", include("api.urls")),  # REST API v1, its schema and docs (docs/api.md)
 ]
 
 # Unknown URLs under /api/ answer in problem+json; every other path keeps Django's 404 page.

@@ -12,7 +12,7 @@ from django.urls import path
 from rest_framework import serializers
 
 from api.models import Scope
-from api.views import ListApiView, cursor_by
+from api.views import ListApiView, cursor_by, text
 from compliance.selectors import audit_entries
 
 
@@ -51,8 +51,8 @@ class AuditFilters(serializers.Serializer):
         required=False,
         help_text='An app label and model, e.g. "loans.loan".',
     )
-    actor = serializers.CharField(required=False, max_length=150)
-    object_pk = serializers.CharField(required=False, max_length=64)
+    actor = text(required=False, max_length=150)
+    object_pk = text(required=False, max_length=64)
 
 
 class AuditEntries(ListApiView):

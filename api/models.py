@@ -88,3 +88,18 @@ class ApiToken(models.Model):
         return self.revoked_at is None and (
             self.expires_at is None or self.expires_at > timezone.now()
         )
+
+
+class RequestCount(models.Model):
+    """Requests of one client (token, user or address) in the current throttle window.
+
+    One row per client, counted by a single upsert per request (``api.throttling``): the shared
+    cache would cost a read, a cull count and a write.
+    """
+
+    client = models.CharField(max_length=64, primary_key=True)
+    window = models.BigIntegerField(help_text="The window's start, in seconds since the epoch.")
+    hits = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.client}: {self.hits} since {self.window}"

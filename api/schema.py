@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
+from rest_framework.negotiation import DefaultContentNegotiation
 
 from api.auth import required_of
 from api.errors import PROBLEM, ProblemSerializer
@@ -51,6 +52,10 @@ class ProblemAutoSchema(AutoSchema):
         if self.method in ("POST", "PUT", "PATCH"):
             codes += ["413", "415"]
         codes += [str(c) for c in getattr(self.view, "extra_error_codes", ())]
+        if getattr(self.view, "conditional", False) and self.method == "GET":
+            responses.setdefault(
+                "304", {"description": "Not modified: the If-None-Match ETag still holds."}
+            )
         for code in sorted(set(codes)):
             if code in responses:
                 continue
@@ -70,3 +75,13 @@ class BearerScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "A token from `manage.py api_token create` or the admin (API tokens).",
         }
+
+
+class SchemaFormat(DefaultContentNegotiation):
+    """/api/schema/?format=json: the schema view alone reads ``format`` from the query (the API
+    negotiates by Accept only, so ``format`` is no parameter of its operations)."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return super().select_renderer(
+            request, renderers, format_suffix or request.query_params.get("format")
+        )

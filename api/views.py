@@ -78,6 +78,11 @@ class Cursor(CursorPagination):
         return params
 
 
+def text(*, max_length: int, **kwargs) -> serializers.RegexField:
+    """A free-text filter: printable characters only (no NUL, which PostgreSQL refuses)."""
+    return serializers.RegexField(r"^[^\x00-\x1f\x7f]+$", max_length=max_length, **kwargs)
+
+
 def cursor_by(*fields: str) -> type[Cursor]:
     """A cursor ordered by ``fields`` (the last one unique), for lists not in id order."""
     return type("Cursor", (Cursor,), {"ordering": fields})
@@ -136,7 +141,9 @@ class ListApiView(ApiView, ListAPIView):
     def filters(self) -> dict[str, Any]:
         if self.filters_class is None:
             return {}
-        parsed = self.filters_class(data=self.request.query_params)
+        # A plain dict, not the QueryDict: DRF skips blank form values, and "?status=" must be
+        # refused (400) like any other invalid value, not read as no filter.
+        parsed = self.filters_class(data=self.request.query_params.dict())
         parsed.is_valid(raise_exception=True)
         return dict(parsed.validated_data)
 

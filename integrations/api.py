@@ -6,7 +6,7 @@ from django.urls import path
 from rest_framework import serializers
 
 from api.models import Scope
-from api.views import DetailApiView, ListApiView, cursor_by
+from api.views import DetailApiView, ListApiView, cursor_by, text
 from integrations.models import PipelineRun, PipelineStep
 
 
@@ -50,7 +50,7 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class RunFilters(serializers.Serializer):
-    job = serializers.CharField(required=False, max_length=64)
+    job = text(required=False, max_length=64)
     status = serializers.ChoiceField(choices=PipelineRun.Status.choices, required=False)
 
 

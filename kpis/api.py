@@ -15,7 +15,6 @@ from django.db.models import Exists, OuterRef, Q
 from django.urls import path
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_field,
 )
@@ -23,10 +22,10 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from api.models import Scope
-from api.views import ApiView, DetailApiView, ListApiView, cursor_by
+from api.views import ApiView, DetailApiView, ListApiView, cursor_by, text
 from kpis import definitions as d
 from kpis.models import KpiValue, LoanState, RollRate, SnapshotRun, TopBorrower, VintagePoint
-from loans.api import LOAN_ID, LoanSerializer
+from loans.api import LOAN_ID, LoanSerializer, loans_with_customer_key
 from loans.models import Customer, Loan
 
 BASES = SnapshotRun.Basis.choices
@@ -168,28 +167,20 @@ DPD_MAX = 100_000
 
 
 class LoanFilters(serializers.Serializer):
-    entity = serializers.CharField(required=False, max_length=32, help_text="The lending entity.")
-    product = serializers.CharField(required=False, max_length=64)
+    entity = text(required=False, max_length=32, help_text="The lending entity.")
+    product = text(required=False, max_length=64)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
-    status = serializers.CharField(
-        required=False, max_length=32, help_text="The tape's loan_status."
-    )
+    status = text(required=False, max_length=32, help_text="The tape's loan_status.")
     disbursed_from = serializers.DateField(required=False)
     disbursed_to = serializers.DateField(required=False)
     dpd_min = serializers.IntegerField(required=False, min_value=0, max_value=DPD_MAX)
     dpd_max = serializers.IntegerField(required=False, min_value=0, max_value=DPD_MAX)
     as_of = serializers.DateField(
         required=False,
-        help_text="The snapshot date the DPD filters read (default: the latest snapshot).",
+        help_text="The snapshot date the DPD filters read (default: the latest snapshot); "
+        "404 when no snapshot has this date. Without a DPD filter it changes nothing.",
     )
     basis = serializers.ChoiceField(choices=BASES, required=False)
-
-    def validate(self, attrs):
-        if (attrs.get("as_of") or attrs.get("basis")) and not (
-            "dpd_min" in attrs or "dpd_max" in attrs
-        ):
-            raise serializers.ValidationError({"as_of": ["only with dpd_min or dpd_max"]})
-        return attrs
 
 
 class SnapshotFilters(serializers.Serializer):
@@ -201,7 +192,14 @@ class SnapshotFilters(serializers.Serializer):
 class SeriesFilters(serializers.Serializer):
     code = serializers.ChoiceField(choices=[(k.code, k.code) for k in d.KPIS])
     dimension = serializers.ChoiceField(choices=DIMENSIONS, default="portfolio")
-    member = serializers.CharField(required=False, default="", allow_blank=True, max_length=64)
+    member = serializers.RegexField(
+        r"^[^\x00-\x1f\x7f]*$",
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=64,
+        help_text="The slice's member (an entity, product, currency or segment); empty for the portfolio.",
+    )
     date_from = serializers.DateField(required=False)
     date_to = serializers.DateField(required=False)
     basis = serializers.ChoiceField(
@@ -213,7 +211,7 @@ class SeriesFilters(serializers.Serializer):
 
 class SliceFilters(serializers.Serializer):
     dimension = serializers.ChoiceField(choices=DIMENSIONS, required=False)
-    member = serializers.CharField(required=False, max_length=64)
+    member = text(required=False, max_length=64)
 
 
 # ---- views ---------------------------------------------------------------------------------------
@@ -226,7 +224,7 @@ def _run_at(as_of, basis) -> SnapshotRun:
     runs = runs.filter(basis=basis) if basis else runs.standing()
     run = runs.order_by("-as_of").first()
     if run is None:
-        raise exceptions.ValidationError({"as_of": ["no snapshot on this date and basis"]})
+        raise exceptions.NotFound("No snapshot on this as_of date and basis.")
     return run
 
 
@@ -240,7 +238,7 @@ class LoanList(ListApiView):
     filters_class = LoanFilters
 
     def rows(self, filters):
-        loans = Loan.objects.select_related("customer")
+        loans = loans_with_customer_key()
         simple = {
             "entity": "company",
             "product": "product_type",
@@ -333,6 +331,8 @@ IF_NONE_MATCH = OpenApiParameter(
 class _OfSnapshot:
     """Snapshot resources: 404 for an unknown run; ETag and If-None-Match (304)."""
 
+    conditional = True  # the schema documents 304
+
     def run(self) -> SnapshotRun:
         found = SnapshotRun.objects.filter(pk=self.kwargs["pk"]).first()
         if found is None:
@@ -352,10 +352,7 @@ class _OfSnapshot:
 
 @extend_schema(
     parameters=[IF_NONE_MATCH],
-    responses={
-        200: SnapshotDetailSerializer,
-        304: OpenApiResponse(description="Not modified (the ETag matched)."),
-    },
+    responses=SnapshotDetailSerializer,
 )
 class SnapshotDetail(_OfSnapshot, DetailApiView):
     """One snapshot with its portfolio KPI values (ETag; 304 to a matching If-None-Match)."""
@@ -379,6 +376,9 @@ class _SnapshotList(_OfSnapshot, ListApiView):
 
     def list(self, request, *args, **kwargs):
         run = self.run()
+        # Bad filters or page size answer 400 even when the ETag matches.
+        self.filters()
+        self.paginator.get_page_size(request)
         tag = self.etag(run, f"{type(self).__name__}-{request.get_full_path()}")
         if (unchanged := self.not_modified(request, tag)) is not None:
             return unchanged

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.http import FileResponse
 from django.urls import path, reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from api.auth import pii_cleared
-from api.errors import ProblemSerializer, Unprocessable
+from api.errors import Unprocessable
 from api.models import Scope
-from api.views import ApiView, CsvRenderer, DetailApiView, ListApiView, cursor_by
+from api.views import ApiView, CsvRenderer, DetailApiView, ListApiView, cursor_by, text
 from compliance.classification import RESTRICTED_FIELDS, mask
 from loans.lineage import TapeRejected
 from loans.models import Batch, BatchChange, Customer, Installment, Loan, Transaction, Upload
@@ -37,6 +37,7 @@ class RestrictedField(serializers.CharField):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("read_only", True)
+        kwargs.setdefault("allow_null", True)
         kwargs.setdefault(
             "help_text",
             "Personal data: masked unless the token has read:pii and the role is cleared.",
@@ -49,6 +50,10 @@ class RestrictedField(serializers.CharField):
 
 
 class CustomerSerializer(serializers.ModelSerializer):
+    segment = serializers.CharField(
+        read_only=True, help_text="new, recurrent, reactivated, recovered; empty until segmented."
+    )
+
     class Meta:
         model = Customer
         fields = [
@@ -79,7 +84,7 @@ class CustomerSerializer(serializers.ModelSerializer):
 
 
 class LoanSerializer(serializers.ModelSerializer):
-    customer_id = serializers.CharField(source="customer.customer_id", read_only=True)
+    customer_id = serializers.CharField(source="customer_key", read_only=True)
 
     class Meta:
         model = Loan
@@ -129,6 +134,12 @@ CASH_PARTS = [
 ]
 
 
+def loans_with_customer_key():
+    """Loans with their customer's tape id (``customer_key``), without reading the customer's
+    other (personal) columns."""
+    return Loan.objects.annotate(customer_key=F("customer__customer_id"))
+
+
 class InstallmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Installment
@@ -146,6 +157,9 @@ class TransactionSerializer(serializers.ModelSerializer):
 class BatchChangeSerializer(serializers.ModelSerializer):
     batch_created_at = serializers.DateTimeField(source="batch.created_at", read_only=True)
     fields = serializers.JSONField(help_text="field -> [before, after]", read_only=True)
+    review = serializers.CharField(
+        read_only=True, help_text="pending, accepted or rejected; empty when none is needed."
+    )
 
     class Meta:
         model = BatchChange
@@ -278,12 +292,12 @@ class UploadCreateSerializer(serializers.Serializer):
 
 
 class CustomerFilters(serializers.Serializer):
-    segment = serializers.CharField(required=False, max_length=16)
-    country = serializers.CharField(required=False, max_length=3)
+    segment = text(required=False, max_length=16)
+    country = text(required=False, max_length=3)
 
 
 class BatchFilters(serializers.Serializer):
-    source = serializers.CharField(required=False, max_length=64)
+    source = text(required=False, max_length=64)
     kind = serializers.ChoiceField(choices=Batch.Kind.choices, required=False)
     status = serializers.ChoiceField(choices=Batch.Status.choices, required=False)
 
@@ -333,8 +347,10 @@ class LoanDetail(DetailApiView):
 
     scope, permission = Scope.READ_BOOK, "loans.view_loan"
     serializer_class = LoanSerializer
-    queryset = Loan.objects.select_related("customer")
     lookup_field = "loan_id"
+
+    def get_queryset(self):
+        return loans_with_customer_key()
 
 
 class _OfLoan(ListApiView):
@@ -499,11 +515,7 @@ class UploadList(ListApiView):
                 description="Any string up to 128 characters; a retry with it creates nothing.",
             )
         ],
-        responses={
-            200: UploadAcceptedSerializer,
-            202: UploadAcceptedSerializer,
-            422: OpenApiResponse(ProblemSerializer, description="Nothing of the file can load."),
-        },
+        responses={200: UploadAcceptedSerializer, 202: UploadAcceptedSerializer},
     )
     def post(self, request):
         key = request.headers.get("Idempotency-Key", "")
