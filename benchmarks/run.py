@@ -38,6 +38,11 @@ def main() -> None:
         help="Reuse the book and snapshots already stored; only the page latency benchmark.",
     )
     parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="Reuse the book and snapshots already stored; only the REST API benchmark.",
+    )
+    parser.add_argument(
         "--hubspot-only",
         action="store_true",
         help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
@@ -57,7 +62,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from benchmarks import hubspot_sync, kpi_snapshots, pages, tape_import
+    from benchmarks import api, hubspot_sync, kpi_snapshots, pages, tape_import
 
     if args.hubspot_only:
         hubspot_sync.run()
@@ -65,10 +70,14 @@ def main() -> None:
     if args.pages_only:
         pages.run()
         return
+    if args.api_only:
+        api.run()
+        return
     if not args.skip_import:
         tape_import.run(loans=args.loans, working_capital_share=args.working_capital_share)
     kpi_snapshots.run()
     pages.run()
+    api.run()
     hubspot_sync.run()
 
 
