@@ -74,7 +74,9 @@ class UploadApiTests(ApiTestCase):
         self.assertEqual(response.status_code, 422)
         body = self.problem(response)
         self.assertIn("fix the file or choose quarantine", body["detail"])
-        self.assertTrue(any("loans.csv, row 3, column currency" in e for e in body["errors"]["file"]))
+        self.assertTrue(
+            any("loans.csv, row 3, column currency" in e for e in body["errors"]["file"])
+        )
         self.assertEqual(Upload.objects.get().status, Upload.Status.DRAFT)
         self.assertFalse(Loan.objects.exists())
 
