@@ -22,6 +22,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from api.models import Scope
+from api.serializers import RowSerializer
 from api.views import ApiView, DetailApiView, ListApiView, cursor_by, text
 from kpis import definitions as d
 from kpis.models import KpiValue, LoanState, RollRate, SnapshotRun, TopBorrower, VintagePoint
@@ -43,7 +44,7 @@ class DefinitionSerializer(serializers.Serializer):
     from_previous_month_end = serializers.BooleanField()
 
 
-class SnapshotSerializer(serializers.ModelSerializer):
+class SnapshotSerializer(RowSerializer):
     class Meta:
         model = SnapshotRun
         fields = [
@@ -61,7 +62,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ValueSerializer(serializers.ModelSerializer):
+class ValueSerializer(RowSerializer):
     class Meta:
         model = KpiValue
         fields = ["code", "dimension", "member", "value", "numerator", "denominator"]
@@ -80,7 +81,7 @@ class SnapshotDetailSerializer(SnapshotSerializer):
         return ValueSerializer(run.values.portfolio().order_by("code"), many=True).data
 
 
-class SeriesPointSerializer(serializers.ModelSerializer):
+class SeriesPointSerializer(RowSerializer):
     run = serializers.IntegerField(source="run_id", read_only=True)
     basis = serializers.CharField(source="run.basis", read_only=True)
     provisional = serializers.BooleanField(source="run.provisional", read_only=True)
@@ -138,7 +139,7 @@ class TopBorrowerSerializer(serializers.ModelSerializer):
         return self.context["customer_ids"].get(row.customer_id, str(row.customer_id))
 
 
-class LoanStateSerializer(serializers.ModelSerializer):
+class LoanStateSerializer(RowSerializer):
     as_of = serializers.DateField(source="run.as_of", read_only=True)
     basis = serializers.CharField(source="run.basis", read_only=True)
 

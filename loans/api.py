@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from api.auth import pii_cleared
 from api.errors import Unprocessable
 from api.models import Scope
+from api.serializers import RowSerializer
 from api.views import ApiView, CsvRenderer, DetailApiView, ListApiView, cursor_by, text
 from compliance.classification import RESTRICTED_FIELDS, mask
 from loans.lineage import TapeRejected
@@ -49,7 +50,7 @@ class RestrictedField(serializers.CharField):
         return text if self.context.get("pii") else mask(text)
 
 
-class CustomerSerializer(serializers.ModelSerializer):
+class CustomerSerializer(RowSerializer):
     segment = serializers.CharField(
         read_only=True, help_text="new, recurrent, reactivated, recovered; empty until segmented."
     )
@@ -83,7 +84,7 @@ class CustomerSerializer(serializers.ModelSerializer):
         return super().build_field(field_name, info, model_class, nested_depth)
 
 
-class LoanSerializer(serializers.ModelSerializer):
+class LoanSerializer(RowSerializer):
     customer_id = serializers.CharField(source="customer_key", read_only=True)
 
     class Meta:
@@ -140,14 +141,14 @@ def loans_with_customer_key():
     return Loan.objects.annotate(customer_key=F("customer__customer_id"))
 
 
-class InstallmentSerializer(serializers.ModelSerializer):
+class InstallmentSerializer(RowSerializer):
     class Meta:
         model = Installment
         fields = ["id", "due_date", *CASH_PARTS]
         read_only_fields = fields
 
 
-class TransactionSerializer(serializers.ModelSerializer):
+class TransactionSerializer(RowSerializer):
     class Meta:
         model = Transaction
         fields = ["id", "transaction_type", "date", "sequence", *CASH_PARTS]

@@ -256,3 +256,42 @@ class ConventionTests(BookTestCase):
 
 
 _ = date
+
+
+class RowSerializerTests(BookTestCase):
+    def test_the_fast_serializers_write_exactly_what_drf_would(self):
+        from rest_framework import serializers
+
+        from kpis.api import LoanStateSerializer
+        from kpis.models import LoanState
+        from loans.api import InstallmentSerializer, LoanSerializer, loans_with_customer_key
+        from loans.models import Installment
+
+        class PlainLoan(serializers.ModelSerializer):
+            customer_id = serializers.CharField(source="customer_key", read_only=True)
+
+            class Meta(LoanSerializer.Meta):
+                pass
+
+        class PlainInstallment(serializers.ModelSerializer):
+            class Meta(InstallmentSerializer.Meta):
+                pass
+
+        class PlainState(serializers.ModelSerializer):
+            as_of = serializers.DateField(source="run.as_of", read_only=True)
+            basis = serializers.CharField(source="run.basis", read_only=True)
+
+            class Meta(LoanStateSerializer.Meta):
+                pass
+
+        loans = list(loans_with_customer_key())
+        self.assertEqual(LoanSerializer(loans, many=True).data, PlainLoan(loans, many=True).data)
+        rows = list(Installment.objects.all())
+        self.assertEqual(
+            InstallmentSerializer(rows, many=True).data, PlainInstallment(rows, many=True).data
+        )
+        states = list(LoanState.objects.select_related("run"))
+        self.assertEqual(
+            LoanStateSerializer(states, many=True).data, PlainState(states, many=True).data
+        )
+        self.assertEqual(len(loans), 5)
