@@ -78,7 +78,7 @@ class RowSerializer(serializers.ModelSerializer):
     _plan: ClassVar[list[tuple[str, str | None, Callable[[Any], Any] | None, Any]]]
 
     def _compile(self) -> list:
-        plan = []
+        plan: list[tuple[str, str | None, Callable[[Any], Any] | None, Any]] = []
         for name, field in self.fields.items():
             found = _converter(field)
             if found is None:

@@ -94,11 +94,10 @@ class ApiView(GenericAPIView):
     scope: ClassVar[str]
     permission: ClassVar[str]
     renderer_classes: ClassVar[list] = [JSONRenderer]
-    max_body_bytes: ClassVar[int | None] = None  # None: settings.API_MAX_BODY_BYTES
     access_action = "read"
 
     def initial(self, request, *args, **kwargs) -> None:
-        limit = self.max_body_bytes or settings.API_MAX_BODY_BYTES
+        limit = self.body_limit()
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -106,6 +105,10 @@ class ApiView(GenericAPIView):
         if length > limit:
             raise PayloadTooLarge(f"The body is {length} bytes; this endpoint takes {limit}.")
         super().initial(request, *args, **kwargs)
+
+    def body_limit(self) -> int:
+        """The largest request body this view reads (413 beyond)."""
+        return settings.API_MAX_BODY_BYTES
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -164,11 +167,11 @@ class ListApiView(ApiView, ListAPIView):
 
     def csv_stream(self, rows) -> StreamingHttpResponse:
         serializer = self.get_serializer()
-        ordering = self.pagination_class.ordering
-        ordering = [ordering] if isinstance(ordering, str) else list(ordering)
+        order = self.pagination_class.ordering
+        fields = [order] if isinstance(order, str) else list(order)
         lines = (
             serializer.to_representation(row).values()
-            for row in rows.order_by(*ordering).iterator(chunk_size=2000)
+            for row in rows.order_by(*fields).iterator(chunk_size=2000)
         )
         name = self.get_view_name().lower().replace(" ", "-")
         return csv_response(filename=f"{name}.csv", header=list(serializer.fields), rows=lines)

@@ -333,6 +333,7 @@ class _OfSnapshot:
     """Snapshot resources: 404 for an unknown run; ETag and If-None-Match (304)."""
 
     conditional = True  # the schema documents 304
+    kwargs: dict
 
     def run(self) -> SnapshotRun:
         found = SnapshotRun.objects.filter(pk=self.kwargs["pk"]).first()

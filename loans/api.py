@@ -462,7 +462,11 @@ def _preview_or_refuse(view: ApiView, upload: Upload) -> dict | None:
     except TapeRejected as rejected:
         fatal = rejected.problems
     preview = _preview_of(result, fatal)
-    refused = fatal if fatal is not None else ([] if upload.quarantine else result.errors)
+    if fatal is not None:
+        refused = fatal
+    else:
+        assert result is not None  # a dry run returns its findings or raises TapeRejected
+        refused = [] if upload.quarantine else result.errors
     if refused:
         view.access_action = "create"
         view.access_record(obj=upload, rows=0, status=422)
@@ -495,9 +499,10 @@ class UploadList(ListApiView):
     parser_classes = [MultiPartParser]
     extra_error_codes = (422,)
 
-    @property
-    def max_body_bytes(self) -> int | None:
-        return settings.API_UPLOAD_MAX_BYTES if self.request.method == "POST" else None
+    def body_limit(self) -> int:
+        if self.request.method == "POST":
+            return settings.API_UPLOAD_MAX_BYTES
+        return super().body_limit()
 
     def rows(self, filters):
         uploads = _uploads_of(self.request)
