@@ -68,6 +68,11 @@ def _converter(field: serializers.Field) -> tuple[str, Callable[[Any], Any] | No
         if getattr(field, "format", api_settings.DATE_FORMAT) != ISO_8601:
             return None
         return field.source, lambda value: value.isoformat()
+    big = getattr(serializers, "BigIntegerField", None)  # DRF 3.16+: ids of BigAutoField
+    if big is not None and type(field) is big:
+        if getattr(field, "coerce_to_string", api_settings.COERCE_BIGINT_TO_STRING):
+            return None
+        return field.source, None
     plain = (serializers.CharField, serializers.IntegerField, serializers.BooleanField)
     if type(field) in plain or isinstance(field, serializers.ChoiceField):
         return field.source, None
