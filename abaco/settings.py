@@ -6,6 +6,7 @@ secrets). Production (``DEBUG`` off) refuses to start without its secrets.
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -92,7 +93,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served by whitenoise, no CDN (/api/docs/)
     "abaco",
+    "api",
     "loans",
     "kpis",
     "integrations",
@@ -293,11 +296,56 @@ AUDITLOG_MASK_CALLABLE = "compliance.classification.redact"
 AUDITLOG_INCLUDE_ALL_MODELS = False
 
 # No API is served yet: DRF and its schema are configured for the REST API issue.
+# REST API v1 (/api/v1/, docs/api.md): bearer tokens with scopes (api.models.ApiToken) or the
+# browser session (CSRF on writes); every view declares its scope and role permission.
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.DjangoModelPermissions"],
+    "DEFAULT_SCHEMA_CLASS": "api.schema.ProblemAutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.auth.BearerAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.ScopeAndRole"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "api.errors.problem_handler",
+    "COERCE_DECIMAL_TO_STRING": True,
+    # Media types are negotiated by the Accept header alone (no ?format=).
+    "URL_FORMAT_OVERRIDE": None,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Abaco Loans Analytics API", "VERSION": "1"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Abaco Loans Analytics API",
+    "VERSION": "1",
+    "DESCRIPTION": "The loan book, KPI snapshots and uploads. Conventions: docs/api.md.",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Several models have a "kind" and a "status": each choice set gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "BatchKindEnum": "loans.models.Batch.Kind",
+        "BatchStatusEnum": "loans.models.Batch.Status",
+        "UploadKindEnum": "loans.models.Upload.Kind",
+        "UploadStatusEnum": "loans.models.Upload.Status",
+        "PipelineRunStatusEnum": "integrations.models.PipelineRun.Status",
+        "BasisEnum": "kpis.models.SnapshotRun.Basis",
+    },
+}
+# Requests per token (per user for a session) over which the API answers 429 with Retry-After.
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="1200/min")
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
+    raise ImproperlyConfigured('API_THROTTLE_RATE must read like "1200/min" (per s, min, h or day)')
+# Largest request body the API reads: JSON bodies, and files posted to /api/v1/uploads/.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
+API_UPLOAD_MAX_BYTES = env.int("API_UPLOAD_MAX_BYTES", default=200 * 1024 * 1024)
 
 # Data rules (KPI definitions, docs/kpis.md).
 WRITE_OFF_DPD = env.int("WRITE_OFF_DPD", default=180)

@@ -29,4 +29,8 @@ urlpatterns = [
     # The admin signs in through the same page and second factor as the rest of the site.
     path("admin/login/", second_factor.admin_login),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),  # REST API v1, its schema and docs (docs/api.md)
 ]
+
+# Unknown URLs under /api/ answer in problem+json; every other path keeps Django's 404 page.
+handler404 = "api.errors.not_found"

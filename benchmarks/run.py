@@ -43,6 +43,11 @@ def main() -> None:
         help="Reuse the book already loaded; only load the demo tape into it and time its removal.",
     )
     parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="Reuse the book and snapshots already stored; only the REST API benchmark.",
+    )
+    parser.add_argument(
         "--hubspot-only",
         action="store_true",
         help="Only the HubSpot sync benchmark (100,000 contacts from the local fake; about 2 min).",
@@ -79,6 +84,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from benchmarks import (
+        api,
         demo_remove,
         hubspot_sync,
         insights,
@@ -89,6 +95,9 @@ def main() -> None:
         zip_bomb,
     )
 
+    if args.api_only:
+        api.run()
+        return
     if args.insights_only:
         insights.run()
         return
@@ -111,6 +120,7 @@ def main() -> None:
         tape_import.run(loans=args.loans, working_capital_share=args.working_capital_share)
     kpi_snapshots.run()
     pages.run()
+    api.run()
     insights.run()
     restatement.run()  # last of the book's benchmarks: it changes 1% of the payments
     hubspot_sync.run()

@@ -29,10 +29,29 @@ PERSONAL_MASKED = Rule("restricted", personal=True, masking="mask")
 SECRET = Rule("restricted", masking="redact")
 
 # Our apps, plus the user and group models whose rows the audit history records.
-CLASSIFIED_APPS = ("loans", "kpis", "integrations", "compliance")
+CLASSIFIED_APPS = ("loans", "kpis", "integrations", "compliance", "api")
 CLASSIFIED_MODELS = ("auth.User", "auth.Group")
 
 DEFAULTS: dict[str, dict[str, Rule]] = {
+    # A token's SHA-256 is all that is kept of it: still a credential, never shown or logged.
+    "api.ApiToken": {
+        "user": INTERNAL,
+        "name": INTERNAL,
+        "prefix": INTERNAL,
+        "digest": SECRET,
+        "scopes": INTERNAL,
+        "created_at": INTERNAL,
+        "created_by": INTERNAL,
+        "expires_at": INTERNAL,
+        "revoked_at": INTERNAL,
+        "last_used_at": INTERNAL_NOISE,
+        "rotated_from": INTERNAL,
+    },
+    "api.RequestCount": {
+        "client": INTERNAL,
+        "window": INTERNAL,
+        "hits": INTERNAL,
+    },
     "kpis.Insight": {
         "api": INTERNAL,
         "attempts": INTERNAL,
@@ -379,6 +398,7 @@ DEFAULTS: dict[str, dict[str, Rule]] = {
         "sequence": INTERNAL,
     },
     "loans.Upload": {
+        "idempotency_key": INTERNAL,
         "data_through": INTERNAL,
         "full_export": INTERNAL,
         "original_name": INTERNAL,

@@ -6,18 +6,16 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from abaco.uploads import upload_size_refusal
 from loans.lineage import TapeRejected
 from loans.models import ColumnMap, Upload
-from loans.services import upload_preview
+from loans.services import upload_preview, upload_queue
 
 
 class UploadForm(forms.ModelForm):
@@ -146,17 +144,9 @@ class UploadAdmin(admin.ModelAdmin):
         if request.method == "POST":
             if not self.has_add_permission(request):
                 raise PermissionDenied
-            # A failed upload (refused, or its process died) can be sent again.
-            if upload.status not in (Upload.Status.DRAFT, Upload.Status.FAILED):
+            if not upload_queue(upload=upload):
                 messages.warning(request, "This upload was already sent to load.")
             else:
-                upload.status = Upload.Status.QUEUED
-                upload.save(update_fields=["status"])
-                transaction.on_commit(
-                    lambda: async_task(
-                        "loans.tasks.upload_load_task", upload.pk, task_name=f"upload-{upload.pk}"
-                    )
-                )
                 messages.success(
                     request, "Loading in the background; this page follows its progress."
                 )

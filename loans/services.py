@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from compliance.exports import cell_safe
 from compliance.journal import journal_append
@@ -53,6 +54,7 @@ __all__ = [
     "tape_import",
     "upload_load",
     "upload_preview",
+    "upload_queue",
 ]
 
 
@@ -66,6 +68,24 @@ def upload_preview(*, upload: Upload) -> TapeImport:
         dry_run=True,
         full_export=upload.full_export,
     )
+
+
+def upload_queue(*, upload: Upload) -> bool:
+    """Send a draft upload to the task cluster (the admin's confirm, the API's POST), or a failed
+    one again (refused, or its process died); False when it was already sent. The task is queued
+    once the caller's transaction commits."""
+    sent = Upload.objects.filter(
+        pk=upload.pk, status__in=[Upload.Status.DRAFT, Upload.Status.FAILED]
+    ).update(status=Upload.Status.QUEUED)
+    if not sent:
+        return False
+    upload.status = Upload.Status.QUEUED
+    transaction.on_commit(
+        lambda: async_task(
+            "loans.tasks.upload_load_task", upload.pk, task_name=f"upload-{upload.pk}"
+        )
+    )
+    return True
 
 
 def upload_load(*, upload: Upload) -> None:

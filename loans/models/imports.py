@@ -178,12 +178,22 @@ class Upload(models.Model):
     problems = models.JSONField(default=list, blank=True)
     rejects = models.FileField(upload_to="rejects/%Y/%m/%d/", max_length=500, blank=True)
     batches = models.ManyToManyField(Batch, blank=True, related_name="uploads")
+    # The API client's Idempotency-Key: the same key from the same user answers with this upload
+    # instead of creating another.
+    idempotency_key = models.CharField(max_length=128, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             # An uploader's own uploads, newest first (the admin list for Uploader).
             models.Index(fields=["created_by", "-created_at"], name="upload_by_latest_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="upload_idempotency_key_unique",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,27 @@
+"""/api/: the OpenAPI schema, its docs (Swagger UI from drf-spectacular-sidecar, no CDN) and
+v1, whose endpoints live in each app's ``api`` module (named by string: the apps sit above
+this package in the layering)."""
+
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from api.schema import SchemaFormat
+
+v1 = [
+    path("", include("loans.api")),
+    path("", include("kpis.api")),
+    path("", include("integrations.api")),
+    path("", include("api.audit")),
+]
+
+urlpatterns = [
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(content_negotiation_class=SchemaFormat),
+        name="api-schema",
+    ),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("v1/", include((v1, "api"))),
+]
