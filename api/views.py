@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.dispatch import Signal
 from django.http import StreamingHttpResponse
 from rest_framework import exceptions, serializers
 from rest_framework.generics import GenericAPIView, ListAPIView, RetrieveAPIView
@@ -20,14 +19,8 @@ from rest_framework.response import Response
 
 from api.auth import token_of
 from api.errors import PROBLEM, PayloadTooLarge, ProblemRenderer
+from compliance.access import access_record
 from compliance.exports import csv_response
-
-# ---- access log hook — wired to compliance.access.access_record at merge ----------------------
-# Sent once per API request that read or wrote something, after the response is built:
-# sender=the view class, request, action ("list", "read", "create", ...), obj (the object read,
-# or None), filters (the parsed query), rows (how many rows went out), token_id (None for a
-# browser session), status (the response's status code).
-api_accessed = Signal()
 
 
 class CsvRenderer(BaseRenderer):
@@ -119,16 +112,19 @@ class ApiView(GenericAPIView):
         return response
 
     def access_record(self, *, obj=None, filters=None, rows: int = 0, status: int = 200) -> None:
-        """The access-log hook (see ``api_accessed``): called once per request that reads."""
-        api_accessed.send(
-            sender=type(self),
+        """One access-log entry per request that reads (compliance.access): the action, the
+        object, the parsed filters, the rows that went out and the token that asked."""
+        access_record(
             request=self.request,
-            action=self.access_action,
+            action=f"api {self.access_action}",
             obj=obj,
-            filters=filters or {},
+            filters={
+                k: v if v is None or isinstance(v, int | str) else str(v)
+                for k, v in (filters or {}).items()
+            },
             rows=rows,
             token_id=getattr(token_of(self.request), "pk", None),
-            status=status,
+            extra={"status": status},
         )
 
 

@@ -10,6 +10,8 @@ from datetime import date
 
 from django.test import override_settings
 
+from api.tokens import api_token_create
+from compliance.models import JournalEntry
 from kpis import definitions as d
 from tests.api.base import ApiTestCase
 from tests.kpis.books import AS_OF, MONTH_ENDS, dashboard_book, more_loans
@@ -128,6 +130,20 @@ class LoanListTests(BookTestCase):
         with self.assertNumQueries(5):
             response = self.client.get(LOANS + "?page_size=100", headers=self.bearer(token))
         self.assertEqual(len(response.json()["results"]), 100)
+
+    def test_every_read_goes_to_the_access_log_with_its_token(self):
+        made, token = api_token_create(user=self.client_user, scopes=["read:book"])
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.get(
+                LOANS + "?entity=ABF&page_size=2", headers=self.bearer(token)
+            )
+        self.assertEqual(response.status_code, 200)
+        entry = JournalEntry.objects.get(kind=JournalEntry.Kind.ACCESS)
+        body = json.loads(entry.body)
+        self.assertEqual(
+            (entry.action, entry.actor, body["rows"], body["token_id"], body["filters"]["entity"]),
+            ("api list", self.client_user.username, 2, str(made.pk), "ABF"),
+        )
 
     def test_accept_text_csv_streams_the_whole_filtered_list(self):
         response = self.api_get(LOANS + "?entity=ABF", HTTP_ACCEPT="text/csv")
