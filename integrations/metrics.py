@@ -1,0 +1,91 @@
+"""Pipeline and load figures for /metrics (abaco.metrics), read from the database at scrape time
+so they hold whichever process ran the job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Count, F, Max, Q, Sum
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from integrations.models import PipelineRun
+from loans.models import Batch
+
+# The kinds of batch that feed loans: the book's data is as recent as the latest of these.
+LOAN_KINDS = [Batch.Kind.TAPE, Batch.Kind.LOANS, Batch.Kind.TRANSACTIONS]
+
+
+def data_through_age_seconds() -> float | None:
+    """Seconds since the book's data was last brought up to date.
+
+    HOOK (issue 22 and the data cut-off issue): until the book's data-through selector is merged,
+    this is the age of the latest loaded batch that feeds loans; the lead replaces it with
+    now - data-through date (end of day) at merge."""
+    latest = Batch.objects.filter(status=Batch.Status.LOADED, kind__in=LOAN_KINDS).aggregate(
+        at=Max("finished_at")
+    )["at"]
+    return None if latest is None else (timezone.now() - latest).total_seconds()
+
+
+class PipelineCollector(Collector):
+    def collect(self) -> Iterable[Metric]:
+        runs = CounterMetricFamily(
+            "abaco_pipeline_runs",
+            "Pipeline runs by job and final status.",
+            labels=["job", "status"],
+        )
+        seconds = CounterMetricFamily(
+            "abaco_pipeline_duration_seconds",
+            "Total seconds pipeline runs took, by job (divide by runs for the mean).",
+            labels=["job"],
+        )
+        last = GaugeMetricFamily(
+            "abaco_pipeline_last_duration_seconds",
+            "Duration of a job's latest run.",
+            labels=["job"],
+        )
+        failed = GaugeMetricFamily(
+            "abaco_pipeline_last_run_failed",
+            "1 when a job's latest finished run failed (the pipeline-failure alert).",
+            labels=["job"],
+        )
+        finished = PipelineRun.objects.exclude(
+            status__in=[PipelineRun.Status.QUEUED, PipelineRun.Status.RUNNING]
+        )
+        for row in finished.values("job", "status").annotate(n=Count("id")).order_by("job"):
+            runs.add_metric([row["job"], row["status"]], row["n"])
+        for row in finished.values("job").annotate(ms=Sum("duration_ms")).order_by("job"):
+            seconds.add_metric([row["job"]], (row["ms"] or 0) / 1000)
+        latest = finished.order_by("job", "-created_at").distinct("job")
+        for run in latest.only("job", "status", "duration_ms"):
+            last.add_metric([run.job], (run.duration_ms or 0) / 1000)
+            failed.add_metric([run.job], 1 if run.status == PipelineRun.Status.FAILED else 0)
+
+        rows = CounterMetricFamily(
+            "abaco_rows_loaded",
+            "Rows inserted or updated by loaded batches, by source and kind.",
+            labels=["source", "kind"],
+        )
+        loaded = (
+            Batch.objects.filter(status=Batch.Status.LOADED)
+            .values("source", "kind")
+            .annotate(n=Sum(F("rows_inserted") + F("rows_updated")), rejected=Sum("rows_rejected"))
+            .order_by("source", "kind")
+        )
+        for row in loaded:
+            rows.add_metric([row["source"], row["kind"]], row["n"] or 0)
+        failed_batches = GaugeMetricFamily(
+            "abaco_batches_failed", "Batches whose load failed (data quality), by source."
+        )
+        failed_batches.add_metric([], Batch.objects.filter(Q(status=Batch.Status.FAILED)).count())
+        yield from (runs, seconds, last, failed, rows, failed_batches)
+
+        age = data_through_age_seconds()
+        if age is not None:
+            yield GaugeMetricFamily(
+                "abaco_data_through_age_seconds",
+                "Age of the book's data (stale-data alert).",
+                value=age,
+            )
