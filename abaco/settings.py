@@ -400,6 +400,9 @@ if Q_BROKER_URL:
         raise ImproperlyConfigured("Q_BROKER_URL must be a redis:// or rediss:// URL")
     del Q_CLUSTER["orm"]
     Q_CLUSTER["redis"] = Q_BROKER_URL
+    # At least once, as the ORM broker: a killed cluster's task is taken up by another after
+    # Q_RETRY seconds (django-q2's plain Redis broker would lose it).
+    Q_CLUSTER["broker_class"] = "abaco.queue.ReliableRedis"
 
 # Reads for dashboards and the API from a read replica (abaco.routers); writes stay on primary.
 DATABASE_REPLICA_URL = secret("DATABASE_REPLICA_URL")

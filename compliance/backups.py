@@ -297,17 +297,21 @@ def backup_create(
     return manifest
 
 
+def _backup_folders(store: Storage) -> set[str]:
+    """The backup ids in the store, complete or not. An object store (Azure) lists every blob
+    under a prefix and no folders; a folder on disk lists its subfolders."""
+    try:
+        folders, files = store.listdir("")
+    except FileNotFoundError:
+        return set()
+    names = set(folders) | {name.split("/", 1)[0] for name in files if "/" in name}
+    return {name for name in names if ID_PATTERN.match(name)}
+
+
 def backups_list() -> list[str]:
     """Ids of the complete backups (those with a manifest), oldest first."""
     store = backup_storage()
-    with contextlib.suppress(FileNotFoundError):
-        folders, _ = store.listdir("")
-        return sorted(
-            name
-            for name in folders
-            if ID_PATTERN.match(name) and store.exists(f"{name}/{MANIFEST}")
-        )
-    return []
+    return sorted(name for name in _backup_folders(store) if store.exists(f"{name}/{MANIFEST}"))
 
 
 def backup_manifest(backup_id: str) -> Manifest:
@@ -343,12 +347,13 @@ def backups_to_keep(ids: list[str], *, daily: int, weekly: int, monthly: int) ->
 def _delete_tree(store: Storage, prefix: str) -> None:
     folders, files = store.listdir(prefix)
     for name in files:
-        store.delete(f"{prefix}/{name}")
+        # Object stores answer with full names, a folder on disk with names inside the prefix.
+        store.delete(name if name.startswith(f"{prefix}/") else f"{prefix}/{name}")
     for name in folders:
         _delete_tree(store, f"{prefix}/{name}")
-    if hasattr(store, "path"):  # a folder on disk: remove the emptied directory too
-        with contextlib.suppress(OSError):
-            Path(store.path(prefix)).rmdir()
+    # A folder on disk: remove the emptied directory too (object stores have no folders).
+    with contextlib.suppress(OSError, NotImplementedError):
+        Path(store.path(prefix)).rmdir()
 
 
 def backups_prune(
@@ -364,15 +369,11 @@ def backups_prune(
         weekly=settings.BACKUP_KEEP_WEEKLY,
         monthly=settings.BACKUP_KEEP_MONTHLY,
     )
-    try:
-        folders, _ = store.listdir("")
-    except FileNotFoundError:
-        return []
     newest = complete[-1] if complete else ""
     doomed = sorted(
         name
-        for name in folders
-        if ID_PATTERN.match(name) and name not in keep and (name in complete or name < newest)
+        for name in _backup_folders(store)
+        if name not in keep and (name in complete or name < newest)
     )
     for backup_id in doomed:
         log(f"{'would delete' if dry_run else 'deleting'} backup {backup_id}")
