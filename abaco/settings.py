@@ -414,3 +414,4 @@ if DATABASE_REPLICA_URL:
         "TEST": {"MIRROR": "default"},
     }
     DATABASE_ROUTERS = ["abaco.routers.ReplicaRouter"]
+    MIDDLEWARE.append("abaco.routers.ReplicaReadsMiddleware")
