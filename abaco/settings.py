@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -164,7 +165,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     # Raw files (uploads, fetched exports) land under MEDIA_ROOT.
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -358,8 +359,8 @@ AZURE_STORAGE_ENABLED = bool(
 BACKUP_ROOT = Path(env.str("BACKUP_ROOT", default=str(BASE_DIR / "backups")))
 
 
-def _azure_storage(container: str) -> dict[str, object]:
-    options: dict[str, object] = {"azure_container": container, "overwrite_files": False}
+def _azure_storage(container: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"azure_container": container, "overwrite_files": False}
     if AZURE_STORAGE_CONNECTION_STRING:
         options["connection_string"] = AZURE_STORAGE_CONNECTION_STRING
     else:

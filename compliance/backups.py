@@ -140,10 +140,10 @@ def _run(args: list[str], *, env: dict[str, str]) -> None:
 def file_fields() -> list[tuple[str, str]]:
     """(table, column) of every FileField of every installed model: the raw files the database
     references (uploads, fetched exports, rejects), found without naming the apps."""
-    found = []
+    found: list[tuple[str, str]] = []
     for model in apps.get_models():
         for model_field in model._meta.concrete_fields:
-            if isinstance(model_field, models.FileField):
+            if isinstance(model_field, models.FileField) and model_field.column:
                 found.append((model._meta.db_table, model_field.column))
     return sorted(found)
 

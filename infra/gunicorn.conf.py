@@ -7,6 +7,8 @@ import tempfile
 # /metrics sums every worker's request metrics (abaco/metrics.py): prometheus-client's
 # multiprocess mode keeps them in files of this folder. It must be set before the app (and so
 # prometheus_client) is loaded, and emptied at start so a restarted server counts afresh.
+# Application Insights' exporter threads do not survive a fork: workers configure it (post_fork).
+os.environ["ABACO_TELEMETRY_AFTER_FORK"] = "1"
 os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"abaco-metrics-{os.getpid()}")
 )
@@ -55,3 +57,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    from abaco.telemetry import telemetry_configure
+
+    telemetry_configure(in_worker=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Count, F, Max, Q, Sum
+from django.db.models import Count, F, Max, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -54,10 +54,12 @@ class PipelineCollector(Collector):
         finished = PipelineRun.objects.exclude(
             status__in=[PipelineRun.Status.QUEUED, PipelineRun.Status.RUNNING]
         )
-        for row in finished.values("job", "status").annotate(n=Count("id")).order_by("job"):
-            runs.add_metric([row["job"], row["status"]], row["n"])
-        for row in finished.values("job").annotate(ms=Sum("duration_ms")).order_by("job"):
-            seconds.add_metric([row["job"]], (row["ms"] or 0) / 1000)
+        for job, status, n in (
+            finished.values_list("job", "status").annotate(n=Count("id")).order_by("job")
+        ):
+            runs.add_metric([job, status], n)
+        for job, ms in finished.values_list("job").annotate(ms=Sum("duration_ms")).order_by("job"):
+            seconds.add_metric([job], (ms or 0) / 1000)
         latest = finished.order_by("job", "-created_at").distinct("job")
         for run in latest.only("job", "status", "duration_ms"):
             last.add_metric([run.job], (run.duration_ms or 0) / 1000)
@@ -70,16 +72,16 @@ class PipelineCollector(Collector):
         )
         loaded = (
             Batch.objects.filter(status=Batch.Status.LOADED)
-            .values("source", "kind")
-            .annotate(n=Sum(F("rows_inserted") + F("rows_updated")), rejected=Sum("rows_rejected"))
+            .values_list("source", "kind")
+            .annotate(n=Sum(F("rows_inserted") + F("rows_updated")))
             .order_by("source", "kind")
         )
-        for row in loaded:
-            rows.add_metric([row["source"], row["kind"]], row["n"] or 0)
+        for source, kind, n in loaded:
+            rows.add_metric([source, kind], n or 0)
         failed_batches = GaugeMetricFamily(
-            "abaco_batches_failed", "Batches whose load failed (data quality), by source."
+            "abaco_batches_failed", "Batches whose load failed (refused files: data quality)."
         )
-        failed_batches.add_metric([], Batch.objects.filter(Q(status=Batch.Status.FAILED)).count())
+        failed_batches.add_metric([], Batch.objects.filter(status=Batch.Status.FAILED).count())
         yield from (runs, seconds, last, failed, rows, failed_batches)
 
         age = data_through_age_seconds()
