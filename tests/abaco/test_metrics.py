@@ -181,7 +181,8 @@ def test_metrics_add_up_every_gunicorn_workers_requests(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(f"{base}/healthz", timeout=2)
+                # A long timeout: a probe given up on would still be counted, later.
+                httpx.get(f"{base}/healthz", timeout=60)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or server.poll() is not None:
