@@ -16,6 +16,8 @@ import pytest
 from django.conf import settings as django_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from compliance.backups import database_params
+from compliance.backups import database_url as backup_database_url
 from integrations.models import PipelineRun
 from integrations.pipelines import pipeline_run
 from kpis.engine import snapshot_compute
@@ -136,11 +138,9 @@ def free_port() -> int:
 
 
 def database_url() -> str:
-    from urllib.parse import quote
-
-    db = django_settings.DATABASES["default"]
-    auth = db["USER"] + (f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{quote(str(db['HOST']), safe='')}:{db['PORT']}/{db['NAME']}"
+    """The test database as a DATABASE_URL for the processes a test starts."""
+    params = database_params()
+    return backup_database_url(params, dbname=params["PGDATABASE"])
 
 
 @pytest.mark.django_db(transaction=True)  # gunicorn's workers read committed rows

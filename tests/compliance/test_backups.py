@@ -161,3 +161,32 @@ def test_the_scheduled_backup_and_restore_check_run_as_pipelines():
     assert (backup.status, check.status) == ("succeeded", "succeeded")
     assert backup.rows_out > 0
     assert "counts match" in check.log
+
+
+def test_a_database_url_for_a_socket_folder_reaches_libpq_unencoded():
+    import environ
+
+    from compliance.backups import database_url
+
+    url = database_url(
+        {"PGHOST": "/srv/abaco/.data/postgres", "PGPORT": "5433", "PGUSER": "postgres"},
+        dbname="abaco_restore_check_x",
+    )
+    config = environ.Env.db_url_config(url)
+    assert (config["HOST"], config["OPTIONS"]["host"], config["PORT"], config["NAME"]) == (
+        "",
+        "/srv/abaco/.data/postgres",
+        5433,
+        "abaco_restore_check_x",
+    )
+    tcp = environ.Env.db_url_config(
+        database_url(
+            {"PGHOST": "db.example.com", "PGUSER": "a b", "PGPASSWORD": "p@ss"}, dbname="x"
+        )
+    )
+    assert (tcp["HOST"], tcp["USER"], tcp["PASSWORD"], tcp["PORT"]) == (
+        "db.example.com",
+        "a b",
+        "p@ss",
+        5432,
+    )
