@@ -12,8 +12,8 @@ import shutil
 import subprocess
 import warnings
 from pathlib import Path
-from urllib.parse import quote, urlencode
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 from django.conf import settings
