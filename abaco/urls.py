@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from abaco import health, second_factor, views
+from abaco import health, metrics, second_factor, views
 
 handler400 = "abaco.views.bad_request"
 
@@ -18,6 +18,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("login/", second_factor.LoginView.as_view(), name="login"),
     path("login/verify/", second_factor.second_factor, name="second_factor"),
     path("login/enrol/", second_factor.second_factor_enrol, name="second_factor_enrol"),

@@ -1,6 +1,17 @@
 """gunicorn settings for App Service (Linux, Python). Values can be overridden from the environment."""
 
 import os
+import shutil
+import tempfile
+
+# /metrics sums every worker's request metrics (abaco/metrics.py): prometheus-client's
+# multiprocess mode keeps them in files of this folder. It must be set before the app (and so
+# prometheus_client) is loaded, and emptied at start so a restarted server counts afresh.
+# Application Insights' exporter threads do not survive a fork: workers configure it (post_fork).
+os.environ["ABACO_TELEMETRY_AFTER_FORK"] = "1"
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"abaco-metrics-{os.getpid()}")
+)
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Two cores per instance: (2 x cores) + 1 sync workers serve server-rendered pages well.
@@ -35,3 +46,22 @@ def when_ready(server):
     root = Path(settings.BASE_DIR) / "templates"
     for path in root.rglob("*.html"):
         loader.get_template(str(path.relative_to(root)))
+
+
+def on_starting(server):
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """A recycled worker's live gauges leave the sums (its counters and histograms stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def post_fork(server, worker):
+    from abaco.telemetry import telemetry_configure
+
+    telemetry_configure(in_worker=True)

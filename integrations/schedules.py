@@ -104,6 +104,18 @@ JOBS: list[Job] = [
         task="integrations.tasks.retention_daily_task",
     ),
     Job(
+        "backup_daily",
+        "0 2 * * *",
+        "Database dump and the raw files it references, with checksums; then retention.",
+        run="compliance.backups.backup_pipeline",
+    ),
+    Job(
+        "restore_check_weekly",
+        "0 4 * * 0",
+        "Restore the latest backup into a scratch database and prove it (docs/runbooks/restore.md).",
+        run="compliance.backups.restore_check_pipeline",
+    ),
+    Job(
         "pipelines_watch",
         "*/15 * * * *",
         "Alert once when a job has not finished a run within PIPELINE_OVERDUE_HOURS of its time.",

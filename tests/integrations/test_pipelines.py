@@ -43,7 +43,7 @@ ALERTS = override_settings(ADMINS=[("Ops", "ops@abaco.example")])
 # --- schedules ------------------------------------------------------------------------------------
 
 
-def test_the_four_jobs_of_the_design_run_at_their_times_through_the_pipeline_task():
+def test_the_jobs_of_the_design_run_at_their_times_through_the_pipeline_task():
     declared = {job.name: (job.cron, job.func, job.args) for job in JOBS}
     task = "integrations.tasks.pipeline_task"
     assert declared == {
@@ -53,6 +53,8 @@ def test_the_four_jobs_of_the_design_run_at_their_times_through_the_pipeline_tas
         # On demand only: queued by a load that changed the past, or a steward's date range.
         "kpi_restate": ("", task, "'kpi_restate'"),
         "meta_ingest": ("0 8 * * *", task, "'meta_ingest'"),
+        "backup_daily": ("0 2 * * *", task, "'backup_daily'"),
+        "restore_check_weekly": ("0 4 * * 0", task, "'restore_check_weekly'"),
         "pipelines_watch": ("*/15 * * * *", "integrations.tasks.pipelines_watch_task", ""),
         "audit_daily": ("30 2 * * *", "integrations.tasks.audit_daily_task", ""),
         "retention_daily": ("0 3 * * *", "integrations.tasks.retention_daily_task", ""),
@@ -72,12 +74,14 @@ def test_setup_schedules_syncs_every_job_and_removes_one_no_longer_declared():
     assert "removed old_hubspot_script (no longer declared)" in out.getvalue()
     assert sorted(Schedule.objects.values_list("name", "cron", "args")) == [
         ("audit_daily", "30 2 * * *", None),
+        ("backup_daily", "0 2 * * *", "'backup_daily'"),
         ("cascade_ingest", "0 6 * * *", "'cascade_ingest'"),
         ("daily_ingest", "0 7 * * *", "'daily_ingest'"),
         ("kpi_daily", "30 7 * * *", "'kpi_daily'"),
         ("meta_ingest", "0 8 * * *", "'meta_ingest'"),
         ("pipelines_watch", "*/15 * * * *", None),
         ("retention_daily", "0 3 * * *", None),
+        ("restore_check_weekly", "0 4 * * 0", "'restore_check_weekly'"),
     ]
 
 
@@ -151,6 +155,14 @@ def test_a_source_whose_rows_fall_or_columns_change_raises_a_data_quality_alert(
     assert "data quality: rows fell from 1,000 to 700" in step.log
 
 
+def finished_backups() -> None:
+    """The always-on backup jobs ran (these tests are about the others)."""
+    for job in ("backup_daily", "restore_check_weekly"):
+        PipelineRun.objects.create(
+            job=job, for_date=timezone.localdate(), trigger="schedule", status="succeeded"
+        )
+
+
 @ALERTS
 @pytest.mark.django_db
 def test_an_overdue_job_alerts_once_per_due_time():
@@ -161,6 +173,7 @@ def test_an_overdue_job_alerts_once_per_due_time():
         override_settings(CASCADE_ENABLED=True),
         time_machine.travel(datetime(2025, 4, 10, 9, 0, tzinfo=MADRID)),
     ):
+        finished_backups()
         overdue = pipelines_overdue()
         pipelines_overdue()
     # cascade_ingest was due at 06:00 and nothing finished by 08:00; today's kpi_daily (07:30) is
@@ -187,6 +200,7 @@ def test_a_job_that_ran_after_its_due_time_is_not_overdue():
         override_settings(CASCADE_ENABLED=True),
         time_machine.travel(datetime(2025, 4, 10, 9, 0, tzinfo=MADRID)),
     ):
+        finished_backups()
         assert pipelines_overdue() == []
 
 
@@ -262,7 +276,7 @@ class StatusPageTests(CastTestCase):
     def test_a_manager_sees_each_job_its_last_failure_and_next_time_but_cannot_rerun(self):
         self.client.force_login(self.manager)
         # session, user, permissions, the data-through line (3 with no batch cut-off), one per job
-        with self.assertNumQueries(13):
+        with self.assertNumQueries(15):
             response = self.client.get(reverse("integrations:status"))
         assert response.status_code == 200
         page = response.content.decode()
