@@ -172,6 +172,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The cache holds the task cluster's heartbeat (read by /readyz), so it must be shared across
 # processes: a table in PostgreSQL by default, Redis when scaled out.
 CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://abaco_cache")}
+# Dashboard pages' computed results are kept there too, per snapshot state (kpis.pagecache): how
+# long an entry lives once nothing reads it any more (0 turns the page cache off).
+PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=24 * 3600)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

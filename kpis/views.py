@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date
 
 from django.contrib import messages
@@ -19,6 +20,7 @@ from abaco.roles import role_required
 from compliance.access import export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
+from kpis.pagecache import cached_page
 from loans.selectors import data_age
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -84,22 +86,74 @@ def _export(request: HttpRequest, page: str, result) -> HttpResponse | None:
 
 def _with_data_age(ctx: dict) -> dict:
     """The page's "Data through" line from the date its selection already read (the context
-    processor's own read is lazy and then never made)."""
+    processor's own read is lazy and then never made); its age is today's, so per request."""
     return {**ctx, "data_age": data_age(through=ctx["s"].data_through)}
 
 
-@role_required("kpis.view_dashboard")
-def overview(request: HttpRequest) -> HttpResponse:
-    result = selectors.overview_read(**_filters(request))
-    if (response := _export(request, "overview", result)) is not None:
-        return response
-    ctx = {
-        "page": "overview",
-        "o": result,
-        "s": result.selection,
-        "insight": selectors.insight_latest(selection=result.selection),
-    }
-    return render(request, "kpis/overview.html", _with_data_age(ctx))
+def _page(
+    request: HttpRequest,
+    page: str,
+    read,
+    params: dict,
+    context,
+    *,
+    prepare=None,
+) -> HttpResponse:
+    """A dashboard page: an export of its tables (computed now), or its selector's result from
+    the page cache (kpis.pagecache) rendered for this request."""
+    if request.GET.get("format") in ("csv", "xlsx"):
+        response = _export(request, page, read(**params))
+        if response is not None:
+            return response
+    return cached_page(
+        request,
+        page=page,
+        params=params,
+        compute=lambda: read(**params),
+        respond=lambda result: render(
+            request, f"kpis/{page}.html", _with_data_age(context(result))
+        ),
+        prepare=prepare,
+    )
+
+
+def _dashboard(page: str, read, name: str, *, pii: bool = False, extra=None):
+    """A dashboard page's view: its selector's result as ``name`` (and its selection as ``s``);
+    with ``pii``, the selector learns whether the user is cleared for personal data; ``extra``
+    adds what is read per request beside the cached result."""
+
+    @role_required("kpis.view_dashboard")
+    def view(request: HttpRequest) -> HttpResponse:
+        params = _filters(request)
+        if pii:
+            params["can_see_pii"] = request.user.has_perm("loans.view_pii")
+        return _page(
+            request,
+            page,
+            read,
+            params,
+            lambda result: {
+                "page": page,
+                name: result,
+                "s": result.selection,
+                **(extra(result) if extra else {}),
+            },
+        )
+
+    view.__name__ = view.__qualname__ = page
+    return view
+
+
+# The insight is read per request (a regenerated one shows at once; its button is per user).
+overview = _dashboard(
+    "overview",
+    selectors.overview_read,
+    "o",
+    extra=lambda result: {"insight": selectors.insight_latest(selection=result.selection)},
+)
+risk = _dashboard("risk", selectors.risk_read, "r")
+concentration = _dashboard("concentration", selectors.concentration_read, "c", pii=True)
+collections = _dashboard("collections", selectors.collections_read, "c")
 
 
 @role_required("kpis.view_dashboard")
@@ -142,50 +196,31 @@ def insight_regenerate(request: HttpRequest) -> HttpResponse:
     return redirect(back)
 
 
-@role_required("kpis.view_dashboard")
-def risk(request: HttpRequest) -> HttpResponse:
-    result = selectors.risk_read(**_filters(request))
-    if (response := _export(request, "risk", result)) is not None:
-        return response
-    ctx = {"page": "risk", "r": result, "s": result.selection}
-    return render(request, "kpis/risk.html", _with_data_age(ctx))
-
-
-@role_required("kpis.view_dashboard")
-def concentration(request: HttpRequest) -> HttpResponse:
-    result = selectors.concentration_read(
-        **_filters(request), can_see_pii=request.user.has_perm("loans.view_pii")
-    )
-    if (response := _export(request, "concentration", result)) is not None:
-        return response
-    ctx = {"page": "concentration", "c": result, "s": result.selection}
-    return render(request, "kpis/concentration.html", _with_data_age(ctx))
-
-
-@role_required("kpis.view_dashboard")
-def collections(request: HttpRequest) -> HttpResponse:
-    result = selectors.collections_read(**_filters(request))
-    if (response := _export(request, "collections", result)) is not None:
-        return response
-    ctx = {"page": "collections", "c": result, "s": result.selection}
-    return render(request, "kpis/collections.html", _with_data_age(ctx))
+def _without_queryset(result: selectors.Drilldown) -> selectors.Drilldown:
+    """What the cache keeps of a drill-down: its page of rows, not the lazy query for exports."""
+    return replace(result, queryset=None)
 
 
 @role_required("kpis.view_dashboard")
 def loans(request: HttpRequest) -> HttpResponse:
-    result = selectors.drilldown_read(
+    # The loan states of a stored run do not change: a drill-down page is cached like the others.
+    params = {
         **_filters(request),
-        bucket=request.GET.get("bucket", ""),
-        min_dpd=_int(request.GET.get("min_dpd"), None),
-        sort=request.GET.get("sort", "dpd"),
-        page=_int(request.GET.get("page"), 1),
-        after=request.GET.get("after", ""),
-        before=request.GET.get("before", ""),
+        "bucket": request.GET.get("bucket", ""),
+        "min_dpd": _int(request.GET.get("min_dpd"), None),
+        "sort": request.GET.get("sort", "dpd"),
+        "page": _int(request.GET.get("page"), 1),
+        "after": request.GET.get("after", ""),
+        "before": request.GET.get("before", ""),
+    }
+    return _page(
+        request,
+        "loans",
+        selectors.drilldown_read,
+        params,
+        lambda drill: {"page": "loans", "l": drill, "s": drill.selection},
+        prepare=_without_queryset,
     )
-    if (response := _export(request, "loans", result)) is not None:
-        return response
-    ctx = {"page": "loans", "l": result, "s": result.selection}
-    return render(request, "kpis/loans.html", _with_data_age(ctx))
 
 
 # Auditors read loan pages too (docs/design.md): the book's read permission, not the dashboards'.
@@ -197,7 +232,8 @@ def loan(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "kpis/loan.html", {"page": "loan", "h": result})
 
 
-@role_required("kpis.view_dashboard")
+# Auditors read customer pages too, like loan pages: the book's read permission.
+@role_required("loans.view_customer")
 def customer(request: HttpRequest, pk: int) -> HttpResponse:
     result = selectors.customer_read(
         customer_pk=pk, can_see_pii=request.user.has_perm("loans.view_pii")

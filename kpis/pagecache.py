@@ -1,0 +1,157 @@
+"""Dashboard pages computed once per snapshot state, served from the shared cache (issue 21).
+
+What a dashboard page shows changes only when a snapshot run is stored, restated or deleted, or
+when a load changes the data status; between those, its selector's result (the computed
+context) for a (page, filters, clearance) is the same for everyone who may see it. So a page's
+selector runs once and its result is kept in the shared cache (``CACHES["default"]``: the
+database cache, Redis when configured) under a key that names everything the page depends on:
+
+- the page and its parsed filters (as-of date, basis, slice, drill-down filter, sort, cursor);
+- the viewer's clearance (PII, exports, staff) where the page's content depends on it;
+- the *data version*: one cheap query over the runs (their count, newest id and computation
+  time, and the runs' id sequence, which any recomputation advances even when its run is then
+  dropped because the numbers stand) and over the batches (count, newest id, latest
+  timestamps, rows read): anything that stores, restates or deletes a run, or loads data,
+  changes it, so a stale entry is never read again (it expires, ``PAGE_CACHE_SECONDS``);
+- the code version: a hash of the selectors' and definitions' source, so a deploy never
+  unpickles a result shaped by older code.
+
+The template is still rendered per request: the user's name, permissions, CSRF token, messages
+and any per-request include (the access log write) stay per request. Browsers get an ``ETag``
+(the key plus the user, the user's CSRF secret and the permissions the chrome shows) and a
+``304`` when nothing changed. Exports (``?format=``) are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
+from django.middleware.csrf import get_token
+
+CACHE_ALIAS = "default"
+KEY_PREFIX = "kpis.page"
+
+# One round trip: the state of the runs and of the loads. pg_sequences' last_value moves with
+# every run created, even one rolled back or deleted in the same transaction.
+DATA_VERSION = """
+SELECT (SELECT coalesce(last_value, 0) FROM pg_sequences
+        WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('kpis_snapshotrun', 'id')),
+       (SELECT concat_ws(':', count(*), max(id), max(computed_at)) FROM kpis_snapshotrun),
+       (SELECT concat_ws(':', count(*), max(id), max(greatest(created_at, started_at, finished_at)),
+                         sum(rows_read))
+        FROM loans_batch)
+"""
+
+# What the cached results are made of: a change to any of these files changes every key.
+_SOURCES = ("kpis/selectors", "kpis/definitions.py", "kpis/models.py")
+
+
+@cache
+def code_version() -> str:
+    digest = hashlib.sha256()
+    root = Path(settings.BASE_DIR)
+    for source in _SOURCES:
+        path = root / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_version() -> str:
+    """The runs' and loads' state, as a string that changes whenever a page could."""
+    with connection.cursor() as cursor:
+        cursor.execute(DATA_VERSION)
+        return "|".join(map(str, cursor.fetchone()))
+
+
+def clearance(request: HttpRequest) -> tuple[bool, bool, bool, bool]:
+    """The viewer's rights that change a page's content (not its chrome): PII, exports, uploads
+    (the empty state's link) and staff (batch links)."""
+    user = request.user
+    return (
+        user.has_perm("loans.view_pii"),
+        user.has_perm("kpis.export_data"),
+        user.has_perm("loans.add_upload"),
+        bool(user.is_staff),
+    )
+
+
+def page_key(page: str, params: dict[str, Any], request: HttpRequest) -> str:
+    """The cache key of a page's result (see the module's docstring)."""
+    parts = repr((page, sorted(params.items()), clearance(request), data_version(), code_version()))
+    return f"{KEY_PREFIX}:{hashlib.sha256(parts.encode()).hexdigest()}"
+
+
+def _etag(key: str, request: HttpRequest) -> str:
+    """The response's validator: the page's key and what the chrome shows per user."""
+    user = request.user
+    chrome = (
+        key,
+        user.pk,
+        user.get_username(),
+        csrf_secret(request),
+        user.has_perm("compliance.view_audit"),
+        user.has_perm("integrations.view_pipelines"),
+    )
+    return '"' + hashlib.sha256(repr(chrome).encode()).hexdigest()[:32] + '"'
+
+
+def csrf_secret(request: HttpRequest) -> str:
+    """The CSRF secret the page's forms are signed with (made now when the browser has none,
+    as the page's sign-out form would)."""
+    get_token(request)
+    return str(request.META.get("CSRF_COOKIE", ""))
+
+
+def _not_modified(request: HttpRequest, etag: str) -> bool:
+    sent = request.headers.get("If-None-Match", "")
+    return etag in [tag.strip().removeprefix("W/") for tag in sent.split(",")]
+
+
+def cached_page(
+    request: HttpRequest,
+    *,
+    page: str,
+    params: dict[str, Any],
+    compute: Callable[[], Any],
+    respond: Callable[[Any], HttpResponse],
+    prepare: Callable[[Any], Any] | None = None,
+) -> HttpResponse:
+    """``respond(result)`` with ``compute()``'s result from the cache, computed on a miss.
+
+    ``prepare`` turns a result into what is stored (drops what must not be pickled, such as a
+    lazy queryset). A request whose browser holds the current page gets a 304."""
+    seconds = settings.PAGE_CACHE_SECONDS
+    if seconds <= 0 or request.method != "GET":
+        return respond(compute())
+    key = page_key(page, params, request)
+    etag = _etag(key, request)
+    if _not_modified(request, etag) and not _has_messages(request):
+        response: HttpResponse = HttpResponseNotModified()
+    else:
+        store = caches[CACHE_ALIAS]
+        found = store.get(key)
+        if found is None:
+            result = compute()
+            stored = prepare(result) if prepare is not None else result
+            store.set(key, stored, seconds)
+        else:
+            result = found
+        response = respond(result)
+    response["ETag"] = etag
+    # Revalidate every time: the page is the user's own, and may change with the next snapshot.
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+def _has_messages(request: HttpRequest) -> bool:
+    storage = getattr(request, "_messages", None)
+    return bool(storage is not None and len(storage))
