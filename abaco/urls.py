@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from abaco import health, metrics, second_factor, views
 
-handler400 = "abaco.views.bad_request"
+handler400 = "api.errors.bad_request"
 
 admin.site.site_header = "Abaco Loans Analytics"
 admin.site.site_title = "Abaco admin"

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from django.core.exceptions import BadRequest
 from django.http import JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import exception_handler
+
+from abaco.views import bad_request as site_bad_request
 
 PROBLEM = "application/problem+json"
 
@@ -65,6 +68,17 @@ def problem_handler(exc, context):
         body = problem(response.status_code, str(detail), instance=instance, **extra)
     response.data = body
     return response
+
+
+def bad_request(request, exception=None):
+    """400s raised before a view (control characters, refused by the request guard) answer in
+    problem+json under /api/, in the site's layout elsewhere."""
+    if request.path.startswith("/api/"):
+        reason = str(exception) if type(exception) is BadRequest else "Bad request."
+        return JsonResponse(
+            problem(400, reason, instance=request.path), status=400, content_type=PROBLEM
+        )
+    return site_bad_request(request, exception)
 
 
 def not_found(request, exception=None):

@@ -68,6 +68,10 @@ class Cursor(CursorPagination):
                     "maximum": self.max_page_size,
                     "default": self.page_size,
                 }
+            elif param["name"] == self.cursor_query_param:
+                # An opaque cursor is URL-safe base64: no control characters (the request guard
+                # refuses those with a 400 before any view runs).
+                param["schema"] = {"type": "string", "pattern": "^[A-Za-z0-9+/=_-]*$"}
         return params
 
 

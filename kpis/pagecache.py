@@ -32,9 +32,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
+from django.db import connections, router
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.middleware.csrf import get_token
+
+from kpis.models import SnapshotRun
 
 CACHE_ALIAS = "default"
 KEY_PREFIX = "kpis.page"
@@ -67,7 +69,9 @@ def code_version() -> str:
 
 def data_version() -> str:
     """The runs' and loads' state, as a string that changes whenever a page could."""
-    with connection.cursor() as cursor:
+    # Where the page's data is read (the replica when routed): a version read on the primary
+    # while the data came from a lagging replica would cache old numbers under a new key.
+    with connections[router.db_for_read(SnapshotRun)].cursor() as cursor:
         cursor.execute(DATA_VERSION)
         return "|".join(map(str, cursor.fetchone()))
 

@@ -43,6 +43,7 @@ from loans.signals import book_changed
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+    from django.db.backends.utils import CursorWrapper
 
 __all__ = [
     "TapeImport",
@@ -319,7 +320,7 @@ def demo_remove(*, dry_run: bool = False) -> DemoRemoval:
 
 
 @contextmanager
-def _index_probes_only(cursor) -> Iterator[None]:
+def _index_probes_only(cursor: CursorWrapper) -> Iterator[None]:
     """Within the transaction, for one statement: no sequential scans (see _DEMO_DELETES)."""
     cursor.execute("SET LOCAL enable_seqscan = off")
     try:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from compliance.backups import database_params
@@ -21,6 +23,7 @@ from compliance.backups import database_url as backup_database_url
 from integrations.models import PipelineRun
 from integrations.pipelines import pipeline_run
 from kpis.engine import snapshot_compute
+from loans.selectors import book_data_through
 from tests.factories import batch_create
 from tests.kpis import books as p
 
@@ -91,7 +94,6 @@ def test_pipeline_runs_rows_loaded_data_age_and_snapshot_time_come_from_the_data
         status="failed",
         duration_ms=4200,
     )
-    from django.utils import timezone
 
     batch_create(source="lender-a", rows_inserted=120, rows_updated=30, finished_at=timezone.now())
     text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
@@ -126,7 +128,13 @@ def test_pipeline_runs_rows_loaded_data_age_and_snapshot_time_come_from_the_data
         got[("abaco_rows_loaded_total", frozenset({"source": "lender-a", "kind": "tape"}.items()))]
         == 150
     )
-    assert 0 <= got[("abaco_data_through_age_seconds", frozenset())] < 60
+    # The age of the book's data-through date (the end of that day, operators' zone).
+    through = book_data_through()
+    end = datetime.combine(
+        through + timedelta(days=1), datetime.min.time(), tzinfo=timezone.get_current_timezone()
+    )
+    expected = (timezone.now() - end).total_seconds()
+    assert abs(got[("abaco_data_through_age_seconds", frozenset())] - expected) < 60
     assert got[("abaco_snapshot_compute_seconds", frozenset())] >= 0
     assert got[("abaco_snapshot_loans", frozenset())] > 0
 

@@ -15,7 +15,8 @@ from tests.kpis.books import dashboard_book
 
 BOOK = {Role.UPLOADER, Role.STEWARD, Role.MANAGER, Role.AUDITOR, Role.ADMIN, Role.API_CLIENT}
 UPLOADS = {Role.UPLOADER, Role.STEWARD, Role.ADMIN}
-KPIS = {Role.MANAGER, Role.ADMIN, Role.API_CLIENT}
+# Staff read the dashboards to check what a load did (issue 17), so the KPIs too.
+KPIS = {Role.UPLOADER, Role.STEWARD, Role.MANAGER, Role.ADMIN, Role.API_CLIENT}
 PIPELINES = {Role.UPLOADER, Role.STEWARD, Role.MANAGER, Role.ADMIN}
 AUDIT = {Role.AUDITOR, Role.ADMIN}
 

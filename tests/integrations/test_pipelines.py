@@ -80,8 +80,8 @@ def test_setup_schedules_syncs_every_job_and_removes_one_no_longer_declared():
         ("kpi_daily", "30 7 * * *", "'kpi_daily'"),
         ("meta_ingest", "0 8 * * *", "'meta_ingest'"),
         ("pipelines_watch", "*/15 * * * *", None),
-        ("retention_daily", "0 3 * * *", None),
         ("restore_check_weekly", "0 4 * * 0", "'restore_check_weekly'"),
+        ("retention_daily", "0 3 * * *", None),
     ]
 
 

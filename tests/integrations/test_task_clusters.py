@@ -102,24 +102,28 @@ def enqueue(func: str, *args: object, name: str) -> None:
 
 
 def test_two_clusters_run_a_scheduled_job_once(queue, clusters):
-    Schedule.objects.create(
-        name="once_across_clusters",
-        func="math.floor",
-        args="2.5",
-        schedule_type=Schedule.MINUTES,
-        minutes=10,
-        next_run=timezone.now() - timedelta(seconds=1),
+    # A declared job (clusters switch undeclared schedules off at start): the overdue watch.
+    Schedule.objects.bulk_create(
+        [
+            Schedule(
+                name="pipelines_watch",
+                func="integrations.tasks.pipelines_watch_task",
+                schedule_type=Schedule.MINUTES,
+                minutes=10,
+                next_run=timezone.now() - timedelta(seconds=1),
+            )
+        ]
     )
     clusters(), clusters()
     # Each cluster's scheduler wakes about 30 s after it starts: both look at the due schedule.
     wait_for(
-        lambda: Task.objects.filter(group="once_across_clusters").exists(),
+        lambda: Task.objects.filter(group="pipelines_watch").exists(),
         seconds=90,
         what="the scheduled task",
     )
     time.sleep(10)  # the other cluster's scheduler has run by now
-    tasks = Task.objects.filter(group="once_across_clusters")
-    assert [(task.success, task.result) for task in tasks] == [(True, 2)]
+    tasks = Task.objects.filter(group="pipelines_watch")
+    assert [task.success for task in tasks] == [True]
 
 
 def test_a_task_of_a_killed_cluster_is_run_by_the_other(queue, clusters):
