@@ -12,6 +12,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import exception_handler
 
+from abaco.middleware import CONTROL
 from abaco.views import bad_request as site_bad_request
 
 PROBLEM = "application/problem+json"
@@ -74,6 +75,13 @@ def bad_request(request, exception=None):
     """400s raised before a view (control characters, refused by the request guard) answer in
     problem+json under /api/, in the site's layout elsewhere."""
     if request.path.startswith("/api/"):
+        if CONTROL.search(request.path):
+            # No resource's identifier holds a control character: that URL names nothing.
+            return JsonResponse(
+                problem(404, "No such resource.", instance=request.path),
+                status=404,
+                content_type=PROBLEM,
+            )
         reason = str(exception) if type(exception) is BadRequest else "Bad request."
         return JsonResponse(
             problem(400, reason, instance=request.path), status=400, content_type=PROBLEM

@@ -311,3 +311,12 @@ class RowSerializerTests(BookTestCase):
             LoanStateSerializer(states, many=True).data, PlainState(states, many=True).data
         )
         self.assertEqual(len(loans), 5)
+
+
+class RequestGuardTests(BookTestCase):
+    def test_control_characters_answer_in_problem_json(self):
+        in_path = self.api_get("/api/v1/batches/%07/")
+        self.assertEqual((in_path.status_code, self.problem(in_path)["status"]), (404, 404))
+        in_query = self.api_get(LOANS + "?entity=%00")
+        self.assertEqual(in_query.status_code, 400)
+        self.assertIn("control character", self.problem(in_query)["detail"])
