@@ -398,6 +398,7 @@ DEFAULTS: dict[str, dict[str, Rule]] = {
         "sequence": INTERNAL,
     },
     "loans.Upload": {
+        "preview": INTERNAL,
         "idempotency_key": INTERNAL,
         "data_through": INTERNAL,
         "full_export": INTERNAL,

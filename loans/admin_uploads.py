@@ -10,12 +10,10 @@ from django.http import FileResponse, Http404, HttpResponseRedirect, JsonRespons
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 
 from abaco.uploads import upload_size_refusal
-from loans.lineage import TapeRejected
 from loans.models import ColumnMap, Upload
-from loans.services import upload_preview, upload_queue
+from loans.services import upload_check_queue, upload_queue
 
 
 class UploadForm(forms.ModelForm):
@@ -106,6 +104,8 @@ class UploadAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def response_add(self, request, obj, post_url_continue=None):
+        if obj.kind == Upload.Kind.TAPE:  # checked in the task cluster, never in the request
+            upload_check_queue(upload=obj)
         return HttpResponseRedirect(reverse("admin:loans_upload_preview", args=[obj.pk]))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
@@ -151,20 +151,18 @@ class UploadAdmin(admin.ModelAdmin):
                     request, "Loading in the background; this page follows its progress."
                 )
             return HttpResponseRedirect(reverse("admin:loans_upload_change", args=[upload.pk]))
-        result, fatal = None, None
-        if upload.kind == Upload.Kind.TAPE:
-            try:
-                result = upload_preview(upload=upload)
-            except TapeRejected as rejected:
-                fatal = rejected.problems
+        unchecked = upload.kind == Upload.Kind.TAPE and upload.preview is None
+        if unchecked and upload.status == Upload.Status.DRAFT:  # uploaded before checks ran here
+            upload_check_queue(upload=upload)
+        found = upload.preview or {}
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": f"Check {upload} before loading",
             "upload": upload,
-            "result": result,
-            "fatal": fatal,
-            "previewed_at": timezone.now(),
+            "checking": upload.status == Upload.Status.CHECKING,
+            "result": {k: v for k, v in found.items() if k != "fatal"} or None,
+            "fatal": found.get("fatal"),
         }
         return TemplateResponse(request, "admin/loans/upload/preview.html", context)
 

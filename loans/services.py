@@ -27,7 +27,7 @@ from compliance.journal import journal_append
 from compliance.models import JournalEntry
 from loans.demo import DEMO_PREFIX, DEMO_SOURCE
 from loans.imports.statements import statements_import
-from loans.imports.tape import TapeImport, source_format, tape_import
+from loans.imports.tape import Progress, TapeImport, source_format, tape_import
 from loans.lineage import (
     BOOK_LOCK,
     LoadResult,
@@ -53,13 +53,15 @@ __all__ = [
     "snapshots_recompute_queue",
     "source_format",
     "tape_import",
+    "upload_check",
+    "upload_check_queue",
     "upload_load",
     "upload_preview",
     "upload_queue",
 ]
 
 
-def upload_preview(*, upload: Upload) -> TapeImport:
+def upload_preview(*, upload: Upload, progress: Progress | None = None) -> TapeImport:
     """Validate an uploaded tape without keeping anything: what would load, and every problem."""
     return tape_import(
         path=upload.file.path,
@@ -68,7 +70,64 @@ def upload_preview(*, upload: Upload) -> TapeImport:
         by=upload.created_by,
         dry_run=True,
         full_export=upload.full_export,
+        progress=progress,
     )
+
+
+def upload_check_queue(*, upload: Upload) -> None:
+    """Queue the dry run of a new tape upload in the task cluster (once the caller's transaction
+    commits); its page follows the progress and then shows what was found."""
+    Upload.objects.filter(pk=upload.pk).update(
+        status=Upload.Status.CHECKING, progress=0, progress_label="queued", preview=None
+    )
+    upload.status = Upload.Status.CHECKING
+    transaction.on_commit(
+        lambda: async_task(
+            "loans.tasks.upload_check_task", upload.pk, task_name=f"upload-check-{upload.pk}"
+        )
+    )
+
+
+def upload_check(*, upload: Upload) -> None:
+    """The dry run of an upload (run by the task cluster), with progress, stored for its page."""
+    progress_rows = Upload.objects.using("progress").filter(pk=upload.pk)
+
+    def report(fraction: float, label: str) -> None:
+        progress_rows.update(progress=round(fraction, 3), progress_label=label[:200])
+
+    try:
+        found = _preview_dict(upload_preview(upload=upload, progress=report))
+    except TapeRejected as rejected:
+        found = {"fatal": [str(p) for p in rejected.problems]}
+    Upload.objects.filter(pk=upload.pk, status=Upload.Status.CHECKING).update(
+        status=Upload.Status.DRAFT, preview=found, progress=1, progress_label="checked"
+    )
+
+
+def _preview_dict(result: TapeImport) -> dict[str, Any]:
+    """A dry run as the preview page reads it (JSON: values as text)."""
+
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "already_loaded": [[name, {"pk": batch.pk}] for name, batch in result.already_loaded],
+        "errors": [{**p.as_dict(), "severity": p.severity} for p in result.errors],
+        "files": [
+            {
+                "tape_file": {"name": f.tape_file.name},
+                "rows_read": f.rows_read,
+                "rejected": f.rejected,
+            }
+            for f in result.files
+        ],
+        "mapping": {name: [list(pair) for pair in pairs] for name, pairs in result.mapping.items()},
+        "preview": {
+            name: [list(columns), [[text(v) for v in row] for row in rows]]
+            for name, (columns, rows) in result.preview.items()
+        },
+        "problems": [{**p.as_dict(), "severity": p.severity} for p in result.problems],
+    }
 
 
 def upload_queue(*, upload: Upload) -> bool:

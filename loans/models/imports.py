@@ -132,6 +132,7 @@ class Upload(models.Model):
         MARKETING_SPEND = "marketing_spend", "Marketing spend (CSV or XLSX)"
 
     class Status(models.TextChoices):
+        CHECKING = "checking", "Checking the file"
         DRAFT = "draft", "Uploaded, not loaded yet"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Loading"
@@ -172,6 +173,9 @@ class Upload(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    # What the dry run found, as the preview page shows it (loans.services.upload_check): the task
+    # cluster writes it, so no request ever waits on a file's validation.
+    preview = models.JSONField(null=True, blank=True, editable=False)
     progress = models.FloatField(default=0)
     progress_label = models.CharField(max_length=200, blank=True)
     summary = models.TextField(blank=True)

@@ -37,7 +37,8 @@ class LoadScopeTestCase(UploadAdminTestCase):
         data = {"kind": "tape", "source": source, "file": SimpleUploadedFile(name, content)}
         if full:
             data["full_export"] = "on"
-        self.client.post(ADD_URL, data)
+        with self.captureOnCommitCallbacks(execute=True):  # the check, run in the cluster
+            self.client.post(ADD_URL, data)
         return Upload.objects.order_by("-pk").first()
 
 
@@ -52,6 +53,7 @@ class UploadedNameTests(LoadScopeTestCase):
             upload = self.upload_file(self.steward, "loans.csv", csv_bytes)
             preview = self.client.get(reverse("admin:loans_upload_preview", args=[upload.pk]))
             self.assertNotContains(preview, "no tape files found")
+            self.assertContains(preview, "Confirm and load")
             self.confirm(upload)
             discard_temp()
             loaded.append(upload)

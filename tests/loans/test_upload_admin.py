@@ -50,7 +50,9 @@ class UploadAdminTestCase(CastTestCase):
         data = {"kind": "tape", "source": source, "file": self.zip_file(tape, **kw)}
         if quarantine:
             data["quarantine"] = "on"
-        response = self.client.post(ADD_URL, data)
+        # The check (a dry run) is queued on commit and runs in the cluster (sync in tests).
+        with self.captureOnCommitCallbacks(execute=True):
+            response = self.client.post(ADD_URL, data)
         return response, Upload.objects.order_by("-pk").first()
 
     def confirm(self, upload: Upload):
@@ -126,6 +128,29 @@ class UploadFlowTests(UploadAdminTestCase):
         )
         self.assertContains(page, "<tr><td>comentario</td><td>(ignored)</td></tr>", html=True)
         self.assertContains(page, "No errors: ready to load.")
+
+    def test_the_check_runs_in_the_cluster_and_the_page_follows_it(self):
+        self.client.force_login(self.uploader)
+        data = {"kind": "tape", "source": "cascade", "file": self.zip_file(tape_valid(3))}
+        with self.captureOnCommitCallbacks(execute=False) as queued:
+            response = self.client.post(ADD_URL, data)
+        upload = Upload.objects.get()
+        # The request only stored the file: the dry run waits for the task cluster.
+        self.assertEqual((upload.status, upload.preview), (Upload.Status.CHECKING, None))
+        waiting = self.client.get(response["Location"])
+        self.assertContains(waiting, 'id="checking"')
+        self.assertNotContains(waiting, "Confirm and load")
+        for callback in queued:
+            callback()
+        upload.refresh_from_db()
+        self.assertEqual(upload.status, Upload.Status.DRAFT)
+        loans = next(
+            f for f in upload.preview["files"] if f["tape_file"]["name"].endswith("loans.csv")
+        )
+        self.assertEqual((loans["rows_read"], loans["rejected"]), (3, 0))
+        checked = self.client.get(response["Location"])
+        self.assertContains(checked, "No errors: ready to load.")
+        self.assertContains(checked, 'value="Confirm and load"')
 
     def test_a_bad_files_preview_lists_its_problems_and_offers_no_confirm_button(self):
         tape = tape_valid(3)
