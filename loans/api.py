@@ -288,6 +288,15 @@ class UploadCreateSerializer(serializers.Serializer):
         help_text="Only preview: keep the upload as a draft; POST its load URL to load it.",
     )
 
+    def validate(self, attrs: dict) -> dict:
+        # A misspelt option (``quarantaine``) must not load a file the caller meant to hold back.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name or "(empty name)": ["not a field of an upload"] for name in unknown}
+            )
+        return attrs
+
 
 # ---- filters -----------------------------------------------------------------------------------
 

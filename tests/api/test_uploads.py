@@ -59,6 +59,12 @@ class UploadApiTests(ApiTestCase):
         self.assertEqual(Loan.objects.count(), 4)
         self.assertEqual(upload.created_by, self.steward)
 
+    def test_a_misspelt_option_is_refused_and_nothing_is_stored(self):
+        response = self.post(tape_valid(2), quarantaine="true")
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("quarantaine", response.json()["errors"])
+        self.assertFalse(Upload.objects.exists())
+
     def test_the_same_idempotency_key_answers_with_the_first_upload(self):
         first = self.post(tape_valid(2), headers={"Idempotency-Key": "abc-1"})
         again = self.post(tape_valid(2), headers={"Idempotency-Key": "abc-1"})
