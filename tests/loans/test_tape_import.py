@@ -1189,6 +1189,24 @@ def test_the_import_tape_command_with_quarantine_loads_the_rest_and_says_so(tmp_
     assert Transaction.objects.count() == 5
 
 
+def test_the_import_tape_command_records_the_cut_off_the_export_gives(tmp_path):
+    call_command(
+        "import_tape",
+        str(write(tmp_path, tape_valid(3))),
+        "--data-through",
+        "2025-12-10",
+        stdout=io.StringIO(),
+    )
+
+    # Every dated file carries the given cut-off (customers have no dates of data).
+    assert dict(Batch.objects.values_list("kind", "data_through")) == {
+        "customers": None,
+        "loans": date(2025, 12, 10),
+        "schedules": date(2025, 12, 10),
+        "transactions": date(2025, 12, 10),
+    }
+
+
 def test_the_import_tape_command_refuses_a_path_that_does_not_exist(tmp_path):
     with pytest.raises(CommandError, match="does not exist"):
         call_command("import_tape", str(tmp_path / "nowhere"))

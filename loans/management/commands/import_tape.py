@@ -5,6 +5,7 @@ All or nothing: any error leaves the database as it was and exits non-zero with 
 """
 
 import sys
+from datetime import date
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -30,6 +31,13 @@ class Command(BaseCommand):
             action="store_true",
             help="The tape is not the source's whole book: flag none of its rows missing from it.",
         )
+        parser.add_argument(
+            "--data-through",
+            type=date.fromisoformat,
+            metavar="YYYY-MM-DD",
+            help="The date the tape's data runs to, when the export says so (default: the "
+            "latest transaction or disbursement date in it).",
+        )
 
     def handle(self, *args, path: Path, source: str, quarantine: bool, **options):
         if not path.exists():
@@ -53,6 +61,7 @@ class Command(BaseCommand):
                 quarantine=quarantine,
                 progress=progress,
                 full_export=not options["partial"],
+                data_through=options["data_through"],
             )
         except TapeRejected as rejected:
             bar.close()
