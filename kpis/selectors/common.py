@@ -216,6 +216,15 @@ class Selection:
                     found = run
         return found
 
+    @property
+    def latest_run(self) -> SnapshotRun | None:
+        """The latest date's standing run (its restatement where it has one), whatever basis
+        the page shows: what the data status names as the latest snapshot."""
+        if not self.dates:
+            return None
+        runs = [run for run in self.runs if run.as_of == self.dates[0]]
+        return max(runs, key=lambda run: run.basis == SnapshotRun.Basis.RESTATED)
+
     def month_end_runs(self, *, months: int) -> list[SnapshotRun]:
         """The last ``months`` month-end runs up to the selected date, oldest first."""
         days = sorted(

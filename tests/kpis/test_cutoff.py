@@ -239,6 +239,12 @@ class DailyFlowTests(CastTestCase):
         self.assertNotContains(restated, 'id="restatement-pending"')
         self.assertEqual(restated.context["s"].as_of, through)
         self.assertEqual(restated.context["s"].run.basis, "restated")
+        # The data status names the latest date's standing run, on either basis shown.
+        standing = SnapshotRun.objects.get(as_of=through, basis="restated")
+        for page in (restated, reported):
+            self.assertEqual(page.context["s"].latest_run, standing)
+            self.assertContains(page, "· Restated · computed")
+            self.assertContains(page, f"· {standing.loans} loans with a balance")
         trend_runs = restated.context["s"].month_end_runs(months=24)
         self.assertTrue(
             all(r.basis == "restated" for r in trend_runs if r.as_of >= paid_on), trend_runs
