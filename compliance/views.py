@@ -62,8 +62,11 @@ def _filters(request: HttpRequest) -> dict:
     }
 
 
-def _journal_filters(request: HttpRequest) -> dict:
-    kind = request.GET.get("kind", "")
+def _journal_filters(request: HttpRequest, *, kind: str | None = None) -> dict:
+    """The journal page's filters; ``kind`` is the entry kind (the page's ``kind`` parameter
+    unless given: an export's ``kind`` names the export, its entry kind comes as ``entry``)."""
+    if kind is None:
+        kind = request.GET.get("kind", "")
     # The access log tab: reads and exports, with sign-ins and the other security events.
     kinds = (
         list(ACCESS_KINDS)
@@ -137,6 +140,7 @@ def journal(request: HttpRequest) -> HttpResponse:
         "kinds": JournalEntry.Kind.choices,
         "kind": request.GET.get("kind", ""),
         "tab": "access" if request.GET.get("kind") == "access" else "journal",
+        "export_query": _export_query(request),
         "zone": _zone(),
     }
     return render(request, "compliance/journal.html", ctx)
@@ -175,6 +179,18 @@ def batch(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "compliance/batch.html", ctx)
 
 
+def _export_query(request: HttpRequest) -> str:
+    """The journal page's filters for its export links: the export's own ``kind`` names the
+    export, so the page's entry kind goes as ``entry``."""
+    query = request.GET.copy()
+    kind = query.pop("kind", [""])[-1]
+    query.pop("page", None)
+    query.pop("format", None)
+    if kind in JournalEntry.Kind.values:
+        query["entry"] = kind
+    return query.urlencode()
+
+
 @role_required("compliance.export_audit")
 def audit_export(request: HttpRequest) -> HttpResponse:
     """``?kind=changes|access|journal&format=csv|jsonl`` with the page's filters, streamed."""
@@ -185,7 +201,7 @@ def audit_export(request: HttpRequest) -> HttpResponse:
     if kind == "changes":
         filters = _filters(request)
     else:
-        filters = _journal_filters(request)
+        filters = _journal_filters(request, kind=request.GET.get("entry", "") or kind)
         if kind == "access":
             filters.pop("kinds")
     response = audit_response(kind=kind, fmt=fmt, **filters)

@@ -438,6 +438,29 @@ class WorkbenchTests(JournalTestCase):
         logged = JournalEntry.objects.get(actor=self.auditor.username)
         self.assertEqual((logged.action, logged.rows), ("export audit access", 1))
 
+    def test_the_journal_pages_export_links_follow_its_filters(self):
+        import html
+        import re
+
+        self.read_loan(self.manager)
+        self.read_loan(self.admin)
+        self.client.force_login(self.auditor)
+        for filters in (
+            {"kind": "", "user": self.manager.username},  # "All" kinds, as the form sends it
+            {"kind": "access", "user": self.manager.username},
+            {"kind": "access", "user": self.manager.username, "page": "1"},
+        ):
+            page = self.client.get(reverse("compliance:journal"), filters).content.decode()
+            links = re.findall(r'href="(/audit/export\?[^"]+)"', page)
+            self.assertTrue(links, filters)
+            for link in links:
+                response = self.client.get(html.unescape(link))
+                self.assertEqual(response.status_code, 200, link)
+                if "format=jsonl" in link:
+                    rows = jsonl(response)
+                    self.assertTrue(rows, link)
+                    self.assertEqual({r["user"] for r in rows}, {self.manager.username}, link)
+
     def test_the_raw_file_of_a_batch_downloads_and_the_download_is_logged(self):
         import tempfile
 
