@@ -221,6 +221,9 @@ DEAD_REASON = (
     "the process running this load stopped (killed or crashed) before it finished: nothing of "
     "it was loaded"
 )
+# An upload's check (dry run) is queued with the first label and starts with the second.
+CHECK_QUEUED = "queued"
+CHECK_STARTED = "checking"
 
 
 def alive_hold(kind: str, pk: int, using: str = "default") -> None:
@@ -286,6 +289,25 @@ def imports_recover(*, book_locked: bool = False) -> dict[str, int]:
                         finished_at=now,
                         progress_label=f"failed: {DEAD_REASON}"[:200],
                         summary=f"Failed: {DEAD_REASON}. Send it to load again from this page.",
+                    )
+                )
+        # A check (dry run) that started and died: back to a draft, whose page checks it again.
+        # A check still queued has not started (its label says so) and is left to the cluster.
+        for pk in (
+            Upload.objects.using(using)
+            .filter(status=Upload.Status.CHECKING)
+            .exclude(progress_label=CHECK_QUEUED)
+            .values_list("pk", flat=True)
+        ):
+            if _dead(cursor, "upload", pk):
+                counts["uploads"] += (
+                    Upload.objects.using(using)
+                    .filter(pk=pk, status=Upload.Status.CHECKING)
+                    .update(
+                        status=Upload.Status.DRAFT,
+                        preview=None,
+                        progress=0,
+                        progress_label=f"check interrupted: {DEAD_REASON}"[:200],
                     )
                 )
         if not book_locked:

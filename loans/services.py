@@ -30,6 +30,8 @@ from loans.imports.statements import statements_import
 from loans.imports.tape import Progress, TapeImport, source_format, tape_import
 from loans.lineage import (
     BOOK_LOCK,
+    CHECK_QUEUED,
+    CHECK_STARTED,
     LoadResult,
     Problem,
     TapeRejected,
@@ -78,7 +80,7 @@ def upload_check_queue(*, upload: Upload) -> None:
     """Queue the dry run of a new tape upload in the task cluster (once the caller's transaction
     commits); its page follows the progress and then shows what was found."""
     Upload.objects.filter(pk=upload.pk).update(
-        status=Upload.Status.CHECKING, progress=0, progress_label="queued", preview=None
+        status=Upload.Status.CHECKING, progress=0, progress_label=CHECK_QUEUED, preview=None
     )
     upload.status = Upload.Status.CHECKING
     transaction.on_commit(
@@ -95,13 +97,20 @@ def upload_check(*, upload: Upload) -> None:
     def report(fraction: float, label: str) -> None:
         progress_rows.update(progress=round(fraction, 3), progress_label=label[:200])
 
+    # Crash recovery tells a dead check by this lock (and a started one by its label): the
+    # upload goes back to a draft whose page queues the check again.
+    alive_hold("upload", upload.pk)
+    report(0, CHECK_STARTED)
     try:
-        found = _preview_dict(upload_preview(upload=upload, progress=report))
-    except TapeRejected as rejected:
-        found = {"fatal": [str(p) for p in rejected.problems]}
-    Upload.objects.filter(pk=upload.pk, status=Upload.Status.CHECKING).update(
-        status=Upload.Status.DRAFT, preview=found, progress=1, progress_label="checked"
-    )
+        try:
+            found = _preview_dict(upload_preview(upload=upload, progress=report))
+        except TapeRejected as rejected:
+            found = {"fatal": [str(p) for p in rejected.problems]}
+        Upload.objects.filter(pk=upload.pk, status=Upload.Status.CHECKING).update(
+            status=Upload.Status.DRAFT, preview=found, progress=1, progress_label="checked"
+        )
+    finally:
+        alive_release("upload", upload.pk)
 
 
 def _preview_dict(result: TapeImport) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django_q.signals import post_spawn
 
 from integrations.tasks import pipelines_watch_task
-from loans.lineage import ALIVE_KEYS, DEAD_REASON, STAGING_SCHEMA
+from loans.lineage import ALIVE_KEYS, CHECK_QUEUED, DEAD_REASON, STAGING_SCHEMA
 from loans.models import Batch, Upload
 from loans.services import tape_import
 from tests.base import CastTestCase
@@ -95,3 +95,30 @@ class CrashRecoveryTests(CastTestCase):
         upload.refresh_from_db()
         self.assertEqual(upload.status, Upload.Status.QUEUED)
         self.assertEqual(len(queued), 1)  # the load task, sent to the cluster on commit
+
+    def test_a_check_whose_process_died_goes_back_to_a_draft_that_is_checked_again(self):
+        def checking(label: str) -> Upload:
+            return Upload.objects.create(
+                kind=Upload.Kind.TAPE,
+                source="cascade",
+                file=SimpleUploadedFile("tape.csv", b"x"),
+                created_by=self.steward,
+                status=Upload.Status.CHECKING,
+                progress=0.5 if label != CHECK_QUEUED else 0,
+                progress_label=label,
+            )
+
+        started, queued = checking("reading loans.csv"), checking(CHECK_QUEUED)
+        pipelines_watch_task()
+        started.refresh_from_db()
+        queued.refresh_from_db()
+        self.assertEqual(started.status, Upload.Status.DRAFT)
+        self.assertIn("check interrupted", started.progress_label)
+        self.assertIsNone(started.preview)
+        self.assertEqual(queued.status, Upload.Status.CHECKING)  # not started: the cluster's
+        # Its page queues the check again, and the page follows it.
+        self.client.force_login(self.steward)
+        with self.captureOnCommitCallbacks() as sent:
+            page = self.client.get(reverse("admin:loans_upload_preview", args=[started.pk]))
+        self.assertContains(page, 'id="checking"')
+        self.assertEqual(len(sent), 1)
