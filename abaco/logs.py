@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+
+from gunicorn.glogging import Logger, SafeAtoms
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -37,3 +40,20 @@ class NoTracebackForRefusals(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+class JsonAtoms(SafeAtoms):
+    """gunicorn's access-log values written as JSON string contents: quotes, backslashes and
+    control characters escaped, so a path with a decoded ``%0A`` or ``%22`` stays one valid
+    JSON line (gunicorn itself escapes only the double quote)."""
+
+    def __init__(self, atoms: dict) -> None:
+        dict.__init__(self)
+        for key, value in atoms.items():
+            self[key] = json.dumps(value)[1:-1] if isinstance(value, str) else value
+
+
+class JsonAccessLogger(Logger):
+    """gunicorn's logger with JSON-safe access-log values (infra/gunicorn.conf.py)."""
+
+    atoms_wrapper_class = JsonAtoms

@@ -29,6 +29,9 @@ max_requests_jitter = 200
 accesslog = "-"
 errorlog = "-"
 # JSON access lines, matching the application's logs; never the query string (it may carry tokens).
+# Every value escaped as JSON string contents (abaco.logs.JsonAccessLogger): a decoded %0A or %22
+# in a path cannot split or break a line.
+logger_class = "abaco.logs.JsonAccessLogger"
 access_log_format = '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "bytes": "%(B)s", "duration_us": %(D)s, "request_id": "%({x-request-id}o)s"}'
 # Forwarded headers (X-Forwarded-Proto) are believed only from the proxies in TRUSTED_PROXIES,
 # the list the app reads for the client address (abaco.middleware.ClientAddressMiddleware).

@@ -69,3 +69,21 @@ class LogLineTests(CastTestCase):
         lines = stream.getvalue().splitlines()
         self.assertEqual(len(lines), 1)
         self.assertIn("/a\\\\x0aforged\\\\x00line", lines[0])
+
+
+def test_gunicorns_access_line_stays_one_json_line_whatever_the_path():
+    """The access log of infra/gunicorn.conf.py, with the atoms wrapper its logger uses: a path
+    with a decoded %0A, a quote and a backslash is one line that parses back to that path."""
+    import runpy
+
+    from abaco.logs import JsonAccessLogger
+
+    config = runpy.run_path(str(settings.BASE_DIR / "infra" / "gunicorn.conf.py"))
+    assert config["logger_class"] == "abaco.logs.JsonAccessLogger"
+    path = '/a"b\\c\nforged\x00line'
+    atoms = {"t": "[07/Dec/2026:12:00:00 +0000]", "m": "GET", "U": path, "s": 404, "B": "0"}
+    atoms |= {"D": 812, "{x-request-id}o": "r-1"}
+    line = config["access_log_format"] % JsonAccessLogger.atoms_wrapper_class(atoms)
+    assert len(line.splitlines()) == 1
+    record = json.loads(line)
+    assert (record["path"], record["status"], record["request_id"]) == (path, 404, "r-1")
