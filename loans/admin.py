@@ -186,6 +186,22 @@ class BatchAdmin(ReadOnlyAdmin):
             f"changed their outstanding by {effect.outstanding_change:+,.2f}"
         )
 
+    def changelist_view(self, request, extra_context=None):
+        # "Remove all demo data" acts on the book, not on the checked rows: with none checked,
+        # the admin would refuse it ("Items must be selected"), so one row stands in for all.
+        post = request.POST
+        if (
+            request.method == "POST"
+            and post.get("action") == "remove_demo_data"
+            and not post.getlist(helpers.ACTION_CHECKBOX_NAME)
+        ):
+            any_batch = self.get_queryset(request).values_list("pk", flat=True).first()
+            if any_batch is not None:
+                post = post.copy()
+                post.setlist(helpers.ACTION_CHECKBOX_NAME, [str(any_batch)])
+                request.POST = post
+        return super().changelist_view(request, extra_context)
+
     def has_remove_demo_permission(self, request) -> bool:
         return request.user.is_superuser
 

@@ -169,6 +169,17 @@ class DemoRemoveAdminActionTests(DemoRemovalTestCase):
         self.assertFalse(Loan.objects.filter(loan_id__startswith=DEMO_PREFIX).exists())
         self.assertEqual(Loan.objects.count(), 6)
 
+    def test_the_action_needs_no_row_checked(self):
+        # It acts on the book: chosen with nothing checked, it still asks, then removes.
+        self.client.force_login(self.admin)
+        confirm = self.client.post("/admin/loans/batch/", {"action": "remove_demo_data"})
+        self.assertContains(confirm, "120 loans, 20 customers")
+        with self.captureOnCommitCallbacks(execute=True):
+            self.client.post(
+                "/admin/loans/batch/", {"action": "remove_demo_data", "confirm": "yes"}
+            )
+        self.assertFalse(Loan.objects.filter(loan_id__startswith=DEMO_PREFIX).exists())
+
     def test_a_steward_is_not_offered_the_action(self):
         response = self.post_action(self.steward, confirm="yes")
 
