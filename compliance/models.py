@@ -40,6 +40,7 @@ class JournalEntry(models.Model):
         IMPORT = "import", "Import (batch)"
         REVIEW = "review", "Tape-diff review"
         RETENTION = "retention", "Retention run or legal hold"
+        INSIGHT = "insight", "AI insight written or regenerated"
 
     at = models.DateTimeField()
     kind = models.CharField(max_length=16, choices=Kind.choices)

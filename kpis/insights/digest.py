@@ -3,8 +3,13 @@
 Inputs are the stored rows of ``SOURCES`` (KPI values, roll rates, vintage points, the runs'
 data status) for the insight's run, the previous month-end and the same day a year earlier, on the
 run's basis (a date's restatement when it has one, as the pages show it). Nothing is read from
-customer or loan rows, and no model whose fields ``compliance.classification`` marks restricted is
-a source (``digest_sources_check``): a digest can hold no name, national id or e-mail.
+customer or loan rows, and no model with a field ``compliance.classification`` marks restricted or
+personal is a source (``digest_sources_check``): a digest can hold no name, national id or e-mail.
+
+A rate the risk page shows as "n/m" (a rate annualised from a partial month, one from an SMM
+outside [0, 1], a roll matrix between dates that are not consecutive month-ends) is no fact: it
+reaches the digest under ``not_meaningful`` with its reason, never as a number a statement could
+cite.
 
 Every figure appears twice: as ``Facts`` (the stored Decimal, keyed by KPI code, slice and date),
 which the verifier and the renderer read, and in the digest in the unit and precision a manager
@@ -23,10 +28,18 @@ from typing import Any
 from django.db.models import F
 
 from abaco.dates import previous_month_end
-from compliance.classification import RESTRICTED_FIELDS
+from compliance.classification import RESTRICTED_FIELDS, personal_fields
 from kpis import definitions as d
 from kpis.models import KpiValue, RollRate, SnapshotRun, VintagePoint
-from kpis.selectors.common import BUCKET_LABELS, selection_read
+from kpis.selectors.common import (
+    BUCKET_LABELS,
+    NOT_MEANINGFUL,
+    Selection,
+    rate_not_meaningful,
+    rate_period,
+    roll_not_meaningful,
+    selection_read,
+)
 from kpis.selectors.overview import _year_ago
 
 # The stored rows a digest reads, by model label: never a customer's or a loan's.
@@ -85,11 +98,13 @@ def direction_of(unit: str, now: Decimal, before: Decimal) -> str:
 @dataclass
 class Facts:
     """The stored values behind a digest: (code, slice, ISO date) -> Decimal, with each code's
-    unit and name. The verifier checks against these, the renderer prints them."""
+    unit and name, and the book's data-through date (ISO, "" when unknown). The verifier checks
+    against these, the renderer prints them."""
 
     values: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    data_through: str = ""
 
     def add(self, code: str, slice_: str, day: date, value: Decimal | None, unit: str, name: str):
         if value is None:
@@ -129,10 +144,14 @@ class Digest:
 
 
 def digest_sources_check() -> None:
-    """Refuse to build a digest from a model that holds restricted (personal) fields."""
+    """Refuse to build a digest from a model that holds restricted or personal fields (the
+    registry can mark a field personal without a masking rule: it still never reaches a model)."""
     restricted = sorted(set(SOURCES) & set(RESTRICTED_FIELDS))
     if restricted:
         raise RuntimeError(f"a digest may not read restricted data: {', '.join(restricted)}")
+    personal = sorted(label for label in SOURCES if personal_fields(label))
+    if personal:
+        raise RuntimeError(f"a digest may not read personal data: {', '.join(personal)}")
 
 
 def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str = "") -> Digest:
@@ -150,22 +169,54 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
     else:
         slices.add(("portfolio", ""))
 
-    facts = Facts()
+    facts = Facts(data_through=selection.data_through.isoformat() if selection.data_through else "")
     wanted = set(DIGEST_KPIS)
-    rows = KpiValue.objects.filter(
-        run__in=[r.pk for r in runs], code__in=wanted, dimension__in={dim for dim, _ in slices}
-    ).values_list("run_id", "code", "dimension", "member", "value")
+    # A CPR is meaningful only with its SMM inside [0, 1] (kpis.selectors.common).
+    read = wanted | ({"smm"} if "cpr" in wanted else set())
+    rows = list(
+        KpiValue.objects.filter(
+            run__in=[r.pk for r in runs], code__in=read, dimension__in={dim for dim, _ in slices}
+        ).values_list("run_id", "code", "dimension", "member", "value")
+    )
     day_of = {r.pk: r.as_of for r in runs}
+    smm_of = {(r, dim, mem): value for r, code, dim, mem, value in rows if code == "smm"}
+    not_meaningful: list[dict[str, str]] = []
     for run_id, code, dim, mem, value in rows:
-        if (dim, mem) not in slices:
+        if code not in wanted or (dim, mem) not in slices:
             continue
         if (dim, mem) != (dimension, member) and code not in MOVER_KPIS:
             continue
+        day = day_of[run_id]
+        reason = rate_not_meaningful(
+            code, value, period=rate_period(day), smm=smm_of.get((run_id, dim, mem))
+        )
+        if reason:
+            not_meaningful.append(
+                {
+                    "kpi": code,
+                    "slice": slice_label(dim, mem),
+                    "date": day.isoformat(),
+                    "value": NOT_MEANINGFUL,
+                    "reason": reason,
+                }
+            )
+            continue
         kpi = d.BY_CODE[code]
-        facts.add(code, slice_label(dim, mem), day_of[run_id], value, kpi.unit, kpi.name)
+        facts.add(code, slice_label(dim, mem), day, value, kpi.unit, kpi.name)
 
     if dimension == "portfolio":
-        _roll_rates(facts, run, previous)
+        if reason := roll_not_meaningful(rate_period(run.as_of)):
+            not_meaningful.append(
+                {
+                    "kpi": "roll_rates",
+                    "slice": "portfolio",
+                    "date": run.as_of.isoformat(),
+                    "value": NOT_MEANINGFUL,
+                    "reason": reason,
+                }
+            )
+        else:
+            _roll_rates(facts, run, previous)
         _vintages(facts, run, previous)
 
     dates = {
@@ -190,8 +241,11 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
         "as_of": run.as_of.isoformat(),
         "slice": here,
         "dates": dates,
-        "data_status": _data_status(run),
+        "data_status": _data_status(run, selection),
         "series": series,
+        "not_meaningful": sorted(
+            not_meaningful, key=lambda n: (n["slice"] != here, n["kpi"], n["slice"], n["date"])
+        ),
         "crossings": _crossings(
             facts, dates, [here, *sorted({s for _, s, _ in facts.values} - {here})]
         ),
@@ -204,19 +258,32 @@ def _order(code: str) -> int:
     return DIGEST_KPIS.index(code) if code in DIGEST_KPIS else len(DIGEST_KPIS)
 
 
-def _data_status(run: SnapshotRun) -> dict[str, Any]:
-    status: dict[str, Any] = {
+def beyond_data_reason(as_of: date, through: date) -> str:
+    """Why a snapshot dated after the book's data-through date is no statement of the book (the
+    pages' beyond-data banner says the same)."""
+    return (
+        f"the snapshot of {as_of.isoformat()} is dated after the book's data ends "
+        f"({through.isoformat()}): it counts no payment after that date, so it is a projection "
+        "of unpaid schedules, not the book"
+    )
+
+
+def _data_status(run: SnapshotRun, selection: Selection) -> dict[str, Any]:
+    """The run's status as the pages' header states it: basis, provisional and restated with
+    their reasons, and the book's data-through date with the beyond-data flag (``Selection``'s,
+    for the run's date) and its reason."""
+    through = selection.data_through
+    beyond = selection.as_of == run.as_of and selection.beyond_data
+    return {
         "basis": run.basis,
         "provisional": run.provisional,
         "provisional_reasons": list(run.provisional_reasons or []),
         "restatement_reason": run.restatement_reason,
         "computed_at": run.computed_at.isoformat() if run.computed_at else None,
+        "data_through": through.isoformat() if through else None,
+        "beyond_data": beyond,
+        "beyond_data_reason": beyond_data_reason(run.as_of, through) if beyond and through else "",
     }
-    # DATA-THROUGH (issue 17A, r-cutoff): add the run's data-through date and its beyond-data flag
-    # and reasons here when SnapshotRun has them, e.g.
-    #   status["data_through"] = run.data_through.isoformat(); status["beyond_data"] = run.beyond_data
-    # The prompt already tells the model to say when the snapshot is provisional or beyond data.
-    return status
 
 
 def _crossings(facts: Facts, dates: dict[str, str | None], slices: list[str]) -> list[dict]:

@@ -12,10 +12,19 @@ from typing import Any
 
 from kpis.insights.digest import Digest
 
-PROMPT_VERSION = 1
+PROMPT_VERSION = 2
 SCHEMA_NAME = "portfolio_insight"
 DIRECTIONS = ("rose", "fell", "unchanged", "none")
-PLACEHOLDERS = ("{value}", "{previous}", "{change}", "{date}", "{compared_to}", "{kpi}", "{slice}")
+PLACEHOLDERS = (
+    "{value}",
+    "{previous}",
+    "{change}",
+    "{date}",
+    "{compared_to}",
+    "{kpi}",
+    "{slice}",
+    "{data_through}",
+)
 
 SYSTEM = """You write a short briefing for the managers of a lender about one slice of its loan \
 portfolio, from the digest of stored KPI snapshots you are given and nothing else.
@@ -27,12 +36,15 @@ how it compares: threshold crossings first, then the largest movers, then the re
 of the value it states, that value exactly as the digest gives it (same unit and precision), and, \
 when it says the value rose, fell or stayed unchanged, the earlier date it compares with.
 - Write no digits in "text": put the placeholders {value}, {previous}, {change}, {date}, \
-{compared_to}, {kpi} and {slice} where figures, dates and names go; they are filled in from the \
-stored snapshot.
+{compared_to}, {kpi}, {slice} and {data_through} (the book's data-through date) where figures, \
+dates and names go; they are filled in from the stored snapshot.
 - "direction" is "rose", "fell" or "unchanged" against "compared_to", or "none" with \
-"compared_to" null when the statement claims no change.
+"compared_to" null when the statement claims no change. The words of "text" claim the same \
+direction as "direction" or none at all: a statement with direction "none" says nothing rose, \
+fell, increased, decreased or stayed unchanged.
 - When the data status says the snapshot is provisional, restated or beyond the data, say so \
 in one statement (direction "none").
+- A rate listed under "not_meaningful" has no value to state: never cite it as a number.
 - At most 6 statements. No advice, no speculation about causes the digest does not show."""
 
 

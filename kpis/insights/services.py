@@ -21,7 +21,9 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.module_loading import import_string
 
-from kpis.insights.digest import ENTITY, Digest, digest_build
+from compliance.journal import journal_append
+from compliance.models import JournalEntry
+from kpis.insights.digest import ENTITY, Digest, digest_build, slice_label
 from kpis.insights.prompt import (
     PROMPT_VERSION,
     SCHEMA_NAME,
@@ -171,7 +173,8 @@ def insight_generate(
     else:
         headline, statements = _published(verified, digest)
     text = digest.text()
-    return Insight.objects.create(
+    earlier = Insight.objects.filter(run=run, dimension=dimension, member=member).exists()
+    insight = Insight.objects.create(
         run=run,
         dimension=dimension,
         member=member,
@@ -196,6 +199,38 @@ def insight_generate(
         latency_ms=spent.latency_ms,
         requested_by=by,
         job=job,
+    )
+    _journal(insight, regenerated=earlier)
+    return insight
+
+
+def _journal(insight: Insight, *, regenerated: bool) -> None:
+    """The compliance journal's entry of a written insight (after commit, as every entry): who or
+    which job asked, the run and slice, the model and what its checks found."""
+    by, run = insight.requested_by, insight.run
+    failed = [c for c in insight.checks if not c.get("ok")]
+    journal_append(
+        kind=JournalEntry.Kind.INSIGHT,
+        action="insight regenerated" if regenerated else "insight written",
+        actor_id=by.pk if by is not None else None,
+        actor=by.get_username() if by is not None else "",
+        object=f"kpis.insight:{insight.pk}",
+        rows=len(insight.statements) + 1,  # the headline and the published statements
+        job=insight.job,
+        run=f"kpis.snapshotrun:{run.pk}",
+        as_of=run.as_of.isoformat(),
+        basis=run.basis,
+        slice=slice_label(insight.dimension, insight.member),
+        source=insight.source,
+        model=insight.model,
+        api=insight.api,
+        prompt_version=insight.prompt_version,
+        prompt_hash=insight.prompt_hash,
+        verification=insight.verification,
+        checks={"passed": len(insight.checks) - len(failed), "failed": len(failed)},
+        fallback_reason=insight.fallback_reason,
+        tokens={"input": insight.input_tokens, "output": insight.output_tokens},
+        cost=str(insight.cost),
     )
 
 

@@ -6,7 +6,9 @@ through the same verifier and renderer as a model's answer, so its figures are t
 Rules, in order: every threshold crossing since the previous month-end (into a worse band
 first, the slice's own before others'); for the whole portfolio, the entity that moved most on
 each mover KPI; then for each KPI of ``SUMMARY_KPIS`` its move since the previous month-end (or
-its value when there is none). The headline is the first of these.
+its value when there is none). The headline is the first of these. When the snapshot is beyond
+the data or provisional, the statement right after the headline says so (never cut by
+``MAX_STATEMENTS``): its figures are a projection, or may still change.
 """
 
 from __future__ import annotations
@@ -74,6 +76,36 @@ def _move(kpi: str, slice_: str, digest: Digest, lead: str = "") -> dict[str, An
     return statement
 
 
+def _data_status(digest: Digest) -> dict[str, Any] | None:
+    """The statement that the snapshot is beyond the data and/or provisional, on the slice's
+    first stored headline KPI (direction "none"); None when it is neither."""
+    status = digest.data["data_status"]
+    beyond, provisional = status.get("beyond_data"), status.get("provisional")
+    if not (beyond or provisional):
+        return None
+    if beyond and provisional:
+        text = (
+            "The snapshot of {date} is provisional and dated after the book's data ends "
+            "({data_through}): it counts no payment after that date and may be recomputed, so "
+            "{kpi} of {slice} at {value} is a projection of unpaid schedules, not the book."
+        )
+    elif beyond:
+        text = (
+            "The snapshot of {date} is dated after the book's data ends ({data_through}): it "
+            "counts no payment after that date, so {kpi} of {slice} at {value} is a projection "
+            "of unpaid schedules, not the book."
+        )
+    else:
+        text = (
+            "The snapshot of {date} is provisional (its reasons are listed with it): {kpi} of "
+            "{slice} at {value} may be different once it is recomputed."
+        )
+    for kpi in SUMMARY_KPIS:
+        if (statement := _statement(text, kpi, digest.slice, digest, compare=False)) is not None:
+            return statement
+    return None
+
+
 def summary_write(digest: Digest) -> dict[str, Any]:
     """The summary of ``digest`` as an answer (headline and statements)."""
     statements: list[dict[str, Any]] = []
@@ -107,4 +139,6 @@ def summary_write(digest: Digest) -> dict[str, Any]:
             statements.append(move)
     if not statements:
         return {"headline": None, "statements": []}
+    if (status := _data_status(digest)) is not None:
+        statements.insert(1, status)
     return {"headline": statements[0], "statements": statements[1:MAX_STATEMENTS]}

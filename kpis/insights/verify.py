@@ -6,7 +6,11 @@ states it and, when it claims a direction, the earlier date it compares with. It
 - the cited value equals the stored one: exactly for counts, to the displayed precision for money
   (whole dollars), rates (percent with two decimals) and indices;
 - the claimed direction ("rose", "fell", "unchanged") is the one the stored values show at their
-  displayed precision, and no direction is claimed without a date to compare with;
+  displayed precision, and no direction is claimed without a date to compare with. A direction is
+  claimed by the ``direction`` field and by the words of the text alike ("rose", "increased",
+  "dropped", "held steady" ...): words that contradict the numbers fail as a wrong direction, and
+  words that claim one while ``direction`` is "none" fail too, so a statement cannot slip a claim
+  past the check by leaving its field empty;
 - its text holds no figures of its own: digits appear only inside names (PAR30, Top-10), every
   figure is a placeholder, and the published sentence prints the stored values.
 """
@@ -27,6 +31,27 @@ NAMED_DIGITS = re.compile(
     r"\bPAR[ _-]?\d+\b|\btop[ _-]?\d+\b|\b\d+\+?\s?DPD\b|\bever[ _-]?\d+\+?", re.IGNORECASE
 )
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+# The words that claim a direction, by the direction they claim. Read whole-word and case-blind
+# in the text left after placeholders and the names of measures and slices are taken out; a
+# negation ("did not rise") still reads as a claim, so such a statement is dropped, not trusted.
+DIRECTION_WORDS = {
+    "rose": (
+        r"rose|rise[sn]?|rising|increas(?:e|es|ed|ing)|gr[eo]w|grows|grown|growing|"
+        r"climb(?:s|ed|ing)?|jump(?:s|ed|ing)?|gain(?:s|ed|ing)?|surg(?:e|es|ed|ing)|"
+        r"soar(?:s|ed|ing)?|higher|went up|goes up|moved up|up from"
+    ),
+    "fell": (
+        r"fell|fall(?:s|en|ing)?|decreas(?:e|es|ed|ing)|declin(?:e|es|ed|ing)|"
+        r"drop(?:s|ped|ping)?|shr[ai]nk(?:s|ing)?|shrunk|slip(?:s|ped|ping)?|slid(?:e|es|ing)?|"
+        r"dip(?:s|ped|ping)?|eas(?:e|es|ed|ing)|plung(?:e|es|ed|ing)|tumbl(?:e|es|ed|ing)|"
+        r"contract(?:s|ed|ing)|lower|went down|goes down|moved down|down from"
+    ),
+    "unchanged": r"unchanged|no change|flat|steady|stable|stayed the same|remained the same",
+}
+DIRECTION_CLAIMS = {
+    direction: re.compile(rf"\b(?:{words})\b", re.IGNORECASE)
+    for direction, words in DIRECTION_WORDS.items()
+}
 
 WRONG_NUMBER = "wrong number"
 WRONG_DIRECTION = "wrong direction"
@@ -47,6 +72,7 @@ class Check:
     compared_to: str = ""
     direction: str = ""
     actual_direction: str = ""
+    text_direction: str = ""  # the directions the text's words claim, comma-separated
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,15 +95,27 @@ def _matches(unit: str, cited: Decimal, stored: Decimal) -> bool:
     return cited.quantize(target) == target
 
 
-def _figures_left(text: str, facts: Facts) -> bool:
-    """Digits in ``text`` outside placeholders and the names of measures and slices."""
+def _own_words(text: str, facts: Facts) -> str:
+    """``text`` without its placeholders and the names of measures and slices: what the writer
+    says in its own words."""
     rest = PLACEHOLDER.sub(" ", text)
     for name in sorted({*facts.names.values(), *facts.names}, key=len, reverse=True):
         rest = rest.replace(name, " ")
     for _, slice_, _ in facts.values:
         rest = rest.replace(slice_.split(":", 1)[-1], " ")
-    rest = NAMED_DIGITS.sub(" ", rest)
+    return rest
+
+
+def _figures_left(text: str, facts: Facts) -> bool:
+    """Digits in ``text`` outside placeholders and the names of measures and slices."""
+    rest = NAMED_DIGITS.sub(" ", _own_words(text, facts))
     return any(ch.isdigit() for ch in rest)
+
+
+def text_directions(text: str, facts: Facts) -> list[str]:
+    """The directions the words of ``text`` claim ("rose", "fell", "unchanged"), in that order."""
+    rest = _own_words(text, facts)
+    return [direction for direction, words in DIRECTION_CLAIMS.items() if words.search(rest)]
 
 
 def statement_verify(statement: Any, facts: Facts, *, part: str) -> Check:
@@ -129,12 +167,27 @@ def statement_verify(statement: Any, facts: Facts, *, part: str) -> Check:
     elif direction != "none":
         check.reason = "a direction without a date to compare with"
         return check
+    claimed = text_directions(text, facts)
+    check.text_direction = ", ".join(claimed)
+    if claimed:
+        if check.actual_direction and any(c != check.actual_direction for c in claimed):
+            check.reason = WRONG_DIRECTION  # the words say what the numbers do not
+            return check
+        if not compared_to:
+            check.reason = "a direction without a date to compare with"
+            return check
+        if direction == "none":
+            check.reason = "a direction in the text that its direction field does not claim"
+            return check
     unknown = {f"{{{p}}}" for p in PLACEHOLDER.findall(text)} - set(PLACEHOLDERS)
     if unknown:
         check.reason = f"unknown placeholder {sorted(unknown)[0]}"
         return check
     if not compared_to and ("{previous}" in text or "{change}" in text):
         check.reason = "a change without a date to compare with"
+        return check
+    if "{data_through}" in text and not facts.data_through:
+        check.reason = "no data-through date to state"
         return check
     if _figures_left(text, facts):
         check.reason = "figures written into the text instead of placeholders"
@@ -159,6 +212,7 @@ def statement_render(statement: dict[str, Any], facts: Facts) -> str:
         "compared_to": compared_to,
         "kpi": facts.names.get(kpi, kpi),
         "slice": "the whole portfolio" if slice_ == "portfolio" else slice_.split(":", 1)[-1],
+        "data_through": facts.data_through,
     }
     return PLACEHOLDER.sub(lambda m: fills.get(m.group(1), m.group(0)), statement["text"])
 

@@ -11,12 +11,16 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.test import override_settings
 from django.urls import reverse
 
+from compliance import classification
+from compliance.models import FieldClassification, JournalEntry
 from integrations.models import PipelineRun
 from integrations.pipelines import pipeline_run
-from kpis.insights.digest import digest_build
+from kpis.engine import snapshot_compute
+from kpis.insights.digest import digest_build, digest_sources_check
 from kpis.insights.services import Budget, insight_generate, insights_for_run
 from kpis.insights.summary import summary_write
 from kpis.insights.verify import WRONG_DIRECTION, WRONG_NUMBER, answer_verify
@@ -99,6 +103,124 @@ def test_the_golden_books_reproduce_the_real_month_ends_figures(build, kpi, valu
     series = digest_build(run=after).data["series"]
     found = next(s for s in series if s["kpi"] == kpi and s["slice"] == "portfolio")
     assert found["values"] == values
+
+
+@pytest.mark.django_db
+def test_a_snapshot_beyond_the_data_says_so_in_the_digest_and_the_summary():
+    golden = par30_crossing_book()
+    _, after = golden.compute()
+    # The tape's cut-off is 2025-07-15: the snapshot of 07-31 counts no payment after it.
+    Batch.objects.update(data_through=date(2025, 7, 15))
+    digest = digest_build(run=after)
+    status = digest.data["data_status"]
+    assert (status["data_through"], status["beyond_data"]) == ("2025-07-15", True)
+    assert status["beyond_data_reason"].startswith(
+        "the snapshot of 2025-07-31 is dated after the book's data ends (2025-07-15)"
+    )
+    with override_settings(OPENAI_ENABLED=False):
+        insight = insight_generate(run=after, job="test")
+    # The crossing stays the headline; the very next sentence says what the figures are.
+    assert insight.headline.startswith("Portfolio at risk 30+ of the whole portfolio crossed")
+    assert insight.statements[0]["text"] == (
+        "The snapshot of 2025-07-31 is dated after the book's data ends (2025-07-15): it counts "
+        "no payment after that date, so Outstanding principal of the whole portfolio at "
+        "100,000 is a projection of unpaid schedules, not the book."
+    )
+    assert insight.verification == Insight.Verification.PASSED
+    # Within the data: no flag, no reason, no such sentence.
+    Batch.objects.update(data_through=date(2025, 7, 31))
+    digest = digest_build(run=after)
+    status = digest.data["data_status"]
+    assert (status["data_through"], status["beyond_data"]) == ("2025-07-31", False)
+    assert status["beyond_data_reason"] == ""
+    answer = summary_write(digest)
+    assert not [s for s in answer["statements"] if "data ends" in s["text"]]
+    # Provisional alone: the summary says so, and that its figures may still move.
+    after.provisional = True
+    after.save()
+    answer = summary_write(digest_build(run=after))
+    assert answer["statements"][0]["text"].startswith(
+        "The snapshot of {date} is provisional (its reasons are listed with it)"
+    )
+
+
+@pytest.mark.django_db
+def test_a_partial_month_rate_reaches_the_digest_as_not_meaningful_never_as_a_number():
+    golden = par30_crossing_book()
+    _, after = golden.compute()
+    mid = snapshot_compute(as_of=date(2025, 7, 20))
+    digest = digest_build(run=mid)
+    not_meaningful = {(n["kpi"], n["slice"], n["date"]): n for n in digest.data["not_meaningful"]}
+    cdr = not_meaningful[("cdr", "portfolio", "2025-07-20")]
+    assert (cdr["value"], cdr["reason"]) == (
+        "n/m",
+        "annualised from a partial month (20 days to 2025-07-20)",
+    )
+    assert ("roll_rates", "portfolio", "2025-07-20") in not_meaningful
+    # No fact to cite: a statement on it fails, and no roll-rate series is offered.
+    assert digest.facts.get("cdr", "portfolio", "2025-07-20") is None
+    assert not [code for code, _, _ in digest.facts.values if code.startswith("roll_")]
+    assert "cdr" not in {s["kpi"] for s in digest.data["series"]}
+    # A month-end's CDR covers its whole month: a fact like any other.
+    month_end = digest_build(run=after)
+    assert month_end.data["not_meaningful"] == []
+    assert month_end.facts.get("cdr", "portfolio", "2025-07-31") is not None
+
+
+@pytest.mark.django_db
+def test_writing_and_regenerating_an_insight_is_journaled(django_capture_on_commit_callbacks):
+    _, after = par30_crossing_book().compute()
+    with django_capture_on_commit_callbacks(execute=True), override_settings(OPENAI_ENABLED=False):
+        first = insight_generate(run=after, job="kpi_daily")
+        second = insight_generate(run=after, dimension="company", member="Abaco Financial")
+        third = insight_generate(run=after, job="write_insights")
+    entries = list(JournalEntry.objects.filter(kind=JournalEntry.Kind.INSIGHT).order_by("id"))
+    assert [(e.action, e.object, e.actor) for e in entries] == [
+        ("insight written", f"kpis.insight:{first.pk}", ""),
+        ("insight written", f"kpis.insight:{second.pk}", ""),
+        ("insight regenerated", f"kpis.insight:{third.pk}", ""),
+    ]
+    body = json.loads(entries[0].body)
+    assert {k: body[k] for k in ("job", "run", "as_of", "slice", "source", "verification")} == {
+        "job": "kpi_daily",
+        "run": f"kpis.snapshotrun:{after.pk}",
+        "as_of": "2025-07-31",
+        "slice": "portfolio",
+        "source": "summary",
+        "verification": "passed",
+    }
+    assert body["checks"] == {"passed": len(first.checks), "failed": 0}
+    assert body["prompt_hash"] == first.prompt_hash
+    assert json.loads(entries[1].body)["slice"] == "company:Abaco Financial"
+    # An insight rolled back with its transaction leaves no entry.
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        override_settings(OPENAI_ENABLED=False),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        insight_generate(run=after, job="test")
+        raise RuntimeError("the step failed")
+    assert JournalEntry.objects.filter(kind=JournalEntry.Kind.INSIGHT).count() == 3
+
+
+@pytest.mark.django_db
+def test_the_digest_refuses_a_source_the_registry_marks_personal():
+    digest_sources_check()
+    FieldClassification.objects.update_or_create(
+        model="kpis.KpiValue", field="member", defaults={"personal": True, "masking": "none"}
+    )
+    classification.refresh()
+    try:
+        with pytest.raises(
+            RuntimeError, match=r"a digest may not read personal data: kpis\.KpiValue"
+        ):
+            digest_sources_check()
+    finally:
+        FieldClassification.objects.filter(model="kpis.KpiValue", field="member").update(
+            personal=False
+        )
+        classification.refresh()
 
 
 @pytest.mark.django_db
@@ -367,7 +489,12 @@ class InsightPageTests(CastTestCase):
             "batch 7 failed: transactions.csv row 12"
         ]
         with override_settings(OPENAI_ENABLED=False):
-            insight_generate(run=self.after, job="kpi_daily")
+            summary = insight_generate(run=self.after, job="kpi_daily")
+        # The golden book's data ends 2025-04-15: provisional and beyond the data, both said.
+        assert summary.statements[0]["text"].startswith(
+            "The snapshot of 2025-07-31 is provisional and dated after the book's data ends "
+            "(2025-04-15)"
+        )
         self.client.force_login(self.manager)
         page = self.client.get(reverse("kpis:overview")).content.decode()
         assert (
@@ -405,6 +532,15 @@ class InsightPageTests(CastTestCase):
             self.manager,
             Insight.Source.MODEL,
         )
+        entry = JournalEntry.objects.get(
+            kind=JournalEntry.Kind.INSIGHT, object=f"kpis.insight:{made.pk}"
+        )
+        assert (entry.action, entry.actor_id, entry.actor) == (
+            "insight written",  # the first of this slice (the setup wrote the portfolio's)
+            self.manager.pk,
+            self.manager.get_username(),
+        )
+        assert json.loads(entry.body)["model"] == fake.MODEL
         for user in (self.auditor, self.uploader, self.outsider):
             self.client.force_login(user)
             assert self.client.post(url, form).status_code == 403
