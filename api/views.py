@@ -7,6 +7,9 @@ needs); ``ListApiView`` adds filters parsed by a serializer, cursor pagination a
 
 from __future__ import annotations
 
+import json
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -83,6 +86,38 @@ def text(*, max_length: int, **kwargs) -> serializers.RegexField:
 def cursor_by(*fields: str) -> type[Cursor]:
     """A cursor ordered by ``fields`` (the last one unique), for lists not in id order."""
     return type("Cursor", (Cursor,), {"ordering": fields})
+
+
+class FixedRows(list):
+    """A list that lives in code, not in a table (the KPI definitions), served like any other:
+    the three queryset calls the cursor and the CSV stream make, done in memory. The cursor
+    filters on its first ordering key with the position as a string (DRF writes it so)."""
+
+    def order_by(self, *fields: str) -> FixedRows:
+        rows = list(self)
+        for name in reversed(fields):  # stable sorts, last key first
+            rows.sort(key=lambda row: row[name.lstrip("-")], reverse=name.startswith("-"))
+        return FixedRows(rows)
+
+    def filter(self, **lookups: Any) -> FixedRows:
+        ((lookup, position),) = lookups.items()
+        name, _, how = lookup.rpartition("__")
+        after = {"gt": operator.gt, "lt": operator.lt}[how]
+        return FixedRows(row for row in self if after(str(row[name]), position))
+
+    def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
+        return iter(self)
+
+
+def csv_cells(row: Iterable[Any]) -> list[Any]:
+    """A row's values as CSV cells: nested values (lists, objects) as JSON, as the audit
+    exports write them, rather than Python's spelling."""
+    return [
+        json.dumps(value, sort_keys=True, default=str)
+        if isinstance(value, list | tuple | Mapping)
+        else value
+        for value in row
+    ]
 
 
 class ApiView(GenericAPIView):
@@ -170,7 +205,7 @@ class ListApiView(ApiView, ListAPIView):
         order = self.pagination_class.ordering
         fields = [order] if isinstance(order, str) else list(order)
         lines = (
-            serializer.to_representation(row).values()
+            csv_cells(serializer.to_representation(row).values())
             for row in rows.order_by(*fields).iterator(chunk_size=2000)
         )
         name = self.get_view_name().lower().replace(" ", "-")

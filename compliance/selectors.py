@@ -22,6 +22,11 @@ def day_start(day: date | None) -> datetime | None:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
+def day_after_start(day: date) -> datetime | None:
+    """Midnight after ``day`` (an ``until`` included), or None past the last date there is."""
+    return day_start(day + timedelta(days=1)) if day < date.max else None
+
+
 def audit_entries(
     *,
     model: str = "",
@@ -54,8 +59,8 @@ def audit_entries(
             entries = entries.filter(action=codes[action])
     if since:
         entries = entries.filter(timestamp__gte=day_start(since))
-    if until:
-        entries = entries.filter(timestamp__lt=day_start(until + timedelta(days=1)))
+    if until and (end := day_after_start(until)) is not None:
+        entries = entries.filter(timestamp__lt=end)
     return entries
 
 
@@ -84,6 +89,6 @@ def journal_entries(
         )
     if since:
         entries = entries.filter(at__gte=day_start(since))
-    if until:
-        entries = entries.filter(at__lt=day_start(until + timedelta(days=1)))
+    if until and (end := day_after_start(until)) is not None:
+        entries = entries.filter(at__lt=end)
     return entries

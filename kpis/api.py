@@ -11,6 +11,8 @@ carry an ``ETag`` and answer ``304`` to ``If-None-Match``.
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.db.models import Exists, OuterRef, Q
 from django.urls import path
 from drf_spectacular.utils import (
@@ -23,11 +25,12 @@ from rest_framework.response import Response
 
 from api.models import Scope
 from api.serializers import RowSerializer
-from api.views import ApiView, DetailApiView, ListApiView, cursor_by, text
+from api.views import DetailApiView, FixedRows, ListApiView, cursor_by, text
 from kpis import definitions as d
 from kpis.models import KpiValue, LoanState, RollRate, SnapshotRun, TopBorrower, VintagePoint
 from loans.api import LOAN_ID, LoanSerializer, loans_with_customer_key
 from loans.models import Customer, Loan
+from loans.selectors import book_data_through
 
 BASES = SnapshotRun.Basis.choices
 
@@ -45,6 +48,18 @@ class DefinitionSerializer(serializers.Serializer):
 
 
 class SnapshotSerializer(RowSerializer):
+    # beyond_data and data_through read the book's data-through date once per response (the
+    # context's "data_through" when the view read it already), never once a row.
+
+    beyond_data = serializers.SerializerMethodField(
+        help_text="True when as_of is after the book's data-through date: the snapshot was "
+        "computed (on request) past the data the book holds, as the dashboards warn."
+    )
+    data_through = serializers.SerializerMethodField(
+        help_text="The book's data-through date now: the earliest of the latest cut-offs of "
+        "the sources that feed loans (null for an empty book)."
+    )
+
     class Meta:
         model = SnapshotRun
         fields = [
@@ -58,8 +73,26 @@ class SnapshotSerializer(RowSerializer):
             "provisional_reasons",
             "restatement_reason",
             "loans",
+            "beyond_data",
+            "data_through",
         ]
         read_only_fields = fields
+
+    def _data_through(self) -> date | None:
+        # The root's context: one dict for the page's serializer and each of its rows.
+        context = self.context
+        if "data_through" not in context:
+            context["data_through"] = book_data_through()
+        return context["data_through"]
+
+    def get_beyond_data(self, run: SnapshotRun) -> bool:
+        through = self._data_through()
+        return through is not None and run.as_of > through
+
+    @extend_schema_field(serializers.DateField(allow_null=True))
+    def get_data_through(self, run: SnapshotRun) -> str | None:
+        through = self._data_through()
+        return through.isoformat() if through is not None else None
 
 
 class ValueSerializer(RowSerializer):
@@ -278,14 +311,15 @@ class LoanStates(ListApiView):
         ).select_related("run")
 
 
-class DefinitionList(ApiView):
-    """Every KPI's definition: code, name, unit, version and formula (a fixed list, one page)."""
+class DefinitionList(ListApiView):
+    """Every KPI's definition: code, name, unit, version and formula, in code order."""
 
     scope, permission = Scope.READ_KPIS, "kpis.view_dashboard"
+    serializer_class = DefinitionSerializer
+    pagination_class = cursor_by("code")
 
-    @extend_schema(responses=DefinitionSerializer(many=True))
-    def get(self, request):
-        rows = [
+    def rows(self, filters):
+        return FixedRows(
             {
                 "code": k.code,
                 "name": k.name,
@@ -296,9 +330,7 @@ class DefinitionList(ApiView):
                 "from_previous_month_end": k.from_previous_month_end,
             }
             for k in d.KPIS
-        ]
-        self.access_record(rows=len(rows))
-        return Response(DefinitionSerializer(rows, many=True).data)
+        )
 
 
 class SnapshotList(ListApiView):
@@ -342,8 +374,11 @@ class _OfSnapshot:
         return found
 
     @staticmethod
-    def etag(run: SnapshotRun, what: str) -> str:
-        return f'"{what}-{run.pk}-{run.computed_at.timestamp():.6f}"'
+    def etag(run: SnapshotRun, what: str, *, through: date | None = None) -> str:
+        """The run and when it was computed; with ``through``, also the book's data-through
+        date, which ``beyond_data`` reads (a later tape changes it, not the run)."""
+        tag = f"{what}-{run.pk}-{run.computed_at.timestamp():.6f}"
+        return f'"{tag}-{through.isoformat()}"' if through is not None else f'"{tag}"'
 
     def not_modified(self, request, tag: str) -> Response | None:
         asked = request.headers.get("If-None-Match", "")
@@ -364,11 +399,13 @@ class SnapshotDetail(_OfSnapshot, DetailApiView):
 
     def retrieve(self, request, *args, **kwargs):
         run = self.run()
-        tag = self.etag(run, "snapshot")
+        through = book_data_through()
+        tag = self.etag(run, "snapshot", through=through)
         if (unchanged := self.not_modified(request, tag)) is not None:
             return unchanged
         self.access_record(obj=run, rows=1)
-        return Response(self.get_serializer(run).data, headers={"ETag": tag})
+        context = self.get_serializer_context() | {"data_through": through}
+        return Response(self.get_serializer(run, context=context).data, headers={"ETag": tag})
 
 
 class _SnapshotList(_OfSnapshot, ListApiView):

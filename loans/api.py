@@ -238,6 +238,8 @@ class UploadSerializer(serializers.ModelSerializer):
             "url",
             "kind",
             "source",
+            "full_export",
+            "data_through",
             "quarantine",
             "status",
             "progress",
@@ -278,6 +280,18 @@ class UploadCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Upload.Kind.choices, default=Upload.Kind.TAPE)
     source = serializers.RegexField(
         r"^[A-Za-z0-9_.-]{1,64}$", default="cascade", help_text="Who sent it; picks the column map."
+    )
+    full_export = serializers.BooleanField(
+        default=False,
+        help_text="The source's whole book: its loans missing from the file are then flagged as "
+        "vanished for review. Leave false for a partial file (some loans, new payments).",
+    )
+    data_through = serializers.DateField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The date the file's data runs to, when the export says so; otherwise its "
+        "latest transaction or disbursement date.",
     )
     quarantine = serializers.BooleanField(
         default=False,
@@ -545,10 +559,15 @@ class UploadList(ListApiView):
         data = form.validated_data
         try:
             with transaction.atomic():
+                # As the admin's form saves it (loans.admin_uploads), with the file's own name:
+                # storage may rename it, and a tape file's kind is read from its name.
                 upload = Upload.objects.create(
                     kind=data["kind"],
                     source=data["source"],
                     file=data["file"],
+                    original_name=data["file"].name,
+                    full_export=data["full_export"],
+                    data_through=data["data_through"],
                     quarantine=data["quarantine"],
                     created_by=request.user,
                     idempotency_key=key,

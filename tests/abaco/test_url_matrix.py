@@ -117,6 +117,7 @@ SITE: dict[str, str] = {
     "api/v1/pipelines/runs/": "401 200 200 200 403 200 403",
     "api/v1/pipelines/runs/<int:pk>/": "401 404 404 404 403 404 403",
     "api/v1/audit/changes/": "401 403 403 403 200 200 403",
+    "api/v1/audit/access/": "401 403 403 403 200 200 403",
 }
 
 

@@ -13,6 +13,7 @@ from django.test import override_settings
 from api.tokens import api_token_create
 from compliance.models import JournalEntry
 from kpis import definitions as d
+from loans.models import Batch
 from tests.api.base import ApiTestCase
 from tests.kpis.books import AS_OF, MONTH_ENDS, dashboard_book, more_loans
 
@@ -185,11 +186,69 @@ class LoanResourceTests(BookTestCase):
 
 class KpiTests(BookTestCase):
     def test_definitions_carry_code_name_unit_version_and_formula(self):
-        rows = {r["code"]: r for r in self.api_get("/api/v1/kpis/definitions/").json()}
+        page = self.api_get("/api/v1/kpis/definitions/").json()
+        rows = {r["code"]: r for r in page["results"]}
         self.assertEqual(set(rows), {k.code for k in d.KPIS})
+        self.assertIsNone(page["next"])
         par30 = rows["par_30"]
         self.assertEqual((par30["unit"], par30["version"]), ("ratio", d.BY_CODE["par_30"].version))
         self.assertEqual(par30["formula"], d.BY_CODE["par_30"].formula)
+
+    def test_definitions_are_cursor_pages_in_code_order_and_csv(self):
+        token = self.token(self.client_user)
+        url, codes = "/api/v1/kpis/definitions/?page_size=7", []
+        while url:
+            page = self.client.get(url, headers=self.bearer(token)).json()
+            self.assertLessEqual(len(page["results"]), 7)
+            codes += [r["code"] for r in page["results"]]
+            url = page["next"]
+        self.assertEqual(codes, sorted(k.code for k in d.KPIS))
+        # Back from the second page: the first page again.
+        second = self.client.get(
+            "/api/v1/kpis/definitions/?page_size=7", headers=self.bearer(token)
+        ).json()["next"]
+        back = self.client.get(second, headers=self.bearer(token)).json()["previous"]
+        first = self.client.get(back, headers=self.bearer(token)).json()["results"]
+        self.assertEqual([r["code"] for r in first], codes[:7])
+        response = self.api_get("/api/v1/kpis/definitions/", HTTP_ACCEPT="text/csv")
+        rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        self.assertEqual([r["code"] for r in rows], codes)
+        par30 = next(r for r in rows if r["code"] == "par_30")
+        self.assertEqual(json.loads(par30["dimensions"]), list(d.BY_CODE["par_30"].dimensions))
+
+    def test_snapshots_say_whether_they_are_beyond_the_books_data(self):
+        Batch.objects.update(data_through=MONTH_ENDS[1])  # the book now runs to February
+        token = self.token(self.client_user)
+        self.client.get("/api/v1/kpis/snapshots/", headers=self.bearer(token))  # token's last use
+        # The data-through date is read once for the page, not once a row.
+        with self.assertNumQueries(6):
+            one = self.client.get("/api/v1/kpis/snapshots/?page_size=1", headers=self.bearer(token))
+        with self.assertNumQueries(6):
+            rows = self.client.get("/api/v1/kpis/snapshots/", headers=self.bearer(token))
+        self.assertEqual(len(one.json()["results"]), 1)
+        self.assertEqual(
+            [(r["as_of"], r["beyond_data"], r["data_through"]) for r in rows.json()["results"]],
+            [
+                ("2025-03-31", True, "2025-02-28"),
+                ("2025-02-28", False, "2025-02-28"),
+                ("2025-01-31", False, "2025-02-28"),
+            ],
+        )
+
+    def test_a_snapshots_etag_changes_when_the_books_data_through_moves(self):
+        url = f"/api/v1/kpis/snapshots/{self.runs[AS_OF].pk}/"
+        token = self.token(self.client_user)
+        Batch.objects.update(data_through=MONTH_ENDS[1])
+        beyond = self.client.get(url, headers=self.bearer(token))
+        self.assertTrue(beyond.json()["beyond_data"])
+        Batch.objects.update(data_through=AS_OF)  # a later tape covers the snapshot's date
+        within = self.client.get(
+            url, headers={**self.bearer(token), "If-None-Match": beyond["ETag"]}
+        )
+        self.assertEqual(within.status_code, 200)
+        self.assertEqual(
+            (within.json()["beyond_data"], within.json()["data_through"]), (False, "2025-03-31")
+        )
 
     def test_a_series_reads_one_kpi_over_the_snapshot_dates(self):
         response = self.api_get("/api/v1/kpis/series/?code=outstanding_principal")

@@ -48,6 +48,7 @@ MATRIX: dict[str, tuple[str, set[Role]]] = {
     "pipelines_runs_list": (Scope.READ_KPIS, PIPELINES),
     "pipelines_runs_retrieve": (Scope.READ_KPIS, PIPELINES),
     "audit_changes_list": (Scope.READ_AUDIT, AUDIT),
+    "audit_access_list": (Scope.READ_AUDIT, AUDIT),
 }
 
 

@@ -8,12 +8,13 @@ import csv
 import io
 import shutil
 import tempfile
+from datetime import date
 from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
-from loans.models import Loan, Upload
+from loans.models import Batch, Loan, Upload
 from tests.api.base import ApiTestCase
 from tests.loans.tape_files import Tape, tape_valid, tape_write, tape_zip_bytes
 
@@ -58,6 +59,35 @@ class UploadApiTests(ApiTestCase):
         self.assertEqual((status["status"], status["progress"]), ("loaded", 1.0))
         self.assertEqual(Loan.objects.count(), 4)
         self.assertEqual(upload.created_by, self.steward)
+
+    def test_full_export_and_data_through_reach_the_loaded_batches_as_from_the_admin(self):
+        response = self.post(tape_valid(2), full_export="true", data_through="2025-03-31")
+        self.assertEqual(response.status_code, 202, response.content[:500])
+        upload = Upload.objects.get()
+        self.assertEqual(
+            (upload.full_export, upload.data_through, upload.original_name),
+            (True, date(2025, 3, 31), "tape.zip"),
+        )
+        status = self.client.get(response["Location"], headers=self.auth).json()
+        self.assertEqual(
+            (status["status"], status["full_export"], status["data_through"]),
+            ("loaded", True, "2025-03-31"),
+        )
+        loans = upload.batches.get(kind=Batch.Kind.LOANS)
+        self.assertEqual((loans.full_export, loans.data_through), (True, date(2025, 3, 31)))
+
+    def test_without_them_a_partial_file_dates_itself_from_its_rows(self):
+        response = self.post(tape_valid(2), data_through="")
+        self.assertEqual(response.status_code, 202, response.content[:500])
+        upload = Upload.objects.get()
+        self.assertEqual((upload.full_export, upload.data_through), (False, None))
+        self.assertFalse(upload.batches.get(kind=Batch.Kind.LOANS).full_export)
+
+    def test_a_data_through_that_is_not_a_date_is_refused(self):
+        response = self.post(tape_valid(2), data_through="March")
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("data_through", self.problem(response)["errors"])
+        self.assertFalse(Upload.objects.exists())
 
     def test_a_misspelt_option_is_refused_and_nothing_is_stored(self):
         response = self.post(tape_valid(2), quarantaine="true")
