@@ -6,6 +6,7 @@ secrets). Production (``DEBUG`` off) refuses to start without its secrets.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from datetime import timedelta
@@ -23,6 +24,18 @@ env = environ.Env()
 if not TESTING:
     # A developer's .env (created by `make run` from .env.example); real deployments set variables.
     env.read_env(BASE_DIR / ".env")
+
+# App Service passes a Key Vault reference it cannot resolve (a missing secret, no access) on as
+# its literal text, which would become the setting's value: a SECRET_KEY or METRICS_TOKEN anyone
+# could read off the templates. Refuse to start instead (infra/azure/modules/web.bicep).
+_unresolved = sorted(
+    name for name, value in os.environ.items() if value.lstrip().startswith("@Microsoft.KeyVault(")
+)
+if _unresolved:
+    raise ImproperlyConfigured(
+        f"Key Vault reference(s) not resolved by App Service: {', '.join(_unresolved)} "
+        "(is the secret in Key Vault, and may the app's identity read it?)"
+    )
 
 
 def decimal_setting(name: str, default: str) -> Decimal:
@@ -299,7 +312,6 @@ AUDIT_EXPORT_DIR = Path(env.str("AUDIT_EXPORT_DIR", default=str(BASE_DIR / "audi
 AUDITLOG_MASK_CALLABLE = "compliance.classification.redact"
 AUDITLOG_INCLUDE_ALL_MODELS = False
 
-# No API is served yet: DRF and its schema are configured for the REST API issue.
 # REST API v1 (/api/v1/, docs/api.md): bearer tokens with scopes (api.models.ApiToken) or the
 # browser session (CSRF on writes); every view declares its scope and role permission.
 REST_FRAMEWORK = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from django.db.backends.signals import connection_created
 from django.test import Client
 
@@ -54,15 +55,34 @@ def _redis_answers() -> bool:
         return False
 
 
+def _redis_required() -> bool:
+    """CI (``.ci/run`` sets ``ABACO_REQUIRE_REDIS=1``) must run the Redis tests, never drop them."""
+    return os.environ.get("ABACO_REQUIRE_REDIS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``redis`` need a Redis server: without one they are left out (deselected,
-    named in the summary), since the product does not need Redis unless scaled out."""
+    named in the summary), since the product does not need Redis unless scaled out. Under
+    ``ABACO_REQUIRE_REDIS`` (CI) they stay in and fail instead, so they cannot silently drop out
+    of a run whose "no skip" check would not see a deselection."""
     marked = [item for item in items if item.get_closest_marker("redis")]
     if not marked or _redis_answers():
+        return
+    if _redis_required():
+        config._abaco_redis_missing = True
         return
     config.hook.pytest_deselected(items=marked)
     items[:] = [item for item in items if not item.get_closest_marker("redis")]
     config._abaco_no_redis = len(marked)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("redis") and getattr(item.config, "_abaco_redis_missing", False):
+        pytest.fail(
+            "ABACO_REQUIRE_REDIS is set but no Redis answers on REDIS_TEST_URL "
+            "(default redis://127.0.0.1:6379/15): CI must run the Redis tests",
+            pytrace=False,
+        )
 
 
 def pytest_terminal_summary(terminalreporter, config):

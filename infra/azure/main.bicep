@@ -2,7 +2,8 @@
 // staging slot, PostgreSQL Flexible Server (PITR, geo-redundant backups, optional HA and read
 // replica), Key Vault (every secret as a Key Vault reference), geo-redundant Storage for raw
 // files and backups, Log Analytics + Application Insights and the design's alerts.
-//   az deployment group create -g <rg> -f infra/azure/main.bicep -p @infra/azure/parameters/<env>.json
+//   az deployment group create -g <rg> -f infra/azure/main.bicep -p @infra/azure/parameters/<env>.json \
+//       -p postgresAppPassword=<the database password: docs/operations.md, docs/runbooks/rotation.md>
 targetScope = 'resourceGroup'
 
 @description('Short environment name: staging or production.')
@@ -48,6 +49,19 @@ param postgresReadReplica bool = false
 @description('Entra ID group (object id) that administers the database server.')
 param postgresAdminGroupObjectId string
 param postgresAdminGroupName string
+
+@description('The app\'s database role (the server\'s password administrator login; set at creation).')
+param postgresAppLogin string = 'abaco'
+
+@secure()
+@description('Its password: written to Key Vault (database-password, database-url) by this deployment; a new value rotates it.')
+param postgresAppPassword string
+
+@description('Key Vault holds slack-webhook-url: set SLACK_WEBHOOK_URL on the web app.')
+param slackWebhookSecret bool = false
+
+@description('Key Vault holds email-url: set EMAIL_URL on the web app (else mail goes to smtp://localhost:25).')
+param emailUrlSecret bool = false
 
 @description('E-mail addresses the alerts go to.')
 param alertEmails array
@@ -107,6 +121,10 @@ module database 'modules/postgres.bicep' = {
     adminGroupObjectId: postgresAdminGroupObjectId
     adminGroupName: postgresAdminGroupName
     workspaceId: monitoring.outputs.workspaceId
+    appLogin: postgresAppLogin
+    appPassword: postgresAppPassword
+    databaseName: 'abaco'
+    vaultName: vault.outputs.name
   }
 }
 
@@ -123,6 +141,10 @@ module web 'modules/web.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     siteHostName: siteHostName
     workspaceId: monitoring.outputs.workspaceId
+    // Set only when postgres.bicep wrote the secret (the web app starts after it exists).
+    databaseReplica: !empty(database.outputs.replicaUrlSecret)
+    slackWebhook: slackWebhookSecret
+    emailUrl: emailUrlSecret
   }
 }
 

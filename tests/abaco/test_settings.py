@@ -38,6 +38,15 @@ def test_production_refuses_to_start_without_its_secrets():
     assert "set SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL" in result.stderr
 
 
+def test_an_unresolved_key_vault_reference_is_refused():
+    # App Service hands on a reference it cannot resolve as its text (infra/azure/modules/web.bicep).
+    result = settings_import(
+        SLACK_WEBHOOK_URL="@Microsoft.KeyVault(VaultName=abacoproductionkv;SecretName=slack-webhook-url)"
+    )
+    assert result.returncode != 0
+    assert "Key Vault reference(s) not resolved by App Service: SLACK_WEBHOOK_URL" in result.stderr
+
+
 def test_a_retry_shorter_than_the_task_timeout_is_refused():
     result = settings_import(Q_TIMEOUT="600", Q_RETRY="300")
     assert result.returncode != 0

@@ -103,6 +103,9 @@ var logAlerts = [
     key: 'stale-data'
     description: 'No KPI snapshot computed in 26 hours (kpi_daily runs every morning).'
     severity: 2
+    // 26 hours, not 24: a morning run a little later than yesterday's is not an alert. A window
+    // must be one of Azure's fixed sizes, so the query reads two days (overrideQueryTimeRange
+    // below) and its own filter applies the 26 hours; with a one-day window it never could.
     query: 'AppTraces | where TimeGenerated > ago(26h) and Message == "snapshot computed" | count | where Count == 0'
     window: 'P1D'
   }
@@ -119,6 +122,7 @@ resource rules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [fo
     scopes: [workspaceId]
     evaluationFrequency: rule.key == 'stale-data' ? 'PT1H' : 'PT5M'
     windowSize: rule.window
+    overrideQueryTimeRange: rule.key == 'stale-data' ? 'P2D' : null
     criteria: {
       allOf: [{
         query: rule.query

@@ -1,6 +1,11 @@
 // PostgreSQL Flexible Server: point-in-time restore for backupRetentionDays, geo-redundant
 // backups (restore in the paired region), optional zone-redundant HA and a read replica.
-// Entra ID authentication only (no password to leak); TLS required.
+// Authentication: the app signs in with a password (abaco/settings.py reads a plain
+// DATABASE_URL), as the server's administrator login, which needs CREATEDB for restore_check's
+// scratch database; people sign in with Entra ID through the admin group. The password is a
+// deployment parameter, never stored in the templates: this module writes it, and the URLs the
+// app reads, to Key Vault (database-password, database-url and, with a replica,
+// database-replica-url), so a deployment and its secrets always agree. TLS required.
 param name string
 param location string
 param tags object
@@ -15,6 +20,15 @@ param readReplica bool
 param adminGroupObjectId string
 param adminGroupName string
 param workspaceId string
+@description('The app\'s role: the server\'s password administrator login.')
+param appLogin string
+@secure()
+@description('Its password (docs/runbooks/rotation.md): rotated by deploying with a new one.')
+param appPassword string
+@description('The database the app uses.')
+param databaseName string
+@description('Key Vault the connection secrets are written to.')
+param vaultName string
 
 resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2023-12-01-preview' = {
   name: name
@@ -29,13 +43,15 @@ resource server 'Microsoft.DBforPostgreSQL/flexibleServers@2023-12-01-preview' =
       geoRedundantBackup: geoRedundantBackup ? 'Enabled' : 'Disabled'
     }
     highAvailability: { mode: highAvailability ? 'ZoneRedundant' : 'Disabled' }
+    administratorLogin: appLogin
+    administratorLoginPassword: appPassword
     authConfig: {
       activeDirectoryAuth: 'Enabled'
-      passwordAuth: 'Disabled'
+      passwordAuth: 'Enabled'
       tenantId: subscription().tenantId
     }
-    // Without a VNet the app connects over the public endpoint: Entra ID tokens only, TLS
-    // required, and only Azure's own addresses admitted (the rule below).
+    // Without a VNet the app connects over the public endpoint: TLS required, and only Azure's
+    // own addresses admitted (the rule below).
     network: { publicNetworkAccess: 'Enabled' }
   }
 }
@@ -89,6 +105,47 @@ resource replica 'Microsoft.DBforPostgreSQL/flexibleServers@2023-12-01-preview' 
   dependsOn: [logDisconnections]
 }
 
+resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2023-12-01-preview' = {
+  parent: server
+  name: databaseName
+  properties: { charset: 'UTF8', collation: 'en_US.utf8' }
+  dependsOn: [logDisconnections]
+}
+
+// The connection secrets the web app reads as Key Vault references (web.bicep). The replica
+// shares the primary's roles and passwords, so its URL differs only in the host.
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: vaultName
+}
+
+var credentials = '${uriComponent(appLogin)}:${uriComponent(appPassword)}'
+var urlTail = ':5432/${databaseName}?sslmode=require'
+
+resource passwordSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'database-password'
+  properties: { value: appPassword, contentType: 'text/plain' }
+}
+
+resource urlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  parent: vault
+  name: 'database-url'
+  properties: {
+    value: 'postgres://${credentials}@${server.properties.fullyQualifiedDomainName}${urlTail}'
+    contentType: 'text/plain'
+  }
+}
+
+resource replicaUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (readReplica) {
+  // checkov:skip=CKV_AZURE_114: contentType is set below; checkov reads a conditional resource's properties one level too high
+  parent: vault
+  name: 'database-replica-url'
+  properties: {
+    value: 'postgres://${credentials}@${replica.properties.fullyQualifiedDomainName}${urlTail}'
+    contentType: 'text/plain'
+  }
+}
+
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
   scope: server
@@ -100,3 +157,5 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
 
 output host string = server.properties.fullyQualifiedDomainName
 output replicaHost string = readReplica ? replica.properties.fullyQualifiedDomainName : ''
+output databaseUrlSecret string = urlSecret.name
+output replicaUrlSecret string = readReplica ? replicaUrlSecret.name : ''

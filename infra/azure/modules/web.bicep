@@ -1,5 +1,8 @@
 // App Service plan and Web App (Linux, Python 3.11) with a staging slot for swap deployments.
-// Every secret is a Key Vault reference, read with the app's system-assigned identity.
+// Every secret is a Key Vault reference, read with the app's system-assigned identity. An
+// optional setting is added only when its secret exists (a parameter says so): App Service
+// passes an unresolvable reference on as its literal text, which the app would take as the value
+// (abaco/settings.py refuses to start on such a value, as a second line of defence).
 param name string
 param location string
 param tags object
@@ -10,25 +13,32 @@ param storageAccountName string
 param appInsightsConnectionString string
 param siteHostName string
 param workspaceId string
+@description('A read replica is deployed: postgres.bicep wrote database-replica-url.')
+param databaseReplica bool
+@description('Key Vault holds slack-webhook-url (product alerts to Slack).')
+param slackWebhook bool
+@description('Key Vault holds email-url (product alerts and mail by SMTP).')
+param emailUrl bool
 
 var host = empty(siteHostName) ? '${name}-web.azurewebsites.net' : siteHostName
 var vaultRef = '@Microsoft.KeyVault(VaultName=${vaultName};SecretName='
-var appSettings = [
+var requiredSettings = [
   { name: 'DEBUG', value: 'false' }
   { name: 'ALLOWED_HOSTS', value: host }
   { name: 'CSRF_TRUSTED_ORIGINS', value: 'https://${host}' }
   { name: 'SECRET_KEY', value: '${vaultRef}secret-key)' }
   { name: 'DATABASE_URL', value: '${vaultRef}database-url)' }
-  { name: 'DATABASE_REPLICA_URL', value: '${vaultRef}database-replica-url)' }
   { name: 'AZURE_STORAGE_CONNECTION_STRING', value: '${vaultRef}storage-connection-string)' }
   { name: 'AZURE_STORAGE_ACCOUNT_NAME', value: storageAccountName }
   { name: 'METRICS_TOKEN', value: '${vaultRef}metrics-token)' }
-  { name: 'SLACK_WEBHOOK_URL', value: '${vaultRef}slack-webhook-url)' }
-  { name: 'EMAIL_URL', value: '${vaultRef}email-url)' }
   { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
   { name: 'SCM_DO_BUILD_DURING_DEPLOYMENT', value: 'true' }
   { name: 'WEBSITE_HEALTHCHECK_MAXPINGFAILURES', value: '3' }
 ]
+var replicaSettings = databaseReplica ? [{ name: 'DATABASE_REPLICA_URL', value: '${vaultRef}database-replica-url)' }] : []
+var slackSettings = slackWebhook ? [{ name: 'SLACK_WEBHOOK_URL', value: '${vaultRef}slack-webhook-url)' }] : []
+var emailSettings = emailUrl ? [{ name: 'EMAIL_URL', value: '${vaultRef}email-url)' }] : []
+var appSettings = concat(requiredSettings, replicaSettings, slackSettings, emailSettings)
 
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
   name: '${name}-plan'
@@ -103,13 +113,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: vaultName
 }
 
-resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: storageAccountName
-}
-
-// Built-in roles: Key Vault Secrets User, Storage Blob Data Contributor.
+// Built-in role Key Vault Secrets User: the identity's only role. It has none on Storage: the
+// app reaches Blob Storage with the account key in AZURE_STORAGE_CONNECTION_STRING (settings
+// AZURE_STORAGE_*), not with its identity, so a data role there would be unused privilege.
 var secretsUser = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
-var blobContributor = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
 
 resource siteSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, site.id, secretsUser)
@@ -121,12 +128,6 @@ resource slotSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, staging.id, secretsUser)
   scope: vault
   properties: { principalId: staging.identity.principalId, roleDefinitionId: secretsUser, principalType: 'ServicePrincipal' }
-}
-
-resource siteBlobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storageAccount.id, site.id, blobContributor)
-  scope: storageAccount
-  properties: { principalId: site.identity.principalId, roleDefinitionId: blobContributor, principalType: 'ServicePrincipal' }
 }
 
 resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
