@@ -19,6 +19,14 @@ param databaseReplica bool
 param slackWebhook bool
 @description('Key Vault holds email-url (product alerts and mail by SMTP).')
 param emailUrl bool
+// The container is reached only through App Service's front ends and its Linux middleware proxy,
+// whose addresses are platform-internal (link-local and private ranges). They are believed for
+// X-Forwarded-For/-Proto (gunicorn's forwarded_allow_ips and abaco.middleware read the same list):
+// without them HTTPS is never seen, so SECURE_SSL_REDIRECT would redirect every request to
+// itself, and every client would share the proxy's address (audit log, lockouts). The walk stops
+// at the first address outside these ranges, so a forged header cannot pass for the client.
+@description('Proxies whose forwarded headers are believed (addresses or networks, comma-separated).')
+param trustedProxies string = '127.0.0.1,::1,169.254.0.0/16,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16'
 
 var host = empty(siteHostName) ? '${name}-web.azurewebsites.net' : siteHostName
 var vaultRef = '@Microsoft.KeyVault(VaultName=${vaultName};SecretName='
@@ -26,6 +34,7 @@ var requiredSettings = [
   { name: 'DEBUG', value: 'false' }
   { name: 'ALLOWED_HOSTS', value: host }
   { name: 'CSRF_TRUSTED_ORIGINS', value: 'https://${host}' }
+  { name: 'TRUSTED_PROXIES', value: trustedProxies }
   { name: 'SECRET_KEY', value: '${vaultRef}secret-key)' }
   { name: 'DATABASE_URL', value: '${vaultRef}database-url)' }
   { name: 'AZURE_STORAGE_CONNECTION_STRING', value: '${vaultRef}storage-connection-string)' }
