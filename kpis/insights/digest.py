@@ -1,8 +1,9 @@
 """The digest: what the model is told, built from stored snapshots only.
 
 Inputs are the stored rows of ``SOURCES`` (KPI values, roll rates, vintage points, the runs'
-data status) for the insight's run, the previous month-end and the same day a year earlier, on the
-run's basis (a date's restatement when it has one, as the pages show it). Nothing is read from
+data status) for the insight's run, the previous month-end and the same day a year earlier, each
+earlier date as it now stands (its restatement when it has one, as the pages show it by default;
+as reported only for the as-reported run of a restated date, ``_comparison_basis``). Nothing is read from
 customer or loan rows, and no model with a field ``compliance.classification`` marks restricted or
 personal is a source (``digest_sources_check``): a digest can hold no name, national id or e-mail.
 
@@ -154,10 +155,26 @@ def digest_sources_check() -> None:
         raise RuntimeError(f"a digest may not read personal data: {', '.join(personal)}")
 
 
+def _comparison_basis(run: SnapshotRun) -> str:
+    """The basis the earlier dates are read on: as reported only for an as-reported run that a
+    restatement has replaced (the pages' "As reported" view); otherwise each date's standing
+    numbers, its restatement where it has one, as the pages show them by default. A new date's
+    first run is as reported, yet the month-end before it may have been restated since (a real
+    tape loaded after demo data): compared as reported, its change would be against numbers
+    that no longer stand."""
+    superseded = (
+        run.basis == SnapshotRun.Basis.AS_REPORTED
+        and SnapshotRun.objects.of_date(run.as_of).restated().exists()
+    )
+    return SnapshotRun.Basis.AS_REPORTED if superseded else SnapshotRun.Basis.RESTATED
+
+
 def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str = "") -> Digest:
     """The digest of one slice at one run (a few queries over stored snapshots)."""
     digest_sources_check()
-    selection = selection_read(as_of=run.as_of, basis=run.basis, dimension=dimension, member=member)
+    selection = selection_read(
+        as_of=run.as_of, basis=_comparison_basis(run), dimension=dimension, member=member
+    )
     previous = selection.run_at(previous_month_end(run.as_of))
     year = selection.run_at(_year_ago(run.as_of))
     runs = [r for r in (run, previous, year) if r is not None]

@@ -12,6 +12,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.db.models import F
 from django.test import override_settings
 from django.urls import reverse
 
@@ -24,8 +25,8 @@ from kpis.insights.digest import digest_build, digest_sources_check
 from kpis.insights.services import Budget, insight_generate, insights_for_run
 from kpis.insights.summary import summary_write
 from kpis.insights.verify import WRONG_DIRECTION, WRONG_NUMBER, answer_verify
-from kpis.models import Insight
-from loans.models import Batch
+from kpis.models import Insight, SnapshotRun
+from loans.models import Batch, Loan
 from tests.base import CastTestCase
 from tests.integrations.fakes import openai as fake
 from tests.integrations.fakes.server import serve
@@ -103,6 +104,32 @@ def test_the_golden_books_reproduce_the_real_month_ends_figures(build, kpi, valu
     series = digest_build(run=after).data["series"]
     found = next(s for s in series if s["kpi"] == kpi and s["slice"] == "portfolio")
     assert found["values"] == values
+
+
+@pytest.mark.django_db
+def test_a_new_dates_changes_are_against_the_month_end_as_it_now_stands():
+    """A new date's first run is as reported, but the month-end before it was restated (a real
+    tape loaded after the demo data, a late correction): the change is against the restated
+    numbers, as the overview's cards show it, never against numbers that no longer stand."""
+    golden = par30_crossing_book()
+    snapshot_compute(as_of=golden.before)
+    # A late correction: H1 was lent 10,000 more, from the start.
+    Loan.objects.filter(loan_id="H1").update(disburse_principal=F("disburse_principal") + 10000)
+    assert snapshot_compute(as_of=golden.before).basis == SnapshotRun.Basis.RESTATED
+    after = snapshot_compute(as_of=golden.after)
+    assert after.basis == SnapshotRun.Basis.AS_REPORTED  # the date's first run
+    series = digest_build(run=after).data["series"]
+    found = next(
+        s for s in series if s["kpi"] == "outstanding_principal" and s["slice"] == "portfolio"
+    )
+    assert found["values"] == {"2025-06-30": "110000", "2025-07-31": "110000"}
+    # The as-reported view of a restated date still compares as reported.
+    reported = SnapshotRun.objects.of_date(golden.before).get(basis="as_reported")
+    series = digest_build(run=reported).data["series"]
+    found = next(
+        s for s in series if s["kpi"] == "outstanding_principal" and s["slice"] == "portfolio"
+    )
+    assert found["values"]["2025-06-30"] == "100000"
 
 
 @pytest.mark.django_db
