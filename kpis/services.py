@@ -183,14 +183,15 @@ def insight_runs(runs: list[SnapshotRun]) -> list[SnapshotRun]:
 
 
 def insights_step(ctx: Any, runs: list[SnapshotRun]) -> None:
-    """The ``insights`` step after the snapshots: the whole portfolio and each entity, under one
-    budget. A failure is recorded on the step and logged; it never fails ``kpi_daily``, whose
+    """The ``insights`` step after the snapshots (of kpi_daily, or the restatements of
+    kpi_restate): the whole portfolio and each entity, under one budget. A failure is recorded on the step and logged; it never fails ``kpi_daily``, whose
     snapshots are already committed."""
+    job = ctx.run.job
     try:
         with ctx.step("insights") as step:
             budget = Budget.per_run()
             for run in insight_runs(runs):
-                for insight in insights_for_run(run=run, job="kpi_daily", by=ctx.by, budget=budget):
+                for insight in insights_for_run(run=run, job=job, by=ctx.by, budget=budget):
                     step.rows_out += 1
                     where = insight.member or "portfolio"
                     step.log(
@@ -200,7 +201,7 @@ def insights_step(ctx: Any, runs: list[SnapshotRun]) -> None:
                         + f", {insight.input_tokens + insight.output_tokens:,} tokens"
                     )
     except Exception:
-        logger.exception("insights step failed", extra={"job": "kpi_daily"})
+        logger.exception("insights step failed", extra={"job": job})
 
 
 def restate_dates(*, params: dict[str, Any]) -> list[date]:
@@ -222,6 +223,7 @@ def kpi_restate_pipeline(ctx: Any) -> None:
     the as-reported run; progress on the status page. Stale snapshots that a load made while it
     ran are picked up before it ends."""
     params = ctx.run.params or {}
+    restated: list[SnapshotRun] = []
     with ctx.step("restate") as step:
         days = restate_dates(params=params)
         if not days:
@@ -240,11 +242,17 @@ def kpi_restate_pipeline(ctx: Any) -> None:
 
             for run in snapshot_series(days, job="kpi_restate", done=finished):
                 step.rows_out += 1
+                if run.basis == SnapshotRun.Basis.RESTATED:
+                    restated.append(run)
                 step.log(
                     f"{run.as_of}: {run.get_basis_display()}"
                     + (f" ({run.restatement_reason})" if run.restatement_reason else "")
                 )
             days = stale_dates()  # loads that committed while it ran
+    # The pages show a date's restatement by default: the newest ones get their insight now,
+    # not at the next kpi_daily.
+    if restated:
+        insights_step(ctx, sorted(restated, key=lambda run: run.as_of))
 
 
 PIPELINE_QUEUE = "integrations.tasks.pipeline_queue"

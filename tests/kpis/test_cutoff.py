@@ -21,7 +21,7 @@ from abaco.dates import month_end, month_ends
 from integrations.models import PipelineRun
 from integrations.pipelines import book_stale_check, pipeline_run
 from kpis.engine import snapshot_compute
-from kpis.models import KpiValue, SnapshotRun
+from kpis.models import Insight, KpiValue, SnapshotRun
 from kpis.selectors.common import (
     Period,
     rate_not_meaningful,
@@ -229,6 +229,10 @@ class DailyFlowTests(CastTestCase):
                 {"as_reported", "restated"},
             )
         self.assertEqual(stale_dates(), [])
+        # The newest restatement gets its insight at once (the overview shows it by default).
+        newest = SnapshotRun.objects.of_date(affected[-1]).get(basis="restated")
+        self.assertTrue(Insight.objects.filter(run=newest, dimension="portfolio").exists())
+        self.assertIn(f"{affected[-1]} portfolio:", run.steps.get(name="insights").log)
         page = self.client.get(reverse("admin:loans_batch_change", args=[batch.pk]))
         self.assertContains(page, "all recomputed with this batch")
         # The trend uses one basis for all its dates: restated by default, as reported by switch.
