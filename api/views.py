@@ -167,6 +167,10 @@ class ApiView(GenericAPIView):
         )
 
 
+# What every list takes besides its filters: the page, its size, and DRF's format override.
+PAGING_PARAMETERS = ("cursor", "page_size", "format")
+
+
 class ListApiView(ApiView, ListAPIView):
     """A list: filters from ``filters_class`` (400 on bad values), a cursor page, or the whole
     list as CSV with ``Accept: text/csv``."""
@@ -177,6 +181,20 @@ class ListApiView(ApiView, ListAPIView):
     access_action = "list"
 
     def filters(self) -> dict[str, Any]:
+        # A parameter the list does not take is refused: a misspelt filter (``min_dpd`` for
+        # ``dpd_min``) would otherwise return the unfiltered list as if it were the filtered one.
+        known = set(PAGING_PARAMETERS)
+        if self.filters_class is not None:
+            known |= set(self.filters_class().fields)
+        unknown = sorted(set(self.request.query_params) - known)
+        if unknown:
+            takes = ", ".join(sorted(known))
+            raise serializers.ValidationError(
+                {
+                    name[:40]: [f"not a parameter of this list (it takes {takes})"]
+                    for name in unknown
+                }
+            )
         if self.filters_class is None:
             return {}
         # A plain dict, not the QueryDict: DRF skips blank form values, and "?status=" must be

@@ -100,6 +100,12 @@ class LoanListTests(BookTestCase):
         self.assertEqual(
             self.problem(response)["errors"], {"status": ["This field may not be blank."]}
         )
+        # A misspelt filter is refused, never read as no filter (the whole book as if filtered).
+        response = self.api_get(LOANS + "?min_dpd=30&page_size=2")
+        self.assertEqual(response.status_code, 400)
+        (why,) = self.problem(response)["errors"]["min_dpd"]
+        self.assertTrue(why.startswith("not a parameter of this list (it takes "), why)
+        self.assertIn("dpd_min", why)
 
     def test_money_is_a_decimal_string_and_dates_are_iso(self):
         row = self.api_get(LOANS + "?entity=ABT&page_size=1").json()["results"][0]
