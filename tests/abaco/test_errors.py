@@ -74,11 +74,15 @@ class LogLineTests(CastTestCase):
 def test_gunicorns_access_line_stays_one_json_line_whatever_the_path():
     """The access log of infra/gunicorn.conf.py, with the atoms wrapper its logger uses: a path
     with a decoded %0A, a quote and a backslash is one line that parses back to that path."""
+    import os
     import runpy
+    from unittest import mock
 
     from abaco.logs import JsonAccessLogger
 
-    config = runpy.run_path(str(settings.BASE_DIR / "infra" / "gunicorn.conf.py"))
+    # The config sets variables for its workers: kept out of this process's environment.
+    with mock.patch.dict(os.environ):
+        config = runpy.run_path(str(settings.BASE_DIR / "infra" / "gunicorn.conf.py"))
     assert config["logger_class"] == "abaco.logs.JsonAccessLogger"
     path = '/a"b\\c\nforged\x00line'
     atoms = {"t": "[07/Dec/2026:12:00:00 +0000]", "m": "GET", "U": path, "s": 404, "B": "0"}
