@@ -14,8 +14,9 @@ import itertools
 
 from axes.backends import AxesStandaloneBackend
 from django import forms
+from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse
@@ -110,7 +111,11 @@ class LoginView(auth_views.LoginView):
 
 
 def admin_login(request: HttpRequest) -> HttpResponse:
-    """The admin's login page: the same sign-in, second factor included."""
+    """The admin's login page: the same sign-in, second factor included. A signed-in user whose
+    role has no admin (a manager or auditor who opened /admin/) is refused here: sent to the
+    sign-in page, they would be sent straight back to the admin, and from it here, for ever."""
+    if request.user.is_authenticated and not admin.site.has_permission(request):
+        raise PermissionDenied("Your role does not use the admin.")
     query = request.GET.urlencode()
     return redirect(f"{reverse('login')}?{query}" if query else reverse("login"))
 

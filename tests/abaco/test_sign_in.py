@@ -96,6 +96,15 @@ class SignInTests(CastTestCase):
         self.assertRedirects(response, "/admin/", fetch_redirect_response=False)
         self.assertEqual(client.get("/admin/").status_code, 200)
 
+    def test_a_role_without_the_admin_is_refused_there_not_sent_round_in_circles(self):
+        for user in (self.manager, self.auditor):
+            client = Client()
+            client.force_login(user)
+            response = client.get("/admin/", follow=True)
+            self.assertEqual(response.status_code, 403)
+            self.assertLess(len(response.redirect_chain), 3, response.redirect_chain)
+            self.assertContains(response, "Your role does not use the admin.", status_code=403)
+
     def test_wrong_passwords_lock_the_user_then_the_right_one_does_not_get_in(self):
         client = Client()
         for _ in range(4):

@@ -72,7 +72,7 @@ SITE: dict[str, str] = {
     "pipelines/recompute/": "405 405 405 405 405 405 405",
     "pipelines/<slug:name>/run/": "405 405 405 405 405 405 405",
     "files/batches/<int:pk>/raw/": "L 404 404 403 404 404 403",
-    "admin/login/": "L L L L L L L",
+    "admin/login/": "L L L 403 403 L 403",  # signed in without the admin: refused, not looped
     "admin/": "L 200 200 L L 200 L",
     "admin/logout/": "R 405 405 R R 405 R",
     "admin/password_change/": "L 200 200 L L 200 L",
