@@ -50,10 +50,23 @@ LOGGED_VIEWS: dict[str, tuple[str, str, str]] = {
     "admin:loans_loan_changelist": ("view list", "", ""),
     "admin:loans_customer_changelist": ("view list", "", ""),
     "admin:loans_batch_changelist": ("view list", "", ""),
+    "admin:loans_installment_changelist": ("view list", "", ""),
+    "admin:loans_transaction_changelist": ("view list", "", ""),
+    # An upload's pages show its file's rows (the preview's first rows, the problems' values).
+    "admin:loans_upload_change": ("view", "object_id", "loans.upload"),
+    "admin:loans_upload_preview": ("view upload preview", "pk", "loans.upload"),
+    "admin:loans_upload_rejects": ("download rejected rows", "pk", "loans.upload"),
 }
 # Query parameters that are paging, not filters.
 NOT_FILTERS = {"page", "csrfmiddlewaretoken"}
 LOGGED = "_access_logged"
+SHOWN = "_access_shown"
+
+
+def access_shown(request: HttpRequest, **shown: Any) -> None:
+    """What a page resolved beyond its query (the as-of date and basis a dashboard opened at
+    when none was asked for): recorded with the read, under ``extra``."""
+    setattr(request, SHOWN, {**getattr(request, SHOWN, {}), **shown})
 
 
 def object_label(obj: models.Model | str | None) -> str:
@@ -94,7 +107,7 @@ def access_record(
         request_id=getattr(request, "id", ""),
         filters=dict(filters),
         token_id=str(token_id) if token_id is not None else "",
-        extra=dict(extra or {}),
+        extra={**getattr(request, SHOWN, {}), **(extra or {})},
     )
 
 

@@ -17,7 +17,7 @@ from django_q.tasks import async_task
 from openpyxl import Workbook
 
 from abaco.roles import role_required
-from compliance.access import export_recorded
+from compliance.access import access_shown, export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
 from kpis.pagecache import cached_page
@@ -84,10 +84,15 @@ def _export(request: HttpRequest, page: str, result) -> HttpResponse | None:
     return _xlsx_response(filename=filename, header=header, rows=rows)
 
 
-def _with_data_age(ctx: dict) -> dict:
+def _with_data_age(ctx: dict, request: HttpRequest | None = None) -> dict:
     """The page's "Data through" line from the date its selection already read (the context
-    processor's own read is lazy and then never made); its age is today's, so per request."""
-    return {**ctx, "data_age": data_age(through=ctx["s"].data_through)}
+    processor's own read is lazy and then never made); its age is today's, so per request.
+    The access log records the snapshot the page showed (its as-of and basis), asked for or
+    not."""
+    selection = ctx["s"]
+    if request is not None and selection.as_of is not None:
+        access_shown(request, as_of=selection.as_of.isoformat(), basis=selection.basis)
+    return {**ctx, "data_age": data_age(through=selection.data_through)}
 
 
 def _page(
@@ -111,7 +116,7 @@ def _page(
         params=params,
         compute=lambda: read(**params),
         respond=lambda result: render(
-            request, f"kpis/{page}.html", _with_data_age(context(result))
+            request, f"kpis/{page}.html", _with_data_age(context(result), request)
         ),
         prepare=prepare,
     )
@@ -165,7 +170,7 @@ def insights(request: HttpRequest) -> HttpResponse:
         "s": selection,
         "insights": selectors.insights_history(selection=selection),
     }
-    return render(request, "kpis/insights.html", _with_data_age(ctx))
+    return render(request, "kpis/insights.html", _with_data_age(ctx, request))
 
 
 @require_POST

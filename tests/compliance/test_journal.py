@@ -51,6 +51,52 @@ class AccessLogTests(JournalTestCase):
         cls.book = dashboard_book()
         cls.book.compute()
 
+    def test_a_dashboard_opened_without_a_date_logs_the_snapshot_it_showed(self):
+        self.client.force_login(self.manager)
+        with self.captureOnCommitCallbacks(execute=True):
+            page = self.client.get(reverse("kpis:overview"))
+            self.client.get(reverse("kpis:risk"), {"as_of": "not a date"})
+        shown = page.context["s"]
+        entries = JournalEntry.objects.filter(kind="access", actor=self.manager.username)
+        self.assertEqual(
+            [(e.action, json.loads(e.body)["extra"]) for e in entries.order_by("id")],
+            [("view dashboard", {"as_of": shown.as_of.isoformat(), "basis": "restated"})] * 2,
+        )
+
+    def test_an_uploads_preview_and_rejected_rows_are_reads_of_the_book(self):
+        from django.core.files.base import ContentFile
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        from loans.models import Upload
+
+        upload = Upload.objects.create(
+            kind=Upload.Kind.TAPE,
+            source="cascade",
+            file=SimpleUploadedFile("loans.csv", b"loan_id\nL9\n"),
+            created_by=self.steward,
+            status=Upload.Status.FAILED,
+            preview={"files": []},
+        )
+        upload.rejects.save("rejects.csv", ContentFile(b"file,row\nloans.csv,2\n"))
+        self.client.force_login(self.steward)
+        with self.captureOnCommitCallbacks(execute=True):
+            for name in ("admin:loans_upload_preview", "admin:loans_upload_rejects"):
+                response = self.client.get(reverse(name, args=[upload.pk]))
+                self.assertEqual(response.status_code, 200, name)
+                if response.streaming:
+                    b"".join(response.streaming_content)
+        self.assertEqual(
+            list(
+                JournalEntry.objects.filter(kind="access", actor=self.steward.username)
+                .order_by("id")
+                .values_list("action", "object")
+            ),
+            [
+                ("view upload preview", f"loans.upload:{upload.pk}"),
+                ("download rejected rows", f"loans.upload:{upload.pk}"),
+            ],
+        )
+
     def test_a_managers_loan_view_and_csv_export_are_in_the_auditors_export(self):
         loan = self.book.loans["L1"] if hasattr(self.book, "loans") else None
         from loans.models import Loan
