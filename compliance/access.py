@@ -166,7 +166,8 @@ class AccessLogMiddleware:
         if (
             match is None
             or request.method != "GET"
-            or response.status_code != 200
+            # A 304 is a read too: the browser shows the page it holds, now revalidated.
+            or response.status_code not in (200, 304)
             or getattr(request, LOGGED, False)
         ):
             return response

@@ -63,6 +63,16 @@ class AccessLogTests(JournalTestCase):
             [("view dashboard", {"as_of": shown.as_of.isoformat(), "basis": "restated"})] * 2,
         )
 
+    def test_a_page_revalidated_with_a_304_is_a_read_too(self):
+        self.client.force_login(self.manager)
+        with self.captureOnCommitCallbacks(execute=True):
+            etag = self.client.get(reverse("kpis:overview"))["ETag"]
+            again = self.client.get(reverse("kpis:overview"), headers={"if-none-match": etag})
+        self.assertEqual(again.status_code, 304)
+        self.assertEqual(
+            JournalEntry.objects.filter(kind="access", actor=self.manager.username).count(), 2
+        )
+
     def test_an_uploads_preview_and_rejected_rows_are_reads_of_the_book(self):
         from django.core.files.base import ContentFile
         from django.core.files.uploadedfile import SimpleUploadedFile
