@@ -323,6 +323,7 @@ def run() -> None:
     with _database(SMALL_DB):
         quiet = {"stdout": StringIO(), "stderr": StringIO()}
         call_command("migrate", verbosity=0)
+        call_command("createcachetable")
         call_command("demo_data", "--if-empty", **quiet)
         call_command("compute_kpis", "--backfill", "--if-empty", **quiet)
         small_counts = query_counts(_pages())

@@ -16,8 +16,11 @@ database cache, Redis when configured) under a key that names everything the pag
 - the code version: a hash of the selectors' and definitions' source, so a deploy never
   unpickles a result shaped by older code.
 
-The template is still rendered per request: the user's name, permissions, CSRF token, messages
-and any per-request include (the access log write) stay per request. Browsers get an ``ETag``
+What is kept is the page rendered once (``page_render``): its title and content blocks as HTML,
+with a slot for what is per user inside them (the overview's insight, with its button and CSRF
+token), and the few facts the per-request parts need (``Shown``). Each request renders only the
+site's chrome around it: the user's name, permissions, CSRF token, messages, the data age and
+the access log write stay per request. Browsers get an ``ETag``
 (the key plus the user, the user's CSRF secret and the permissions the chrome shows) and a
 ``304`` when nothing changed. Exports (``?format=``) are never cached.
 """
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,11 @@ from django.core.cache import caches
 from django.db import connections, router
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.middleware.csrf import get_token
+from django.template import loader
+from django.template.context import make_context
+from django.template.loader_tags import BlockNode
+from django.test.signals import template_rendered
+from django.utils.safestring import mark_safe
 
 from kpis.models import SnapshotRun
 
@@ -52,8 +62,68 @@ SELECT (SELECT coalesce(last_value, 0) FROM pg_sequences
         FROM loans_batch)
 """
 
-# What the cached results are made of: a change to any of these files changes every key.
-_SOURCES = ("kpis/selectors", "kpis/definitions.py", "kpis/models.py")
+# What the cached pages are made of: a change to any of these files changes every key.
+_SOURCES = (
+    "kpis/selectors",
+    "kpis/definitions.py",
+    "kpis/models.py",
+    "kpis/pagecache.py",
+    "kpis/views.py",
+    "templates/kpis",
+)
+
+# Where a page's content leaves room for its per-user part (kpis/overview.html).
+INSIGHT_SLOT = "<!-- insight: rendered per request -->"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a page showed, for the parts rendered per request (the insight and its form, the
+    data age, the access log): small, so a cached page is read back quickly."""
+
+    run: int | None
+    as_of: date | None
+    basis: str
+    dimension: str
+    member: str
+    qs: str
+    data_through: date | None
+
+    @property
+    def as_of_iso(self) -> str:
+        return self.as_of.isoformat() if self.as_of else ""
+
+
+@dataclass(frozen=True)
+class PageBody:
+    """A page rendered once: its title and content blocks (HTML) and what it showed."""
+
+    title: str
+    content: str
+    shown: Shown
+
+
+def page_render(request: HttpRequest, template_name: str, context: dict[str, Any]) -> PageBody:
+    """The title and content blocks of a page template that extends the site's base, rendered
+    with the request's context processors, and what its selection ``s`` showed."""
+    template = loader.get_template(template_name).template  # type: ignore[attr-defined]
+    blocks = {node.name: node for node in template.nodelist.get_nodes_by_type(BlockNode)}
+    bound = make_context({**context, "insight_slot": mark_safe(INSIGHT_SLOT)}, request)
+    with bound.bind_template(template):
+        # As Django's own render announces it (the test client records the context from it).
+        template_rendered.send(sender=template, template=template, context=bound)
+        title, content = (blocks[name].nodelist.render(bound) for name in ("title", "content"))
+    s = context["s"]
+    shown = Shown(
+        run=s.run.pk if s.run is not None else None,
+        as_of=s.as_of,
+        basis=s.basis,
+        dimension=s.dimension,
+        member=s.member,
+        qs=s.qs,
+        data_through=s.data_through,
+    )
+    return PageBody(title=str(title), content=str(content), shown=shown)
 
 
 @cache
@@ -127,12 +197,9 @@ def cached_page(
     params: dict[str, Any],
     compute: Callable[[], Any],
     respond: Callable[[Any], HttpResponse],
-    prepare: Callable[[Any], Any] | None = None,
 ) -> HttpResponse:
-    """``respond(result)`` with ``compute()``'s result from the cache, computed on a miss.
-
-    ``prepare`` turns a result into what is stored (drops what must not be pickled, such as a
-    lazy queryset). A request whose browser holds the current page gets a 304."""
+    """``respond(result)`` with ``compute()``'s result from the cache, computed on a miss. A
+    request whose browser holds the current page gets a 304."""
     seconds = settings.PAGE_CACHE_SECONDS
     if seconds <= 0 or request.method != "GET":
         return respond(compute())
@@ -145,8 +212,7 @@ def cached_page(
         found = store.get(key)
         if found is None:
             result = compute()
-            stored = prepare(result) if prepare is not None else result
-            store.set(key, stored, seconds)
+            store.set(key, result, seconds)
         else:
             result = found
         response = respond(result)

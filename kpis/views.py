@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from datetime import date
 
 from django.contrib import messages
@@ -11,7 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from django_q.tasks import async_task
 from openpyxl import Workbook
@@ -20,7 +21,7 @@ from abaco.roles import role_required
 from compliance.access import access_shown, export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
-from kpis.pagecache import cached_page
+from kpis.pagecache import INSIGHT_SLOT, PageBody, cached_page, page_render
 from loans.selectors import data_age
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -95,17 +96,31 @@ def _with_data_age(ctx: dict, request: HttpRequest | None = None) -> dict:
     return {**ctx, "data_age": data_age(through=selection.data_through)}
 
 
-def _page(
-    request: HttpRequest,
-    page: str,
-    read,
-    params: dict,
-    context,
-    *,
-    prepare=None,
-) -> HttpResponse:
-    """A dashboard page: an export of its tables (computed now), or its selector's result from
-    the page cache (kpis.pagecache) rendered for this request."""
+def _respond(request: HttpRequest, page: str, body: PageBody) -> HttpResponse:
+    """A page rendered once (kpis.pagecache), with this request's parts: the site's chrome, the
+    data age, the overview's insight (a regenerated one shows at once; its button and CSRF
+    token are the user's) and the access log's note of what was shown."""
+    content = body.content
+    if INSIGHT_SLOT in content:
+        insight = selectors.insight_latest(selection=body.shown)  # type: ignore[arg-type]
+        html = render_to_string(
+            "kpis/_insight.html", {"insight": insight, "s": body.shown}, request
+        )
+        content = content.replace(INSIGHT_SLOT, html, 1)
+    ctx = {
+        "page": page,
+        # HTML the page template rendered (and escaped) once: kept as it is.
+        "title": mark_safe(body.title),
+        "content": mark_safe(content),
+        "s": body.shown,
+    }
+    return render(request, "kpis/_cached_page.html", _with_data_age(ctx, request))
+
+
+def _page(request: HttpRequest, page: str, read, params: dict, context) -> HttpResponse:
+    """A dashboard page: an export of its tables (computed now), or the page rendered once
+    from its selector's result and kept in the page cache (kpis.pagecache), with this
+    request's parts around it."""
     if request.GET.get("format") in ("csv", "xlsx"):
         response = _export(request, page, read(**params))
         if response is not None:
@@ -114,18 +129,14 @@ def _page(
         request,
         page=page,
         params=params,
-        compute=lambda: read(**params),
-        respond=lambda result: render(
-            request, f"kpis/{page}.html", _with_data_age(context(result), request)
-        ),
-        prepare=prepare,
+        compute=lambda: page_render(request, f"kpis/{page}.html", context(read(**params))),
+        respond=lambda body: _respond(request, page, body),
     )
 
 
-def _dashboard(page: str, read, name: str, *, pii: bool = False, extra=None):
+def _dashboard(page: str, read, name: str, *, pii: bool = False):
     """A dashboard page's view: its selector's result as ``name`` (and its selection as ``s``);
-    with ``pii``, the selector learns whether the user is cleared for personal data; ``extra``
-    adds what is read per request beside the cached result."""
+    with ``pii``, the selector learns whether the user is cleared for personal data."""
 
     @role_required("kpis.view_dashboard")
     def view(request: HttpRequest) -> HttpResponse:
@@ -137,25 +148,15 @@ def _dashboard(page: str, read, name: str, *, pii: bool = False, extra=None):
             page,
             read,
             params,
-            lambda result: {
-                "page": page,
-                name: result,
-                "s": result.selection,
-                **(extra(result) if extra else {}),
-            },
+            lambda result: {"page": page, name: result, "s": result.selection},
         )
 
     view.__name__ = view.__qualname__ = page
     return view
 
 
-# The insight is read per request (a regenerated one shows at once; its button is per user).
-overview = _dashboard(
-    "overview",
-    selectors.overview_read,
-    "o",
-    extra=lambda result: {"insight": selectors.insight_latest(selection=result.selection)},
-)
+# The insight is read per request (kpis/overview.html leaves its slot; _respond fills it).
+overview = _dashboard("overview", selectors.overview_read, "o")
 risk = _dashboard("risk", selectors.risk_read, "r")
 concentration = _dashboard("concentration", selectors.concentration_read, "c", pii=True)
 collections = _dashboard("collections", selectors.collections_read, "c")
@@ -201,11 +202,6 @@ def insight_regenerate(request: HttpRequest) -> HttpResponse:
     return redirect(back)
 
 
-def _without_queryset(result: selectors.Drilldown) -> selectors.Drilldown:
-    """What the cache keeps of a drill-down: its page of rows, not the lazy query for exports."""
-    return replace(result, queryset=None)
-
-
 @role_required("kpis.view_dashboard")
 def loans(request: HttpRequest) -> HttpResponse:
     # The loan states of a stored run do not change: a drill-down page is cached like the others.
@@ -224,7 +220,6 @@ def loans(request: HttpRequest) -> HttpResponse:
         selectors.drilldown_read,
         params,
         lambda drill: {"page": "loans", "l": drill, "s": drill.selection},
-        prepare=_without_queryset,
     )
 
 
