@@ -98,8 +98,7 @@ def access_record(
     journal_append(
         kind=JournalEntry.Kind.ACCESS,
         action=action,
-        actor_id=user.pk if user is not None else None,
-        actor=user.get_username() if user is not None else "",
+        by=user,
         object=object_label(obj),
         path=request.path,
         rows=rows,

@@ -75,6 +75,7 @@ def journal_append(
     action: str,
     actor_id: int | None = None,
     actor: str = "",
+    by: Any = None,
     object: str = "",
     path: str = "",
     rows: int | None = None,
@@ -83,8 +84,11 @@ def journal_append(
 ) -> None:
     """Add one entry once the caller's transaction commits (at once outside a transaction).
 
-    ``detail`` (roles, ip, request_id, filters, changes ...) goes into the hashed body only.
+    ``by`` (a user, or None for the system) gives ``actor_id`` and ``actor``. ``detail`` (roles,
+    ip, request_id, filters, changes ...) goes into the hashed body only.
     """
+    if by is not None:
+        actor_id, actor = by.pk, by.get_username()
     at = at or timezone.now()
     body = {
         "at": at.astimezone(UTC).isoformat(),

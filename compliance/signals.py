@@ -30,8 +30,7 @@ def journal_log_entry(sender: Any, instance: Any, created: bool, **kwargs: Any) 
     journal_append(
         kind=CHANGE_KINDS.get(label) or CHANGE_KINDS.get(ct.app_label) or JournalEntry.Kind.CHANGE,
         action=instance.get_action_display(),
-        actor_id=actor.pk if actor is not None else None,
-        actor=actor.get_username() if actor is not None else "",
+        by=actor,
         object=f"{label}:{instance.object_pk}",
         at=instance.timestamp,
         object_repr=instance.object_repr,

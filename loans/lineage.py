@@ -191,8 +191,7 @@ def batch_finish(batch: Batch, *, status: str, load: LoadCounts) -> None:
     journal_append(
         kind=JournalEntry.Kind.IMPORT,
         action=f"import {status}",
-        actor_id=by.pk if by is not None else None,
-        actor=by.get_username() if by is not None else "",
+        by=by,
         object=f"loans.batch:{batch.pk}",
         rows=batch.rows_read,
         file=batch.original_name,
@@ -252,6 +251,20 @@ def _dead(cursor: Any, kind: str, pk: int) -> bool:
     return True
 
 
+def _dead_uploads_settle(cursor: Any, uploads: Any, **update: Any) -> int:
+    """Update the ``uploads`` whose process died (their liveness lock is free) with ``update``,
+    each only if it is still as found; returns how many were."""
+    settled = 0
+    for upload in uploads.only("pk", "status"):
+        if _dead(cursor, "upload", upload.pk):
+            settled += (
+                uploads.model.objects.using(uploads.db)
+                .filter(pk=upload.pk, status=upload.status)
+                .update(**update)
+            )
+    return settled
+
+
 def imports_recover(*, book_locked: bool = False) -> dict[str, int]:
     """Mark the batches and uploads of dead loads failed, with the reason, and drop the staging
     tables dead imports left (only while no import can be running: the book lock is held by the
@@ -275,41 +288,26 @@ def imports_recover(*, book_locked: bool = False) -> dict[str, int]:
                     .filter(pk=batch.pk, status__in=[Batch.Status.PENDING, Batch.Status.RUNNING])
                     .update(status=Batch.Status.FAILED, finished_at=now, errors=[error])
                 )
-        for pk in (
-            Upload.objects.using(using)
-            .filter(status=Upload.Status.RUNNING)
-            .values_list("pk", flat=True)
-        ):
-            if _dead(cursor, "upload", pk):
-                counts["uploads"] += (
-                    Upload.objects.using(using)
-                    .filter(pk=pk, status=Upload.Status.RUNNING)
-                    .update(
-                        status=Upload.Status.FAILED,
-                        finished_at=now,
-                        progress_label=f"failed: {DEAD_REASON}"[:200],
-                        summary=f"Failed: {DEAD_REASON}. Send it to load again from this page.",
-                    )
-                )
+        counts["uploads"] += _dead_uploads_settle(
+            cursor,
+            Upload.objects.using(using).filter(status=Upload.Status.RUNNING),
+            status=Upload.Status.FAILED,
+            finished_at=now,
+            progress_label=f"failed: {DEAD_REASON}"[:200],
+            summary=f"Failed: {DEAD_REASON}. Send it to load again from this page.",
+        )
         # A check (dry run) that started and died: back to a draft, whose page checks it again.
         # A check still queued has not started (its label says so) and is left to the cluster.
-        for pk in (
+        counts["uploads"] += _dead_uploads_settle(
+            cursor,
             Upload.objects.using(using)
             .filter(status=Upload.Status.CHECKING)
-            .exclude(progress_label=CHECK_QUEUED)
-            .values_list("pk", flat=True)
-        ):
-            if _dead(cursor, "upload", pk):
-                counts["uploads"] += (
-                    Upload.objects.using(using)
-                    .filter(pk=pk, status=Upload.Status.CHECKING)
-                    .update(
-                        status=Upload.Status.DRAFT,
-                        preview=None,
-                        progress=0,
-                        progress_label=f"check interrupted: {DEAD_REASON}"[:200],
-                    )
-                )
+            .exclude(progress_label=CHECK_QUEUED),
+            status=Upload.Status.DRAFT,
+            preview=None,
+            progress=0,
+            progress_label=f"check interrupted: {DEAD_REASON}"[:200],
+        )
         if not book_locked:
             cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [BOOK_LOCK])
             if not cursor.fetchone()[0]:

@@ -254,8 +254,7 @@ def batch_changes_review(
         journal_append(
             kind=JournalEntry.Kind.REVIEW,
             action="accept" if accept else "reject",
-            actor_id=by.pk if by is not None else None,
-            actor=by.get_username() if by is not None else "",
+            by=by,
             object=f"loans.batch:{batch_id}",
             rows=sum(1 for b, _, _ in reviewed if b == batch_id),
             reason=reason.strip(),

@@ -212,8 +212,7 @@ def _journal(insight: Insight, *, regenerated: bool) -> None:
     journal_append(
         kind=JournalEntry.Kind.INSIGHT,
         action="insight regenerated" if regenerated else "insight written",
-        actor_id=by.pk if by is not None else None,
-        actor=by.get_username() if by is not None else "",
+        by=by,
         object=f"kpis.insight:{insight.pk}",
         rows=len(insight.statements) + 1,  # the headline and the published statements
         job=insight.job,

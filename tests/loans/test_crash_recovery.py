@@ -121,4 +121,8 @@ class CrashRecoveryTests(CastTestCase):
         with self.captureOnCommitCallbacks() as sent:
             page = self.client.get(reverse("admin:loans_upload_preview", args=[started.pk]))
         self.assertContains(page, 'id="checking"')
-        self.assertEqual(len(sent), 1)
+        started.refresh_from_db()
+        self.assertEqual(
+            (started.status, started.progress_label), (Upload.Status.CHECKING, CHECK_QUEUED)
+        )
+        self.assertTrue(sent)  # the check's task, sent to the cluster on commit
