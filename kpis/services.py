@@ -184,8 +184,8 @@ def insight_runs(runs: list[SnapshotRun]) -> list[SnapshotRun]:
 
 def insights_step(ctx: Any, runs: list[SnapshotRun]) -> None:
     """The ``insights`` step after the snapshots (of kpi_daily, or the restatements of
-    kpi_restate): the whole portfolio and each entity, under one budget. A failure is recorded on the step and logged; it never fails ``kpi_daily``, whose
-    snapshots are already committed."""
+    kpi_restate): the whole portfolio and each entity, under one budget. A failure is recorded
+    on the step and logged; it never fails the job, whose snapshots are already committed."""
     job = ctx.run.job
     try:
         with ctx.step("insights") as step:

@@ -85,13 +85,13 @@ def _export(request: HttpRequest, page: str, result) -> HttpResponse | None:
     return _xlsx_response(filename=filename, header=header, rows=rows)
 
 
-def _with_data_age(ctx: dict, request: HttpRequest | None = None) -> dict:
+def _with_data_age(ctx: dict, request: HttpRequest) -> dict:
     """The page's "Data through" line from the date its selection already read (the context
     processor's own read is lazy and then never made); its age is today's, so per request.
     The access log records the snapshot the page showed (its as-of and basis), asked for or
     not."""
     selection = ctx["s"]
-    if request is not None and selection.as_of is not None:
+    if selection.as_of is not None:
         access_shown(request, as_of=selection.as_of.isoformat(), basis=selection.basis)
     return {**ctx, "data_age": data_age(through=selection.data_through)}
 
@@ -102,7 +102,10 @@ def _respond(request: HttpRequest, page: str, body: PageBody) -> HttpResponse:
     token are the user's) and the access log's note of what was shown."""
     content = body.content
     if INSIGHT_SLOT in content:
-        insight = selectors.insight_latest(selection=body.shown)  # type: ignore[arg-type]
+        shown = body.shown
+        insight = selectors.insight_latest(
+            run=shown.run, dimension=shown.dimension, member=shown.member
+        )
         html = render_to_string(
             "kpis/_insight.html", {"insight": insight, "s": body.shown}, request
         )

@@ -7,7 +7,9 @@ import itertools
 from datetime import date, timedelta
 from decimal import Decimal
 
-from loans.models import Batch, Customer, Installment, Loan, Transaction
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from loans.models import Batch, Customer, Installment, Loan, Transaction, Upload
 
 _batches = itertools.count(1)
 _customers = itertools.count(1)
@@ -100,3 +102,14 @@ def transaction_create(**overrides) -> Transaction:
     if "batch" not in fields:
         fields["batch"] = fields["loan"].batch
     return Transaction.objects.create(**fields)
+
+
+def upload_create(**overrides) -> Upload:
+    """A tape upload with a small file (pass ``created_by``, and the status a test is about)."""
+    fields = {
+        "kind": Upload.Kind.TAPE,
+        "source": "cascade",
+        "file": SimpleUploadedFile("tape.csv", b"loan_id\nL9\n"),
+    }
+    fields.update(overrides)
+    return Upload.objects.create(**fields)

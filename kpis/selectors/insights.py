@@ -8,14 +8,12 @@ from kpis.selectors.common import Selection
 HISTORY = 50
 
 
-def insight_latest(*, selection: Selection) -> Insight | None:
-    """The newest insight of the selected run and slice (one indexed query)."""
-    if selection.run is None:
+def insight_latest(*, run: int | None, dimension: str, member: str) -> Insight | None:
+    """The newest insight of a run (by id) and slice (one indexed query)."""
+    if run is None:
         return None
     return (
-        Insight.objects.filter(
-            run=selection.run, dimension=selection.dimension, member=selection.member
-        )
+        Insight.objects.filter(run=run, dimension=dimension, member=member)
         .select_related("run", "requested_by")
         .first()
     )

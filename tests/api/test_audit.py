@@ -31,8 +31,7 @@ class AccessLogApiTests(ApiTestCase):
             journal_append(
                 kind=JournalEntry.Kind.ACCESS,
                 action="view",
-                actor_id=self.manager.pk,
-                actor=self.manager.username,
+                by=self.manager,
                 object="loans.loan:42",
                 path="/kpis/loans/42/",
                 at=local(2025, 3, 1, 10, 0),
@@ -40,8 +39,7 @@ class AccessLogApiTests(ApiTestCase):
             journal_append(
                 kind=JournalEntry.Kind.ACCESS,
                 action="export",
-                actor_id=self.manager.pk,
-                actor=self.manager.username,
+                by=self.manager,
                 path="/kpis/loans/",
                 rows=12,
                 filters={"entity": "ABF"},

@@ -75,17 +75,12 @@ class AccessLogTests(JournalTestCase):
 
     def test_an_uploads_preview_and_rejected_rows_are_reads_of_the_book(self):
         from django.core.files.base import ContentFile
-        from django.core.files.uploadedfile import SimpleUploadedFile
 
         from loans.models import Upload
+        from tests.factories import upload_create
 
-        upload = Upload.objects.create(
-            kind=Upload.Kind.TAPE,
-            source="cascade",
-            file=SimpleUploadedFile("loans.csv", b"loan_id\nL9\n"),
-            created_by=self.steward,
-            status=Upload.Status.FAILED,
-            preview={"files": []},
+        upload = upload_create(
+            created_by=self.steward, status=Upload.Status.FAILED, preview={"files": []}
         )
         upload.rejects.save("rejects.csv", ContentFile(b"file,row\nloans.csv,2\n"))
         self.client.force_login(self.steward)

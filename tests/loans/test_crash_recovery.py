@@ -5,7 +5,6 @@ dropped; the upload can be sent again from the admin."""
 from __future__ import annotations
 
 import psycopg
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.urls import reverse
 from django_q.signals import post_spawn
@@ -15,7 +14,7 @@ from loans.lineage import ALIVE_KEYS, CHECK_QUEUED, DEAD_REASON, STAGING_SCHEMA
 from loans.models import Batch, Upload
 from loans.services import tape_import
 from tests.base import CastTestCase
-from tests.factories import batch_create
+from tests.factories import batch_create, upload_create
 from tests.loans.tape_files import tape_valid, tape_write
 
 
@@ -30,10 +29,7 @@ def other_process_connection() -> psycopg.Connection:
 class CrashRecoveryTests(CastTestCase):
     def debris(self):
         dead = batch_create(status=Batch.Status.RUNNING, original_name="loans.csv")
-        upload = Upload.objects.create(
-            kind=Upload.Kind.TAPE,
-            source="cascade",
-            file=SimpleUploadedFile("tape.csv", b"x"),
+        upload = upload_create(
             created_by=self.steward,
             status=Upload.Status.RUNNING,
             progress=0.33,
@@ -98,10 +94,7 @@ class CrashRecoveryTests(CastTestCase):
 
     def test_a_check_whose_process_died_goes_back_to_a_draft_that_is_checked_again(self):
         def checking(label: str) -> Upload:
-            return Upload.objects.create(
-                kind=Upload.Kind.TAPE,
-                source="cascade",
-                file=SimpleUploadedFile("tape.csv", b"x"),
+            return upload_create(
                 created_by=self.steward,
                 status=Upload.Status.CHECKING,
                 progress=0.5 if label != CHECK_QUEUED else 0,
