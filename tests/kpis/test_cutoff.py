@@ -133,6 +133,13 @@ class DailyFlowTests(CastTestCase):
                 # A year old: red, and stale.
                 self.assertContains(response, 'class="data-through red"')
                 self.assertContains(response, "stale: no new data")
+            # The admin's pages too, its index (which has no breadcrumbs) included.
+            self.client.force_login(self.steward)
+            for url in (reverse("admin:index"), reverse("admin:loans_batch_changelist")):
+                self.assertContains(
+                    self.client.get(url), f"Data through <strong>{through:%Y-%m-%d}</strong>"
+                )
+            self.client.force_login(self.manager)
             response = self.client.get(OVERVIEW)
         self.assertEqual(response.context["s"].as_of, through)
         self.assertNotContains(response, "Beyond data")
