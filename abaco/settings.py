@@ -379,6 +379,11 @@ if not _residual_valid:
 
 # Snapshots of a backfill computed at once, each on its own connection (kpis.services).
 KPI_JOBS = env.int("KPI_JOBS", default=2)
+# A date's loan states are carried forward from a stored run at most this many days before it,
+# only the loans touched since recomputed (kpis.engine.incremental); 0 computes every date in full.
+KPI_CARRY_DAYS = env.int("KPI_CARRY_DAYS", default=7)
+# ... unless more than this share of that run's loans were touched: then in full, on two connections.
+KPI_CARRY_MAX_TOUCHED = env.float("KPI_CARRY_MAX_TOUCHED", default=0.5)
 # Bounded input (issue 18): each refusal names the file (and row); nothing past a limit is kept.
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=1 << 30)  # one uploaded file
 ZIP_MAX_BYTES = env.int("ZIP_MAX_BYTES", default=2 << 30)  # a ZIP's members unpacked, in all

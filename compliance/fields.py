@@ -206,6 +206,11 @@ DEFAULTS: dict[str, dict[str, Rule]] = {
         "written_off": INTERNAL,
         "written_off_balance": INTERNAL,
     },
+    "kpis.LoanResidual": {
+        "run": INTERNAL,
+        "loan": INTERNAL,
+        "balance": INTERNAL,
+    },
     "kpis.RollRate": {
         "run": INTERNAL,
         "from_bucket": INTERNAL,
@@ -227,6 +232,9 @@ DEFAULTS: dict[str, dict[str, Rule]] = {
         "loans": INTERNAL,
         "duration_ms": INTERNAL,
         "batches": INTERNAL,
+        "carried_from": INTERNAL,
+        "touched_loans": INTERNAL,
+        "engine_settings": INTERNAL,
     },
     "kpis.TopBorrower": {
         "run": INTERNAL,

@@ -82,6 +82,25 @@ class SnapshotRun(models.Model):
     )
     loans = models.PositiveIntegerField(default=0, help_text="Loans with a balance at R.")
     duration_ms = models.PositiveIntegerField(default=0)
+    # The incremental daily snapshot (kpis.engine.incremental): the run whose loan states it
+    # carried forward, recomputing only the loans touched since; null for a full computation.
+    carried_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The earlier run whose loan states it carried forward (empty: computed in full).",
+    )
+    touched_loans = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Loans recomputed from the book when carried forward."
+    )
+    engine_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The engine settings it was computed with (write-off DPD, residual tolerance): "
+        "a later run carries its states forward only under the same ones.",
+    )
 
     objects = SnapshotRunQuerySet.as_manager()
 
@@ -157,6 +176,30 @@ class LoanState(models.Model):
     @property
     def bucket_label(self) -> str:
         return next((label for code, label, *_ in BUCKETS if code == self.bucket), self.bucket)
+
+
+class LoanResidual(models.Model):
+    """A loan repaid but for a residual at or below RESIDUAL_TOLERANCE at a run's date: no state,
+    counted on its own (definitions.RESIDUAL_RULE); kept so the next day's run can carry it
+    forward like a state."""
+
+    run = models.ForeignKey(
+        SnapshotRun, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    loan = models.ForeignKey(
+        "loans.Loan",
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    balance = models.DecimalField(max_digits=18, decimal_places=2)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "loan"], name="loanresidual_run_loan_idx")]
+
+    def __str__(self) -> str:
+        return f"loan {self.loan_id} residual at run {self.run_id}"
 
 
 class KpiValueQuerySet(models.QuerySet):

@@ -48,9 +48,10 @@ def snapshot_series(
     job: str,
     jobs: int | None = None,
     done: Callable[[SnapshotRun], object] | None = None,
+    carry: bool = True,
 ) -> list[SnapshotRun]:
     """Snapshots for several dates, oldest first, returned in date order (``done`` is called as
-    each one is stored).
+    each one is stored; ``carry=False`` computes each in full, see kpis.engine.incremental).
 
     A snapshot reads the snapshots before it (rates and roll rates against the previous
     month-end, vintages' ever-30+), but only at its end: the loan states and most facts depend on
@@ -64,7 +65,7 @@ def snapshot_series(
     if jobs == 1 or connection.in_atomic_block:
         runs = []
         for day in dates:
-            runs.append(snapshot_compute(as_of=day, job=job))
+            runs.append(snapshot_compute(as_of=day, job=job, carry=carry))
             if done is not None:
                 done(runs[-1])
         return runs
@@ -73,7 +74,10 @@ def snapshot_series(
         try:
             # previous.result() re-raises the earlier date's failure: this one rolls back too.
             return snapshot_compute(
-                as_of=day, job=job, before_history=previous.result if previous else None
+                as_of=day,
+                job=job,
+                before_history=previous.result if previous else None,
+                carry=carry,
             )
         finally:
             connections.close_all()  # this thread's connection; the pool's threads end here
@@ -131,10 +135,12 @@ def snapshots_compute(
     jobs: int | None = None,
     planned: Callable[[list[date]], object] | None = None,
     done: Callable[[SnapshotRun], object] | None = None,
+    carry: bool = True,
 ) -> list[SnapshotRun]:
     """The snapshots of one date, of the backfill (backfill_dates) or of the daily job
     (daily_dates), oldest first; ``planned`` learns the dates before the first is computed
-    (not called when there is none), ``done`` is called as each one is stored."""
+    (not called when there is none), ``done`` is called as each one is stored; ``carry=False``
+    computes each in full."""
     if dates == "backfill":
         days = backfill_dates(today=today)
     elif dates == "daily":
@@ -145,7 +151,7 @@ def snapshots_compute(
         return []
     if planned is not None:
         planned(days)
-    return snapshot_series(days, job=job, jobs=jobs, done=done)
+    return snapshot_series(days, job=job, jobs=jobs, done=done, carry=carry)
 
 
 def kpi_daily_pipeline(ctx: Any) -> None:

@@ -34,10 +34,7 @@ SNAPSHOT_SET = rendered(sql.SQL("SET TRANSACTION SNAPSHOT %s"))
 # These two tables are the heaviest reads of a snapshot, and each loan's rows depend on that loan
 # alone: they are computed in parts by loan id (mod(id, parts) = part), each on its own
 # connection (see kpis.engine.aside), and put together on the snapshot's.
-LOAN_CASH = rendered(
-    sql.SQL("""
-CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
-WITH cash_loans AS (
+_CASH_LOANS = sql.SQL("""
     SELECT id AS loan_id FROM loans_loan
     WHERE disburse_date <= %(as_of)s AND (repaid_on IS NULL OR repaid_on >= %(month_start)s)
       AND mod(id, %(parts)s) = %(part)s
@@ -45,7 +42,14 @@ WITH cash_loans AS (
     SELECT loan_id FROM loans_transaction
     WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s
       AND mod(loan_id, %(parts)s) = %(part)s
-)
+""")
+
+
+def _loan_cash(cash_loans: sql.Composable) -> str:
+    return rendered(
+        sql.SQL("""
+CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
+WITH cash_loans AS ({cash_loans})
 SELECT c.loan_id,
        coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT'), 0) AS paid,
        coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT' AND t.date < %(month_start)s), 0) AS paid_before_month,
@@ -54,14 +58,29 @@ FROM cash_loans c
 LEFT JOIN loans_transaction t ON t.loan_id = c.loan_id AND t.transaction_type IN ('PAYMENT', 'WRITE_OFF') AND t.date <= %(as_of)s
     AND mod(t.loan_id, %(parts)s) = %(part)s  -- a cheap test before the join's probe
 GROUP BY c.loan_id
-""")
-)
+""").format(cash_loans=cash_loans)
+    )
+
+
+LOAN_CASH = _loan_cash(_CASH_LOANS)
+
+# The incremental run's loan cash (kpis.engine.incremental): only the loans it recomputes.
+LOAN_CASH_TOUCHED = _loan_cash(sql.SQL("SELECT loan_id FROM loan_touched"))
 
 
 def _due_within(n: int) -> sql.Placeholder:
     """The parameter of R + n days."""
     return sql.Placeholder(f"due_{n}")
 
+
+# The principal falling due in the next 30/60/90 days, over installments ``s``.
+DUE_SUMS = sql.SQL(", ").join(
+    sql.SQL(
+        "sum(s.principal) FILTER (WHERE s.due_date > %(as_of)s AND s.due_date <= {}) AS {}"
+    ).format(_due_within(n), sql.Identifier(f"due_{n}"))
+    for n in d.DUE_DAYS
+)
+DUE_LAST = _due_within(max(d.DUE_DAYS))
 
 # ... and, from the schedule, principal due before the month and the oldest installment unpaid at
 # R: principal paid is applied to installments in due-date order, so the oldest installment that
@@ -80,15 +99,7 @@ FROM (
     FROM loan_cash c JOIN loans_installment i ON i.loan_id = c.loan_id AND i.due_date <= {due_last}
 ) s
 GROUP BY s.loan_id
-""").format(
-        due=sql.SQL(", ").join(
-            sql.SQL(
-                "sum(s.principal) FILTER (WHERE s.due_date > %(as_of)s AND s.due_date <= {}) AS {}"
-            ).format(_due_within(n), sql.Identifier(f"due_{n}"))
-            for n in d.DUE_DAYS
-        ),
-        due_last=_due_within(max(d.DUE_DAYS)),
-    )
+""").format(due=DUE_SUMS, due_last=DUE_LAST)
 )
 
 BUCKET = sql.SQL("CASE WHEN written_off THEN 'written_off' {} END").format(
@@ -100,6 +111,17 @@ BUCKET = sql.SQL("CASE WHEN written_off THEN 'written_off' {} END").format(
         if low is not None
     )
 )
+
+# The run's states from a query ``state`` (loan, its attributes, balance, dpd, written_off): the
+# balance as outstanding or written off, the DPD bucket.
+STATE_INSERT = sql.SQL("""
+INSERT INTO kpis_loanstate (run_id, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
+                            outstanding_principal, dpd, bucket, written_off, written_off_balance)
+SELECT %(run)s, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
+       CASE WHEN written_off THEN 0 ELSE balance END, dpd, {bucket}, written_off,
+       CASE WHEN written_off THEN balance ELSE 0 END
+FROM state
+""").format(bucket=BUCKET)
 
 # The loans repaid but for a residual at or below RESIDUAL_TOLERANCE (definitions.RESIDUAL_RULE):
 # no state, counted on their own (facts_residual). LOAN_STATES fills it in the same pass.
@@ -132,13 +154,8 @@ WITH open AS (
     FROM open o LEFT JOIN loan_schedule s ON s.loan_id = o.loan_id
     WHERE o.balance > %(residual_tolerance)s
 )
-INSERT INTO kpis_loanstate (run_id, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
-                            outstanding_principal, dpd, bucket, written_off, written_off_balance)
-SELECT %(run)s, loan_id, customer_id, company, product_type, currency, segment, interest_rate,
-       CASE WHEN written_off THEN 0 ELSE balance END, dpd, {bucket}, written_off,
-       CASE WHEN written_off THEN balance ELSE 0 END
-FROM state
-""").format(bucket=BUCKET)
+{insert}
+""").format(insert=STATE_INSERT)
 )
 
 # The month's cash flows per loan (month start to R), one pass each over the month's payments,
@@ -193,6 +210,14 @@ FROM collected c FULL JOIN scheduled s USING (loan_id) FULL JOIN disbursed d USI
 """)
 )
 
+# The run's residual loans kept beside its states (the next day's run carries them forward).
+RESIDUALS_STORE = rendered(
+    sql.SQL(
+        "INSERT INTO kpis_loanresidual (run_id, loan_id, balance) "
+        "SELECT %(run)s, loan_id, balance FROM loan_residual"
+    )
+)
+
 # Facts of the book alone, not of loan states or cash: read on a connection of their own while
 # the states are computed (see kpis.engine.steps.book_facts). Borrowers and repeat borrowers per
 # slice ...
@@ -234,6 +259,7 @@ WHERE disburse_date <= %(as_of)s GROUP BY 1 ORDER BY 1
 
 # The temporary tables a snapshot makes (dropped first: a caller's transaction may hold them).
 TEMP_TABLES = (
+    "loan_touched",
     "loan_cash",
     "loan_schedule",
     "loan_residual",

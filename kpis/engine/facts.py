@@ -165,14 +165,16 @@ FROM facts_borrowers FULL JOIN flows USING (dimension, member)
 )
 
 # Principal falling due in the next 30/60/90 days on the run's live loans (summed per loan in
-# loan_schedule), per slice combination first, then over the slices.
+# loan_schedule), per slice combination first, then over the slices. Every live loan counts
+# towards its combination, whether or not it has a schedule row (an incremental run's carried
+# loans have one only when something falls due in the window).
 DUE_FACTS = rendered(
     sql.SQL("""
 CREATE TEMP TABLE facts_due ON COMMIT DROP AS
 WITH per_combination AS (
     SELECT s.company, s.product_type, s.currency, s.segment,
         {per_combination}
-    FROM kpis_loanstate s JOIN loan_schedule ls ON ls.loan_id = s.loan_id
+    FROM kpis_loanstate s LEFT JOIN loan_schedule ls ON ls.loan_id = s.loan_id
     WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
     GROUP BY s.company, s.product_type, s.currency, s.segment
 )

@@ -74,7 +74,10 @@ def restatement_settle(
         run_delete(cursor, run)
         # The numbers stand; whether they are provisional is a fact of now.
         reported.provisional, reported.provisional_reasons = bool(reasons), reasons
-        reported.save(update_fields=["provisional", "provisional_reasons"])
+        # Its loan states are its first computation's: equal values do not make every state
+        # equal (a DPD that moved within its bucket), so no later run carries them forward.
+        reported.engine_settings = {}
+        reported.save(update_fields=["provisional", "provisional_reasons", "engine_settings"])
         logger.info("snapshot unchanged", extra={"as_of": str(run.as_of)})
         return reported
     # Same numbers plus KPIs that did not exist when it was reported: nothing is restated, so

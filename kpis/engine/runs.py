@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from psycopg import sql
@@ -24,6 +25,7 @@ BOOK_KINDS = [Batch.Kind.CUSTOMERS, Batch.Kind.LOANS, Batch.Kind.SCHEDULES, Batc
 # A run's rows, deleted set-based: the ORM's cascade would load a million loan states to delete them.
 RUN_TABLES = (
     "kpis_loanstate",
+    "kpis_loanresidual",
     "kpis_kpivalue",
     "kpis_rollrate",
     "kpis_vintagepoint",
@@ -45,7 +47,8 @@ def snapshot_quality(*, as_of: date) -> list[str]:
     return reasons
 
 
-def _fingerprint(batch_ids: list[int]) -> str:
+def fingerprint(batch_ids: list[int]) -> str:
+    """The hash of the batches a run read (``SnapshotRun.data_fingerprint``)."""
     return hashlib.sha256(",".join(map(str, sorted(batch_ids))).encode()).hexdigest()
 
 
@@ -79,8 +82,18 @@ def run_open(
         computed_at=timezone.now(),
         computed_by=by,
         job=job,
-        data_fingerprint=_fingerprint(batch_ids),
+        data_fingerprint=fingerprint(batch_ids),
         provisional=bool(reasons),
         provisional_reasons=reasons,
+        engine_settings=engine_settings(),
     )
     return run, reported, batch_ids, reasons
+
+
+def engine_settings() -> dict[str, Any]:
+    """The settings a run's loan states depend on, beside the definitions' version
+    (``SnapshotRun.engine_settings``: kpis.engine.incremental carries states only under the same)."""
+    return {
+        "write_off_dpd": settings.WRITE_OFF_DPD,
+        "residual_tolerance": str(settings.RESIDUAL_TOLERANCE),
+    }

@@ -43,24 +43,44 @@ class Command(BaseCommand):
             "its own (default KPI_JOBS, 2).",
         )
         parser.add_argument(
+            "--full",
+            action="store_true",
+            help="Compute every loan from the book, not carried forward from a run of the days "
+            "before (KPI_CARRY_DAYS).",
+        )
+        parser.add_argument(
             "--if-empty",
             action="store_true",
             help="With --backfill: only when no snapshot exists yet (make run).",
         )
 
     def handle(
-        self, *args, as_of, json: bool, backfill: bool, if_empty: bool, jobs: int | None, **options
+        self,
+        *args,
+        as_of,
+        json: bool,
+        backfill: bool,
+        if_empty: bool,
+        jobs: int | None,
+        full: bool,
+        **options,
     ):
         if bool(as_of) == bool(backfill):
             raise CommandError("give either --as-of YYYY-MM-DD or --backfill")
         if as_of:
-            (run,) = snapshots_compute(dates=as_of, job="compute_kpis")
+            (run,) = snapshots_compute(dates=as_of, job="compute_kpis", carry=not full)
             if json:
                 self.stdout.write(_portfolio_json(run))
             else:
                 self.stdout.write(
                     self.style.SUCCESS(
                         f"{run}: {run.loans:,} loans with a balance, {run.duration_ms:,} ms"
+                        + (
+                            f", carried from {run.carried_from.as_of}, "
+                            f"{run.touched_loans:,} loans recomputed"
+                            if run.carried_from
+                            else ""
+                        )
                     )
                 )
                 for reason in run.provisional_reasons:
@@ -84,6 +104,7 @@ class Command(BaseCommand):
                 dates="backfill",
                 job="compute_kpis --backfill",
                 jobs=jobs,
+                carry=not full,
                 planned=planned,
                 done=done,
             )
