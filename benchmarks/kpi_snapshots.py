@@ -14,10 +14,11 @@ import json
 import re
 import statistics
 import time
-from datetime import date
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.test import override_settings
 
 from kpis.engine import snapshot_compute
 from kpis.models import SnapshotRun
@@ -81,6 +82,80 @@ def run() -> None:
     print(
         f"recompute of that stored date, numbers unchanged: {time.perf_counter() - started:.1f} s"
     )
+    # The incremental daily case (kpis.engine.incremental): yesterday stored as kpi_daily left it,
+    # today carried forward, at the month-end (every payer of the month touched) and mid-month.
+    for as_of in (dates[-1], dates[-1].replace(day=15)):
+        _carried_daily(as_of, floor)
+
+
+# Every value a run stores, one checksum per table: the rows without their ids, sorted.
+STORED = {
+    "loan states": "SELECT loan_id, customer_id, company, product_type, currency, segment, "
+    "interest_rate, outstanding_principal, dpd, bucket, written_off, written_off_balance "
+    "FROM kpis_loanstate WHERE run_id = %(run)s",
+    "residual loans": "SELECT loan_id, balance FROM kpis_loanresidual WHERE run_id = %(run)s",
+    "KPI values": "SELECT code, dimension, member, value, numerator, denominator "
+    "FROM kpis_kpivalue WHERE run_id = %(run)s",
+    "roll rates": "SELECT from_bucket, to_bucket, balance, share FROM kpis_rollrate "
+    "WHERE run_id = %(run)s",
+    "vintages": "SELECT cohort, months_on_book, disbursed, written_off, ever_30 "
+    "FROM kpis_vintagepoint WHERE run_id = %(run)s",
+    "top borrowers": "SELECT dimension, member, rank, customer_id, outstanding_principal, loans "
+    "FROM kpis_topborrower WHERE run_id = %(run)s",
+}
+
+
+def _stored(run: SnapshotRun) -> dict[str, tuple[int, str]]:
+    """(rows, md5 of the sorted rows) of each table the run stored."""
+    found = {}
+    with connection.cursor() as cursor:
+        for name, rows in STORED.items():
+            cursor.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(r::text, ',' ORDER BY r::text), '')) "
+                f"FROM ({rows}) r",
+                {"run": run.pk},
+            )
+            found[name] = cursor.fetchone()
+    return found
+
+
+def _carried_daily(as_of: date, floor: float) -> None:
+    """``as_of`` computed in full and carried forward from the day before, interleaved, three
+    times each; every stored value of each carried run checked equal to the full run's first."""
+    before = as_of - timedelta(days=1)
+    SnapshotRun.objects.filter(as_of__in=[before, as_of]).delete()
+    snapshot_compute(as_of=before, job="bench", carry=False)
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    expected = None
+    with override_settings(KPI_CARRY_MAX_TOUCHED=float("inf")):  # carried, however many touched
+        for _ in range(3):
+            for carry in (False, True):
+                SnapshotRun.objects.filter(as_of=as_of).delete()
+                started = time.perf_counter()
+                run = snapshot_compute(as_of=as_of, job="bench", carry=carry)
+                seconds[carry].append(time.perf_counter() - started)
+                got = _stored(run)
+                expected = expected or got
+                if got != expected:
+                    differ = [name for name in STORED if got[name] != expected[name]]
+                    raise SystemExit(f"carried run of {as_of} differs from the full one: {differ}")
+                if carry:
+                    touched, loans = run.touched_loans, _carried_from_loans(run)
+    rows = ", ".join(f"{name} {expected[name][0]:,}" for name in STORED)
+    full, carried = statistics.median(seconds[False]), statistics.median(seconds[True])
+    print(
+        f"the daily case carried forward ({as_of} from {before}): every stored value equal to a "
+        f"full computation ({rows}); {touched:,} loans touched of {loans:,} ({touched / loans:.0%})"
+    )
+    print(
+        f"  in full {', '.join(f'{s:.1f}' for s in seconds[False])} s, median {full:.1f} s, "
+        f"ratio {full / floor:.1f}; carried {', '.join(f'{s:.1f}' for s in seconds[True])} s, "
+        f"median {carried:.1f} s, ratio {carried / floor:.1f} (target 0.5); yardstick {floor:.2f} s"
+    )
+
+
+def _carried_from_loans(run: SnapshotRun) -> int:
+    return SnapshotRun.objects.get(pk=run.carried_from_id).loans
 
 
 # The yardstick: every installment and every transaction read once and summed by loan, each money
@@ -134,5 +209,6 @@ def _against(seconds: float, floor: float) -> str:
 def _snapshots_truncate() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE kpis_loanstate, kpis_kpivalue, kpis_snapshotrun_batches, kpis_snapshotrun CASCADE"
+            "TRUNCATE kpis_loanstate, kpis_loanresidual, kpis_kpivalue, kpis_snapshotrun_batches, "
+            "kpis_snapshotrun CASCADE"
         )
