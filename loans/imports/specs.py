@@ -70,6 +70,10 @@ class FileSpec:
     parent: str = ""
     # Fields that describe the past: a newer tape changing them needs a steward's review.
     historical: tuple[str, ...] = ()
+    # Fields that describe the row as of the export's date (the tape's own view, kept for
+    # reconciliation): a newer tape changing only these changed nothing a snapshot read, so it
+    # makes no stored snapshot stale (loans.imports.tape.cutoff).
+    as_of_view: tuple[str, ...] = ()
     # How the change log names a row: a format over the file's columns.
     change_key: str = ""
     created_at: bool = False  # the table keeps created_at / updated_at
@@ -148,6 +152,7 @@ LOANS = FileSpec(
     key=("loan_id",),
     parent="customers",
     historical=("disburse_date", "disburse_principal", "customer_id"),
+    as_of_view=("outstanding_balance", "dpd", "ratio_paid", "loan_status"),
     change_key="{loan_id}",
     created_at=True,
     date_order=(

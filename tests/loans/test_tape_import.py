@@ -1272,3 +1272,31 @@ def test_payments_loaded_without_their_loans_file_date_the_repayment_by_the_book
 
     repaid = dict(Loan.objects.values_list("loan_id", "repaid_on"))
     assert repaid == {"L00001": None, "L00002": second["date_paid"], "L00003": None}
+
+
+def test_a_newer_tape_that_changes_only_the_tapes_own_as_of_view_changed_no_past(tmp_path):
+    """The daily export restates each live loan's own DPD, balance and status: the book's
+    history (what snapshots read) is unchanged, so no stored snapshot is stale."""
+    tape = tape_valid(5)
+    _first_import(tmp_path, tape)
+    tape["loans"][0].update(outstanding_balance="120.00", dpd="12", loan_status="Late")
+
+    result = load(write(tmp_path, tape, name="second"))
+
+    loans = Batch.objects.get(pk=file_batch(result, "loans.csv"))
+    assert loans.rows_updated == 1
+    assert loans.changes_from is None
+
+
+def test_a_newer_tape_that_moves_a_disbursement_changed_the_past_from_the_earlier_date(tmp_path):
+    tape = tape_valid(5)
+    _first_import(tmp_path, tape)
+    before = tape["loans"][2]["disburse_date"]
+    tape["loans"][2].update(disburse_date=before + timedelta(days=3), dpd="4")
+    tape["loans"][0].update(dpd="12")
+
+    result = load(write(tmp_path, tape, name="second"))
+
+    loans = Batch.objects.get(pk=file_batch(result, "loans.csv"))
+    # Snapshots from the old date on read the loan as disbursed: the earlier of the two dates.
+    assert loans.changes_from == before
