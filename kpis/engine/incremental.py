@@ -13,9 +13,10 @@ segment read again:
   split reads every payer's cash; those loans are recomputed in full anyway);
 - an installment falling due in [B, R);
 - a disbursement dated in (B, R];
-- a loans file the base did not read rewrote its row (its repaid date and principal come from
-  there), or a schedules or transactions file the base did not read wrote a row of it dated on
-  or before B (a correction of the past: its rows carry that batch's id);
+- a loans file the base did not read rewrote its row, when such a file changed more than the
+  tape's as-of view of a loan disbursed by B (``Batch.changes_from``); or a schedules or
+  transactions file the base did not read wrote a row of it dated on or before B (a correction
+  of the past: its rows carry that batch's id);
 - an edit by hand in the admin since the base was computed (the audit log has its id).
 
 Loans that were repaid, not yet disbursed or without a balance at B stay so unless touched. Loan
@@ -101,9 +102,15 @@ def carry_base(*, as_of: date) -> Base | None:
         .exclude(pk__in=read)
         .values_list("pk", "kind", "changes_from")
     )
+    loans = [(pk, changes_from) for pk, kind, changes_from in since if kind == Batch.Kind.LOANS]
     return Base(
         run=run,
-        loan_batches=[pk for pk, kind, _ in since if kind == Batch.Kind.LOANS],
+        # A loans file that changed only the tape's as-of view, or only loans disbursed after
+        # the base (touched by date), changed nothing the base read: no scan of every loan. One
+        # that did: every loan a file since rewrote (a loan keeps only its latest file's id).
+        loan_batches=[pk for pk, _ in loans]
+        if any(changed is not None and changed <= run.as_of for _, changed in loans)
+        else [],
         cash_batches=[
             pk
             for pk, kind, changes_from in since

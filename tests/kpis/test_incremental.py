@@ -216,9 +216,27 @@ class IncrementalSnapshotTests(CastTestCase):
         payment["principal"] = Decimal(payment["principal"]) - Decimal("300.00")
         again = tmp / "again"
         again.mkdir()
+        # ... and a loan's rate and disbursed principal (a steward reviews that one).
+        loan = corrected["loans"][3]
+        loan.update(
+            interest_rate="0.31", disburse_principal=Decimal(loan["disburse_principal"]) + 100
+        )
         tape_write(again, **corrected)
         tape_import(path=str(again), source="cascade", job="test", data_through=BASE)
         self.assertCarriedEqualsFull(BASE + timedelta(days=1))
+        # The next day's export: only the tape's own view of each loan changed (DPD, balance,
+        # status): nothing the snapshots read, so no loan is recomputed for it.
+        daily = {kind: [dict(row) for row in rows] for kind, rows in corrected.items()}
+        for row in daily["loans"]:
+            row.update(dpd="3", outstanding_balance="10.00", loan_status="Late")
+        later = tmp / "later"
+        later.mkdir()
+        tape_write(later, **daily)
+        tape_import(path=str(later), source="cascade", job="test", data_through=BASE)
+        self.assertIsNone(Batch.objects.filter(kind="loans").latest("created_at").changes_from)
+        carried = self.assertCarriedEqualsFull(BASE + timedelta(days=2))
+        touched_by_date = self.assertCarriedEqualsFull(BASE + timedelta(days=3)).touched_loans
+        self.assertEqual(carried.touched_loans, touched_by_date)
 
     def test_a_date_with_nothing_to_carry_from_is_computed_in_full(self):
         first = snapshot_compute(as_of=BASE, job="test")
