@@ -115,6 +115,16 @@ class SnapshotRun(models.Model):
     def __str__(self) -> str:
         return f"{self.as_of:%Y-%m-%d} ({self.get_basis_display()})"
 
+    @property
+    def computation(self) -> str:
+        """How its loan states were computed, as the job logs and the command print it."""
+        if self.carried_from_id is None:
+            return "every loan computed from the book"
+        return (
+            f"carried from {self.carried_from.as_of}, "
+            f"{self.touched_loans or 0:,} loans recomputed from the book"
+        )
+
 
 class LoanState(models.Model):
     """A loan's state at a run's as-of date: only loans with a balance (live or written off)."""

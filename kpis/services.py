@@ -170,7 +170,10 @@ def kpi_daily_pipeline(ctx: Any) -> None:
         runs = snapshots_compute(dates="daily", job="kpi_daily", today=today)
         for run in runs:
             step.rows_out += run.loans or 0
-            step.log(f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans")
+            step.log(
+                f"{run.as_of}: {run.get_basis_display()}, {run.loans or 0:,} loans "
+                f"({run.computation})"
+            )
         if not runs:
             step.log("no loans yet: nothing to snapshot")
     insights_step(ctx, runs)

@@ -81,10 +81,14 @@ def carry_base(*, as_of: date) -> Base | None:
     days = settings.KPI_CARRY_DAYS
     if days <= 0:
         return None
+    # Locked until this run commits: a recomputation of the base's date on another connection
+    # (a series computes dates at once) would delete its states under this run's statements.
+    # It waits here instead, or this run waits for it and then carries from what stands.
     run = (
         SnapshotRun.objects.standing()
         .filter(as_of__lt=as_of, as_of__gte=as_of - timedelta(days=days))
         .order_by("-as_of")
+        .select_for_update(no_key=True, of=("self",))
         .first()
     )
     if run is None or run.definition_version != d.VERSION:

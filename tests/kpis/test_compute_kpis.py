@@ -334,10 +334,11 @@ def test_the_kpi_daily_schedule_runs_through_the_cluster_in_sync_mode_as_a_recor
     assert (run.status, run.for_date, run.trigger) == ("succeeded", YESTERDAY, "schedule")
     assert run.steps.get(name="snapshots").log.splitlines() == [
         "computing up to yesterday 2025-04-09",
-        "2025-01-31: As reported, 1 loans",
-        "2025-02-28: As reported, 2 loans",
-        "2025-03-31: As reported, 2 loans",
-        "2025-04-09: As reported, 2 loans",
+        "2025-01-31: As reported, 1 loans (every loan computed from the book)",
+        "2025-02-28: As reported, 2 loans (every loan computed from the book)",
+        "2025-03-31: As reported, 2 loans (every loan computed from the book)",
+        # Its day before has no run, and the month-end is more than KPI_CARRY_DAYS before it.
+        "2025-04-09: As reported, 2 loans (every loan computed from the book)",
     ]
     # Then the insights of the newest date and the newest month-end, each for the whole portfolio
     # and its one entity (the model is off: summaries).

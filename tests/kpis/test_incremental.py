@@ -16,6 +16,8 @@ from django.db import connection
 from django.db.models import Exists, OuterRef
 from django.test import override_settings
 
+from integrations.models import PipelineRun
+from integrations.pipelines import pipeline_run
 from kpis.engine import snapshot_compute
 from kpis.engine.runs import run_delete
 from kpis.models import (
@@ -270,11 +272,26 @@ class IncrementalSnapshotTests(CastTestCase):
         call_command(
             "compute_kpis", "--as-of", str(BASE + timedelta(days=16)), "--full", stdout=out
         )
-        self.assertNotIn("carried from", out.getvalue())
+        self.assertIn("(every loan computed from the book)", out.getvalue())
         self.assertIsNone(SnapshotRun.objects.get(as_of=BASE + timedelta(days=16)).carried_from)
         # A batch the base read was removed (the demo data): in full.
         with time_machine.travel(datetime(2025, 12, 1, 9, 0, tzinfo=MADRID)):
             call_command("demo_data", "--remove", stdout=StringIO())
         self.assertIsNone(
             snapshot_compute(as_of=BASE + timedelta(days=13), job="test").carried_from
+        )
+
+    def test_kpi_daily_carries_yesterday_forward_and_says_so(self):
+        snapshot_compute(as_of=BASE, job="test")
+        with time_machine.travel(
+            datetime.combine(BASE + timedelta(days=2), datetime.min.time(), MADRID)
+        ):
+            daily = pipeline_run(name="kpi_daily", trigger=PipelineRun.Trigger.COMMAND)
+        self.assertEqual(daily.status, "succeeded", daily.error)
+        yesterday = SnapshotRun.objects.get(as_of=BASE + timedelta(days=1))
+        self.assertEqual(yesterday.carried_from.as_of, BASE)
+        self.assertIn(
+            f"{yesterday.as_of}: As reported, {yesterday.loans:,} loans (carried from {BASE}, "
+            f"{yesterday.touched_loans:,} loans recomputed from the book)",
+            daily.steps.get(name="snapshots").log,
         )

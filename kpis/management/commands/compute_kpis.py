@@ -74,13 +74,8 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(
                     self.style.SUCCESS(
-                        f"{run}: {run.loans:,} loans with a balance, {run.duration_ms:,} ms"
-                        + (
-                            f", carried from {run.carried_from.as_of}, "
-                            f"{run.touched_loans:,} loans recomputed"
-                            if run.carried_from
-                            else ""
-                        )
+                        f"{run}: {run.loans:,} loans with a balance, {run.duration_ms:,} ms "
+                        f"({run.computation})"
                     )
                 )
                 for reason in run.provisional_reasons:
