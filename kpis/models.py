@@ -118,10 +118,11 @@ class SnapshotRun(models.Model):
     @property
     def computation(self) -> str:
         """How its loan states were computed, as the job logs and the command print it."""
-        if self.carried_from_id is None:
+        base = self.carried_from
+        if base is None:
             return "every loan computed from the book"
         return (
-            f"carried from {self.carried_from.as_of}, "
+            f"carried from {base.as_of}, "
             f"{self.touched_loans or 0:,} loans recomputed from the book"
         )
 
