@@ -122,8 +122,7 @@ class SnapshotRun(models.Model):
         if base is None:
             return "every loan computed from the book"
         return (
-            f"carried from {base.as_of}, "
-            f"{self.touched_loans or 0:,} loans recomputed from the book"
+            f"carried from {base.as_of}, {self.touched_loans or 0:,} loans recomputed from the book"
         )
 
 

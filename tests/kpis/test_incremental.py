@@ -273,6 +273,12 @@ class IncrementalSnapshotTests(CastTestCase):
             "compute_kpis", "--as-of", str(BASE + timedelta(days=16)), "--full", stdout=out
         )
         self.assertIn("(every loan computed from the book)", out.getvalue())
+        # The same date again, carried: the same numbers, so the stored run stands, and says so.
+        out = StringIO()
+        call_command("compute_kpis", "--as-of", str(BASE + timedelta(days=16)), stdout=out)
+        self.assertIn(
+            "(every loan computed from the book); recomputed, numbers unchanged", out.getvalue()
+        )
         self.assertIsNone(SnapshotRun.objects.get(as_of=BASE + timedelta(days=16)).carried_from)
         # A batch the base read was removed (the demo data): in full.
         with time_machine.travel(datetime(2025, 12, 1, 9, 0, tzinfo=MADRID)):

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
+from django.utils import timezone
 from tqdm import tqdm
 
 from abaco.cli import iso_date
@@ -68,6 +69,7 @@ class Command(BaseCommand):
         if bool(as_of) == bool(backfill):
             raise CommandError("give either --as-of YYYY-MM-DD or --backfill")
         if as_of:
+            started = timezone.now()
             (run,) = snapshots_compute(dates=as_of, job="compute_kpis", carry=not full)
             if json:
                 self.stdout.write(_portfolio_json(run))
@@ -76,6 +78,13 @@ class Command(BaseCommand):
                     self.style.SUCCESS(
                         f"{run}: {run.loans:,} loans with a balance, {run.duration_ms:,} ms "
                         f"({run.computation})"
+                        + (
+                            # Recomputed with the same numbers: the stored run stands.
+                            f"; recomputed, numbers unchanged: the run of "
+                            f"{timezone.localtime(run.computed_at):%Y-%m-%d %H:%M %Z} stands"
+                            if run.computed_at < started
+                            else ""
+                        )
                     )
                 )
                 for reason in run.provisional_reasons:
