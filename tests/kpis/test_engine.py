@@ -1089,3 +1089,32 @@ def test_the_segment_dimension_slices_every_kpi_by_the_customers_segment_at_the_
         "new",
         "recurrent",
     }
+
+
+def test_vintages_count_loans_30_plus_at_a_month_end_not_on_a_day_in_between():
+    """Ever-30+ observes month-ends (docs/kpis.md): a loan 30+ DPD on a day kpi_daily or an
+    operator happened to store, and caught up by the month-end, is not in the curve."""
+    book = p.Book(month_ends=(date(2024, 12, 31), date(2025, 1, 31)))
+    # Due 12-10, paid 01-12: 21 DPD at 12-31, 32 DPD on 01-11, current at 01-31.
+    book.lend(
+        "CAUGHT_UP",
+        customer="C1",
+        principal="1000",
+        on=date(2024, 11, 10),
+        schedule=((date(2024, 12, 10), "500"), (date(2025, 2, 10), "500")),
+        paid=((date(2025, 1, 12), "500"),),
+    )
+    # Due 12-01, never paid: 30 DPD at 12-31, in the curve.
+    book.lend(
+        "LATE",
+        customer="C2",
+        principal="3000",
+        on=date(2024, 11, 1),
+        schedule=((date(2024, 12, 1), "3000"),),
+    )
+    snapshot_compute(as_of=date(2024, 12, 31))
+    mid_month = snapshot_compute(as_of=date(2025, 1, 11))
+    assert state(mid_month, "CAUGHT_UP")[1] == 32
+    january = snapshot_compute(as_of=date(2025, 1, 31))
+    points = {v.cohort: v.ever_30 for v in january.vintage_points.all()}
+    assert points == {date(2024, 11, 1): D("3000")}
