@@ -34,7 +34,18 @@ SNAPSHOT_SET = rendered(sql.SQL("SET TRANSACTION SNAPSHOT %s"))
 # These two tables are the heaviest reads of a snapshot, and each loan's rows depend on that loan
 # alone: they are computed in parts by loan id (mod(id, parts) = part), each on its own
 # connection (see kpis.engine.aside), and put together on the snapshot's.
-_CASH_LOANS = sql.SQL("""
+
+# Per loan: principal paid by R and before R's month, whether a write-off was booked by R.
+_CASH_COLUMNS = sql.SQL("""
+       coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT'), 0) AS paid,
+       coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT' AND t.date < %(month_start)s), 0) AS paid_before_month,
+       coalesce(bool_or(t.transaction_type = 'WRITE_OFF'), false) AS write_off_booked
+""")
+
+LOAN_CASH = rendered(
+    sql.SQL("""
+CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
+WITH cash_loans AS (
     SELECT id AS loan_id FROM loans_loan
     WHERE disburse_date <= %(as_of)s AND (repaid_on IS NULL OR repaid_on >= %(month_start)s)
       AND mod(id, %(parts)s) = %(part)s
@@ -42,30 +53,27 @@ _CASH_LOANS = sql.SQL("""
     SELECT loan_id FROM loans_transaction
     WHERE transaction_type = 'PAYMENT' AND date BETWEEN %(month_start)s AND %(as_of)s
       AND mod(loan_id, %(parts)s) = %(part)s
-""")
-
-
-def _loan_cash(cash_loans: sql.Composable) -> str:
-    return rendered(
-        sql.SQL("""
-CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
-WITH cash_loans AS ({cash_loans})
-SELECT c.loan_id,
-       coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT'), 0) AS paid,
-       coalesce(sum(t.principal) FILTER (WHERE t.transaction_type = 'PAYMENT' AND t.date < %(month_start)s), 0) AS paid_before_month,
-       coalesce(bool_or(t.transaction_type = 'WRITE_OFF'), false) AS write_off_booked
+)
+SELECT c.loan_id, {cash}
 FROM cash_loans c
 LEFT JOIN loans_transaction t ON t.loan_id = c.loan_id AND t.transaction_type IN ('PAYMENT', 'WRITE_OFF') AND t.date <= %(as_of)s
     AND mod(t.loan_id, %(parts)s) = %(part)s  -- a cheap test before the join's probe
 GROUP BY c.loan_id
-""").format(cash_loans=cash_loans)
-    )
+""").format(cash=_CASH_COLUMNS)
+)
 
-
-LOAN_CASH = _loan_cash(_CASH_LOANS)
-
-# The incremental run's loan cash (kpis.engine.incremental): only the loans it recomputes.
-LOAN_CASH_TOUCHED = _loan_cash(sql.SQL("SELECT loan_id FROM loan_touched"))
+# The incremental run's loan cash (kpis.engine.incremental): only the loans it recomputes, each
+# read through the (loan, date) key rather than by a pass over every transaction.
+LOAN_CASH_TOUCHED = rendered(
+    sql.SQL("""
+CREATE TEMP TABLE loan_cash ON COMMIT DROP AS
+SELECT c.loan_id, x.paid, x.paid_before_month, x.write_off_booked
+FROM loan_touched c CROSS JOIN LATERAL (
+    SELECT {cash} FROM loans_transaction t
+    WHERE t.loan_id = c.loan_id AND t.transaction_type IN ('PAYMENT', 'WRITE_OFF') AND t.date <= %(as_of)s
+) x
+""").format(cash=_CASH_COLUMNS)
+)
 
 
 def _due_within(n: int) -> sql.Placeholder:
@@ -82,24 +90,43 @@ DUE_SUMS = sql.SQL(", ").join(
 )
 DUE_LAST = _due_within(max(d.DUE_DAYS))
 
+
 # ... and, from the schedule, principal due before the month and the oldest installment unpaid at
 # R: principal paid is applied to installments in due-date order, so the oldest installment that
 # fell due before R and whose cumulative principal exceeds what was paid sets DPD. The same pass
 # sums the principal falling due in the next 30/60/90 days.
-LOAN_SCHEDULE = rendered(
-    sql.SQL("""
+def _loan_schedule(installments: sql.Composable) -> str:
+    """loan_schedule from the installments of loan_cash's loans (``installments``, joined to
+    ``loan_cash c`` as ``i``, due by R + 90 days)."""
+    return rendered(
+        sql.SQL("""
 CREATE TEMP TABLE loan_schedule ON COMMIT DROP AS
 SELECT s.loan_id,
        min(s.due_date) FILTER (WHERE s.due_date < %(as_of)s AND s.due_so_far > s.paid + 0.005) AS oldest_unpaid,
        sum(s.principal) FILTER (WHERE s.due_date < %(month_start)s) AS due_before_month,
        {due}
 FROM (
-    SELECT i.loan_id, i.due_date, i.principal, c.paid,
-           sum(i.principal) OVER (PARTITION BY i.loan_id ORDER BY i.due_date) AS due_so_far
-    FROM loan_cash c JOIN loans_installment i ON i.loan_id = c.loan_id AND i.due_date <= {due_last}
+    SELECT c.loan_id, i.due_date, i.principal, c.paid,
+           sum(i.principal) OVER (PARTITION BY c.loan_id ORDER BY i.due_date) AS due_so_far
+    FROM loan_cash c {installments}
 ) s
 GROUP BY s.loan_id
-""").format(due=DUE_SUMS, due_last=DUE_LAST)
+""").format(due=DUE_SUMS, installments=installments)
+    )
+
+
+LOAN_SCHEDULE = _loan_schedule(
+    sql.SQL("JOIN loans_installment i ON i.loan_id = c.loan_id AND i.due_date <= {}").format(
+        DUE_LAST
+    )
+)
+
+# The incremental run's: each loan's installments through the (loan, due date) key.
+LOAN_SCHEDULE_TOUCHED = _loan_schedule(
+    sql.SQL(
+        "CROSS JOIN LATERAL (SELECT due_date, principal FROM loans_installment i "
+        "WHERE i.loan_id = c.loan_id AND i.due_date <= {}) i"
+    ).format(DUE_LAST)
 )
 
 BUCKET = sql.SQL("CASE WHEN written_off THEN 'written_off' {} END").format(

@@ -226,10 +226,10 @@ GROUP BY s.loan_id
 # Carried forward, a run recomputes the touched loans on its own connection (their ids are
 # here, not on the side connection), then inserts the rest's states: when most of the base's
 # loans are touched (every payer of the month is, so a month-end touches most of an instalment
-# book), two connections computing every loan are as fast: on the 1M-loan book, 2025-11-30 (63%
-# touched) took 15.5 s carried and 14.3 s in full; 2025-11-15 (34%) 10.4 and 10.2 s.
-# KPI_CARRY_MAX_TOUCHED (0.5) is the share of the base's loans above which a date is computed in
-# full (benchmarks/README.md).
+# book), two connections computing every loan are about as fast. On the 1M-loan book (medians of
+# three, benchmarks/README.md): 2025-11-15, 34% touched, 9.5 s carried against 11.1 s in full;
+# 2025-11-30, 63% touched, 14.8 against 15.5 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's
+# loans a date is computed in full.
 TOUCHED_DROP = rendered(sql.SQL("DROP TABLE loan_touched"))
 
 
@@ -256,7 +256,7 @@ def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     (``touched_collect``) recomputed: returns how many loans have a balance at R."""
     cursor.execute(book.LOAN_CASH_TOUCHED, params)
     cursor.execute(book.analyze("loan_cash"))
-    cursor.execute(book.LOAN_SCHEDULE, params)
+    cursor.execute(book.LOAN_SCHEDULE_TOUCHED, params)
     cursor.execute(book.analyze("loan_schedule"))
     cursor.execute(book.LOAN_RESIDUALS)
     cursor.execute(book.LOAN_STATES, params)
