@@ -100,6 +100,9 @@ class Kpi:
     # Measured from the previous month-end's snapshot: no value until that snapshot exists, and a
     # value appearing later (the month-end computed after) is no restatement.
     from_previous_month_end: bool = False
+    # Summed from the first of R's month to R: before a month-end it covers part of a month, so
+    # it is no change against the previous month-end's whole month (kpis.insights.digest).
+    month_to_date: bool = False
 
     def status(self, value: Decimal | None) -> str:
         """ "red", "amber" or "ok" against the thresholds ("" when the KPI has none)."""
@@ -204,6 +207,7 @@ KPIS: list[Kpi] = [
         "Σ disbursed principal of loans with a disbursement date in the calendar month of R, up to R.",
         query=fact("f", "disbursements"),
         higher_is_worse=False,
+        month_to_date=True,
     ),
     Kpi(
         "disbursement_count",
@@ -212,6 +216,7 @@ KPIS: list[Kpi] = [
         "Number of loans with a disbursement date in the calendar month of R, up to R.",
         query=fact("f", "disbursement_count"),
         higher_is_worse=False,
+        month_to_date=True,
     ),
     Kpi(
         "average_ticket",
@@ -221,6 +226,7 @@ KPIS: list[Kpi] = [
         query=ratio("f.disbursements", "f.disbursement_count"),
         edge_cases="No disbursements in the month: no value.",
         higher_is_worse=False,
+        month_to_date=True,
     ),
     Kpi(
         "collection_rate",
@@ -234,6 +240,7 @@ KPIS: list[Kpi] = [
         amber=Decimal("0.90"),
         red=Decimal("0.80"),
         higher_is_worse=False,
+        month_to_date=True,
     ),
     *[
         Kpi(
@@ -245,6 +252,7 @@ KPIS: list[Kpi] = [
             query=fact("f", f"collected_{kind}"),
             example="A payment on 03-20 against an installment due 03-01 is overdue; due 03-25 current; due 04-15 advance.",
             higher_is_worse=kind == "overdue",
+            month_to_date=True,
         )
         for kind, rule in (
             ("overdue", "the installment the payment meets fell due before the payment date"),

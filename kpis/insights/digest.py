@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db.models import F
 
-from abaco.dates import previous_month_end
+from abaco.dates import month_end, previous_month_end
 from compliance.classification import RESTRICTED_FIELDS, personal_fields
 from kpis import definitions as d
 from kpis.models import KpiValue, RollRate, SnapshotRun, VintagePoint
@@ -196,6 +196,9 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
         ).values_list("run_id", "code", "dimension", "member", "value")
     )
     day_of = {r.pk: r.as_of for r in runs}
+    # Before a month-end, month-to-date KPIs cover part of a month: they are compared with the
+    # same day a year earlier, never with the previous month-end's whole month.
+    partial = run.as_of != month_end(run.as_of)
     smm_of = {(r, dim, mem): value for r, code, dim, mem, value in rows if code == "smm"}
     not_meaningful: list[dict[str, str]] = []
     for run_id, code, dim, mem, value in rows:
@@ -219,6 +222,8 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
             )
             continue
         kpi = d.BY_CODE[code]
+        if kpi.month_to_date and previous is not None and day == previous.as_of and partial:
+            continue  # a whole month's sum is no base for part of one (``partial_month``)
         facts.add(code, slice_label(dim, mem), day, value, kpi.unit, kpi.name)
 
     if dimension == "portfolio":
@@ -260,6 +265,17 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
         "dates": dates,
         "data_status": _data_status(run, selection),
         "series": series,
+        "partial_month": {
+            "days": run.as_of.day,
+            "kpis": sorted(code for code in wanted if d.BY_CODE[code].month_to_date),
+            "reason": (
+                f"month-to-date figures cover the {run.as_of.day} days of the month to "
+                f"{run.as_of.isoformat()}: they are not compared with the previous month-end's "
+                "whole month"
+            ),
+        }
+        if partial
+        else None,
         "not_meaningful": sorted(
             not_meaningful, key=lambda n: (n["slice"] != here, n["kpi"], n["slice"], n["date"])
         ),

@@ -45,6 +45,8 @@ fell, increased, decreased or stayed unchanged.
 - When the data status says the snapshot is provisional, restated or beyond the data, say so \
 in one statement (direction "none").
 - A rate listed under "not_meaningful" has no value to state: never cite it as a number.
+- When "partial_month" is set, its month-to-date KPIs cover part of a month: never compare them \
+with the previous month-end (its whole month); the year-ago date is the same day of its month.
 - At most 6 statements. No advice, no speculation about causes the digest does not show."""
 
 

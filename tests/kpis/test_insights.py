@@ -195,6 +195,34 @@ def test_a_partial_month_rate_reaches_the_digest_as_not_meaningful_never_as_a_nu
 
 
 @pytest.mark.django_db
+def test_month_to_date_figures_of_a_partial_month_are_not_compared_with_a_whole_month():
+    """2024-09-25: September's collections so far against August's whole month would read as a
+    fall (or a rise) that is only the calendar; the summary states the value, the digest says
+    why there is no comparison, and at the month-end the comparison is back."""
+    golden = collections_drop_book()
+    golden.compute()
+    mid = snapshot_compute(as_of=date(2024, 9, 25))
+    digest = digest_build(run=mid)
+    partial = digest.data["partial_month"]
+    assert partial["days"] == 25
+    assert {"collection_rate", "disbursements", "disbursement_count"} <= set(partial["kpis"])
+    assert digest.facts.get("collection_rate", "portfolio", "2024-08-31") is None
+    assert digest.facts.get("collection_rate", "portfolio", "2024-09-25") == Decimal("0.5958")
+    assert not [c for c in digest.data["crossings"] if c["kpi"] in partial["kpis"]]
+    statements = summary_write(digest)["statements"]
+    rate = next(s for s in statements if s["kpi"] == "collection_rate")
+    assert (rate["direction"], rate["compared_to"]) == ("none", None)
+    # Stock figures still compare with the month-end.
+    assert ("outstanding_principal", "portfolio", "2024-08-31") in {
+        (s["kpi"], s["slice"], s["compared_to"]) for s in statements
+    }
+    # At the month-end the month is whole: compared, and the crossing is reported.
+    month_end = digest_build(run=snapshot_compute(as_of=date(2024, 9, 30)))
+    assert month_end.data["partial_month"] is None
+    assert "collection_rate" in {c["kpi"] for c in month_end.data["crossings"]}
+
+
+@pytest.mark.django_db
 def test_writing_and_regenerating_an_insight_is_journaled(django_capture_on_commit_callbacks):
     _, after = par30_crossing_book().compute()
     with django_capture_on_commit_callbacks(execute=True), override_settings(OPENAI_ENABLED=False):
