@@ -39,6 +39,13 @@ class Overview:
     batches: list[Batch]
     trend_table: list[list] = field(default_factory=list)
 
+    @property
+    def partial_month_days(self) -> int | None:
+        """The days of the month the month-to-date figures cover, before a month-end (they are
+        then not compared with the previous month-end); None at a month-end."""
+        as_of = self.selection.as_of
+        return None if as_of is None or as_of == month_end(as_of) else as_of.day
+
     def tables(self) -> dict[str, tuple[list[str], Rows]]:
         head = [
             "as_of",
@@ -96,15 +103,19 @@ def overview_read(*, as_of: date | None, basis: str, dimension: str, member: str
     def value(run: SnapshotRun | None, code: str) -> Decimal | None:
         return value_at(values, run, code, selection)
 
+    # Before a month-end a month-to-date KPI covers part of a month: no change against the
+    # previous month-end's whole month (the same day a year earlier still compares).
+    partial = selection.as_of != month_end(selection.as_of)  # as Overview.partial_month_days
     headlines = []
     for code in HEADLINE:
         kpi = d.BY_CODE[code]
         now = value(selection.run, code)
+        month_base = None if kpi.month_to_date and partial else value(previous, code)
         headlines.append(
             headline_of(
                 code,
                 now,
-                vs_month=change_display(kpi.unit, now, value(previous, code)),
+                vs_month=change_display(kpi.unit, now, month_base),
                 vs_year=change_display(kpi.unit, now, value(year, code)),
                 drill={"par_30": "min_dpd=30", "par_90": "min_dpd=90"}.get(code, ""),
             )

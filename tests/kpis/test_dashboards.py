@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from auditlog.context import set_actor
@@ -63,6 +63,21 @@ class OverviewTests(DashboardTestCase):
         # 12,500 against 12,000 at 2025-02-28; PAR30 0.40 against 0.3333.
         self.assertIn("+500 (+4.2%)", self.tile(response, "outstanding_principal"))
         self.assertIn("+6.67 pp", self.tile(response, "par_30"))
+
+    def test_month_to_date_figures_of_a_partial_month_are_not_compared_with_the_month_end(self):
+        from kpis.engine import snapshot_compute
+
+        mid = AS_OF - timedelta(days=10)
+        snapshot_compute(as_of=mid)
+        response = self.client.get(OVERVIEW, {"as_of": mid.isoformat()})
+        self.assertContains(response, f"Month-to-date figures cover {mid.day} days of the month")
+        for code in ("disbursements", "collection_rate"):
+            self.assertNotIn("vs month-end", self.tile(response, code))
+        self.assertIn("vs month-end", self.tile(response, "outstanding_principal"))
+        # At the month-end the month is whole: compared.
+        month_end = self.client.get(OVERVIEW)
+        self.assertNotContains(month_end, "Month-to-date figures cover")
+        self.assertIn("vs month-end", self.tile(month_end, "disbursements"))
 
     def test_it_marks_par_30_above_its_red_threshold(self):
         response = self.client.get(OVERVIEW)
