@@ -118,12 +118,11 @@ class SnapshotRun(models.Model):
     @property
     def computation(self) -> str:
         """How its loan states were computed, as the job logs and the command print it."""
-        base = self.carried_from
-        if base is None:
+        if self.touched_loans is None:
             return "every loan computed from the book"
-        return (
-            f"carried from {base.as_of}, {self.touched_loans or 0:,} loans recomputed from the book"
-        )
+        base = self.carried_from  # None once that run was replaced by a recomputation
+        source = f"carried from {base.as_of}" if base else "carried from a run since recomputed"
+        return f"{source}, {self.touched_loans:,} loans recomputed from the book"
 
 
 class LoanState(models.Model):

@@ -301,3 +301,17 @@ class IncrementalSnapshotTests(CastTestCase):
             f"{yesterday.touched_loans:,} loans recomputed from the book)",
             daily.steps.get(name="snapshots").log,
         )
+
+    def test_a_carried_run_whose_base_is_gone_still_says_it_was_carried(self):
+        base = snapshot_compute(as_of=BASE, job="test")
+        carried = snapshot_compute(as_of=BASE + timedelta(days=1), job="test")
+        self.assertTrue(carried.computation.startswith(f"carried from {BASE}, "))
+        with connection.cursor() as cursor:
+            run_delete(cursor, base)
+        carried.refresh_from_db()
+        self.assertIsNone(carried.carried_from)
+        self.assertEqual(
+            carried.computation,
+            f"carried from a run since recomputed, {carried.touched_loans:,} loans recomputed "
+            "from the book",
+        )
