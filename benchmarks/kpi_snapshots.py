@@ -140,7 +140,7 @@ def _carried_daily(as_of: date, floor: float) -> None:
                     differ = [name for name in STORED if got[name] != expected[name]]
                     raise SystemExit(f"carried run of {as_of} differs from the full one: {differ}")
                 if carry:
-                    touched, loans = run.touched_loans, _carried_from_loans(run)
+                    touched, loans = run.touched_loans, run.carried_from.loans
     rows = ", ".join(f"{name} {expected[name][0]:,}" for name in STORED)
     full, carried = statistics.median(seconds[False]), statistics.median(seconds[True])
     print(
@@ -152,10 +152,6 @@ def _carried_daily(as_of: date, floor: float) -> None:
         f"ratio {full / floor:.1f}; carried {', '.join(f'{s:.1f}' for s in seconds[True])} s, "
         f"median {carried:.1f} s, ratio {carried / floor:.1f} (target 0.5); yardstick {floor:.2f} s"
     )
-
-
-def _carried_from_loans(run: SnapshotRun) -> int:
-    return SnapshotRun.objects.get(pk=run.carried_from_id).loans
 
 
 # The yardstick: every installment and every transaction read once and summed by loan, each money

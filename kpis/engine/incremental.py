@@ -17,7 +17,8 @@ segment read again:
   tape's as-of view of a loan disbursed by B (``Batch.changes_from``); or a schedules or
   transactions file the base did not read wrote a row of it dated on or before B (a correction
   of the past: its rows carry that batch's id);
-- an edit by hand in the admin since the base was computed (the audit log has its id).
+- an edit by hand in the admin of the loan or an installment since the base was computed (the
+  audit log has its id; transactions are read-only there).
 
 Loans that were repaid, not yet disbursed or without a balance at B stay so unless touched. Loan
 states, the residual loans beside them and the principal due in the next 90 days are then the
@@ -46,7 +47,7 @@ from kpis.engine import book
 from kpis.engine.compose import rendered
 from kpis.engine.runs import BOOK_KINDS, engine_settings, fingerprint
 from kpis.models import SnapshotRun
-from loans.models import Batch, Installment, Loan, Transaction
+from loans.models import Batch, Installment, Loan
 
 # An admin edit saved this long before its base run was computed still counts as new: its
 # transaction may have committed after the base read the book.
@@ -63,7 +64,7 @@ class Base:
     cash_batches: list[int]
 
     def params(self) -> dict[str, Any]:
-        types = ContentType.objects.get_for_models(Loan, Installment, Transaction)
+        types = ContentType.objects.get_for_models(Loan, Installment)
         return {
             "base": self.run.pk,
             "base_as_of": self.run.as_of,
@@ -72,7 +73,6 @@ class Base:
             "edited_since": self.run.computed_at - EDIT_MARGIN,
             "loan_type": types[Loan].pk,
             "installment_type": types[Installment].pk,
-            "transaction_type": types[Transaction].pk,
         }
 
 
@@ -150,9 +150,6 @@ WHERE e.content_type_id = %(loan_type)s AND e.timestamp >= %(edited_since)s AND 
 UNION
 SELECT i.loan_id FROM auditlog_logentry e JOIN loans_installment i ON i.id = e.object_id
 WHERE e.content_type_id = %(installment_type)s AND e.timestamp >= %(edited_since)s
-UNION
-SELECT t.loan_id FROM auditlog_logentry e JOIN loans_transaction t ON t.id = e.object_id
-WHERE e.content_type_id = %(transaction_type)s AND e.timestamp >= %(edited_since)s
 """)
 )
 

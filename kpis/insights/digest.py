@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db.models import F
 
-from abaco.dates import month_end, previous_month_end
+from abaco.dates import previous_month_end
 from compliance.classification import RESTRICTED_FIELDS, personal_fields
 from kpis import definitions as d
 from kpis.models import KpiValue, RollRate, SnapshotRun, VintagePoint
@@ -198,7 +198,7 @@ def digest_build(*, run: SnapshotRun, dimension: str = "portfolio", member: str 
     day_of = {r.pk: r.as_of for r in runs}
     # Before a month-end, month-to-date KPIs cover part of a month: they are compared with the
     # same day a year earlier, never with the previous month-end's whole month.
-    partial = run.as_of != month_end(run.as_of)
+    partial = not rate_period(run.as_of).full_month
     smm_of = {(r, dim, mem): value for r, code, dim, mem, value in rows if code == "smm"}
     not_meaningful: list[dict[str, str]] = []
     for run_id, code, dim, mem, value in rows:

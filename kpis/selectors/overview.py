@@ -20,6 +20,7 @@ from kpis.selectors.common import (
     display,
     headline_of,
     plain,
+    rate_period,
     selection_read,
     value_at,
     values_read,
@@ -44,7 +45,7 @@ class Overview:
         """The days of the month the month-to-date figures cover, before a month-end (they are
         then not compared with the previous month-end); None at a month-end."""
         as_of = self.selection.as_of
-        return None if as_of is None or as_of == month_end(as_of) else as_of.day
+        return None if as_of is None or rate_period(as_of).full_month else as_of.day
 
     def tables(self) -> dict[str, tuple[list[str], Rows]]:
         head = [
@@ -105,7 +106,7 @@ def overview_read(*, as_of: date | None, basis: str, dimension: str, member: str
 
     # Before a month-end a month-to-date KPI covers part of a month: no change against the
     # previous month-end's whole month (the same day a year earlier still compares).
-    partial = selection.as_of != month_end(selection.as_of)  # as Overview.partial_month_days
+    partial = not rate_period(selection.as_of).full_month  # as Overview.partial_month_days
     headlines = []
     for code in HEADLINE:
         kpi = d.BY_CODE[code]
