@@ -204,7 +204,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # AXES_FAILURE_LIMIT failures until AXES_COOLOFF_MINUTES pass; its tables are the record.
 AUTHENTICATION_BACKENDS = [
     "abaco.second_factor.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # ModelBackend, with the permissions read in the user's own query (abaco/backends.py).
+    "abaco.backends.PermissionsBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))

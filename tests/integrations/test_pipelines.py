@@ -276,7 +276,7 @@ class StatusPageTests(CastTestCase):
     def test_a_manager_sees_each_job_its_last_failure_and_next_time_but_cannot_rerun(self):
         self.client.force_login(self.manager)
         # session, user, permissions, the data-through line (3 with no batch cut-off), one per job
-        with self.assertNumQueries(15):
+        with self.assertNumQueries(14):
             response = self.client.get(reverse("integrations:status"))
         assert response.status_code == 200
         page = response.content.decode()
