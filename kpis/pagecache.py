@@ -7,20 +7,26 @@ selector runs once and its result is kept in the shared cache (``CACHES["default
 database cache, Redis when configured) under a key that names everything the page depends on:
 
 - the page and its parsed filters (as-of date, basis, slice, drill-down filter, sort, cursor);
-- the viewer's clearance (PII, exports, staff) where the page's content depends on it;
+- the viewer's clearance: staff or not, and each permission a cached template asks about
+  (``CONTENT_PERMISSIONS``: PII, exports, the links a role may follow);
 - the *data version*: one cheap query over the runs (their count, newest id and computation
   time, and the runs' id sequence, which any recomputation advances even when its run is then
-  dropped because the numbers stand) and over the batches (count, newest id, latest
-  timestamps, rows read): anything that stores, restates or deletes a run, or loads data,
-  changes it, so a stale entry is never read again (it expires, ``PAGE_CACHE_SECONDS``);
-- the code version: a hash of the selectors' and definitions' source, so a deploy never
-  unpickles a result shaped by older code.
+  dropped because the numbers stand), over the batches (count, newest id, latest timestamps,
+  rows read), and the newest audit-log entry of a loan, customer, installment or transaction
+  (an edit by hand in the admin; not of the scheduler's own saves, every 15 minutes) and of
+  the steward's reviews: anything that stores, restates or deletes a run, loads data, edits a
+  record or reviews a change moves it, so a stale entry is never read again (it expires,
+  ``PAGE_CACHE_SECONDS``);
+- the code version: a hash of the selectors', definitions', template tags' and templates'
+  source, so a deploy never serves a page shaped by older code.
 
 What is kept is the page rendered once (``page_render``): its title and content blocks as HTML,
 with a slot for what is per user inside them (the overview's insight, with its button and CSRF
-token), and the few facts the per-request parts need (``Shown``). Each request renders only the
-site's chrome around it: the user's name, permissions, CSRF token, messages, the data age and
-the access log write stay per request. Browsers get an ``ETag``
+token), and, for a dashboard, the few facts the per-request parts need (``Shown``). The loan
+and customer pages are kept the same way: what they show (the record, its schedule and cash,
+its state in each stored run, its change history) moves only with the data version. Each
+request renders only the site's chrome around it: the user's name, permissions, CSRF token,
+messages, the data age and the access log write stay per request. Browsers get an ``ETag``
 (the key plus the user, the user's CSRF secret and the permissions the chrome shows) and a
 ``304`` when nothing changed. Exports (``?format=``) are never cached.
 """
@@ -51,20 +57,28 @@ from kpis.models import SnapshotRun
 CACHE_ALIAS = "default"
 KEY_PREFIX = "kpis.page"
 
-# One round trip: the state of the runs and of the loads. pg_sequences' last_value moves with
-# every run created, even one rolled back or deleted in the same transaction.
+# One round trip: the state of the runs, the loads, the edits and the reviews. The runs' id
+# sequence moves with every run created, even one rolled back or deleted in the same
+# transaction (read by its function: the pg_sequences view cost more than the rest together).
 DATA_VERSION = """
-SELECT (SELECT coalesce(last_value, 0) FROM pg_sequences
-        WHERE schemaname || '.' || sequencename = pg_get_serial_sequence('kpis_snapshotrun', 'id')),
+SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('kpis_snapshotrun', 'id')::regclass),
+                0),
        (SELECT concat_ws(':', count(*), max(id), max(computed_at)) FROM kpis_snapshotrun),
        (SELECT concat_ws(':', count(*), max(id), max(greatest(created_at, started_at, finished_at)),
                          sum(rows_read))
-        FROM loans_batch)
+        FROM loans_batch),
+       (SELECT max(id) FROM auditlog_logentry
+        WHERE content_type_id IN (SELECT id FROM django_content_type
+                                  WHERE app_label = 'loans'
+                                  AND model IN ('loan', 'customer', 'installment', 'transaction'))),
+       (SELECT concat_ws(':', count(*), max(at)) FROM compliance_journalentry
+        WHERE kind = 'review')
 """
 
 # What the cached pages are made of: a change to any of these files changes every key.
 _SOURCES = (
     "kpis/selectors",
+    "kpis/templatetags",
     "kpis/definitions.py",
     "kpis/models.py",
     "kpis/pagecache.py",
@@ -100,12 +114,13 @@ class PageBody:
 
     title: str
     content: str
-    shown: Shown
+    shown: Shown | None
 
 
 def page_render(request: HttpRequest, template_name: str, context: dict[str, Any]) -> PageBody:
     """The title and content blocks of a page template that extends the site's base, rendered
-    with the request's context processors, and what its selection ``s`` showed."""
+    with the request's context processors, and what its selection ``s`` showed (a dashboard's;
+    a loan or customer page has none)."""
     template = loader.get_template(template_name).template  # type: ignore[attr-defined]
     blocks = {node.name: node for node in template.nodelist.get_nodes_by_type(BlockNode)}
     bound = make_context({**context, "insight_slot": mark_safe(INSIGHT_SLOT)}, request)
@@ -113,16 +128,18 @@ def page_render(request: HttpRequest, template_name: str, context: dict[str, Any
         # As Django's own render announces it (the test client records the context from it).
         template_rendered.send(sender=template, template=template, context=bound)
         title, content = (blocks[name].nodelist.render(bound) for name in ("title", "content"))
-    s = context["s"]
-    shown = Shown(
-        run=s.run.pk if s.run is not None else None,
-        as_of=s.as_of,
-        basis=s.basis,
-        dimension=s.dimension,
-        member=s.member,
-        qs=s.qs,
-        data_through=s.data_through,
-    )
+    s = context.get("s")
+    shown = None
+    if s is not None:
+        shown = Shown(
+            run=s.run.pk if s.run is not None else None,
+            as_of=s.as_of,
+            basis=s.basis,
+            dimension=s.dimension,
+            member=s.member,
+            qs=s.qs,
+            data_through=s.data_through,
+        )
     return PageBody(title=str(title), content=str(content), shown=shown)
 
 
@@ -132,7 +149,8 @@ def code_version() -> str:
     root = Path(settings.BASE_DIR)
     for source in _SOURCES:
         path = root / source
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+        files = path.rglob("*") if path.is_dir() else [path]
+        for file in sorted(f for f in files if f.suffix in (".py", ".html")):
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -146,16 +164,25 @@ def data_version() -> str:
         return "|".join(map(str, cursor.fetchone()))
 
 
-def clearance(request: HttpRequest) -> tuple[bool, bool, bool, bool]:
-    """The viewer's rights that change a page's content (not its chrome): PII, exports, uploads
-    (the empty state's link) and staff (batch links)."""
+# Every permission a cached page's content asks about (``perms.…`` in templates/kpis, not the
+# chrome): PII, exports, the empty state's upload link, the links to the pipelines, the
+# dashboards, the audit pages and raw files. tests/kpis/test_pagecache.py checks the templates.
+CONTENT_PERMISSIONS = (
+    "loans.view_pii",
+    "kpis.export_data",
+    "loans.add_upload",
+    "integrations.view_pipelines",
+    "kpis.view_dashboard",
+    "compliance.view_audit",
+    "loans.view_raw_file",
+)
+
+
+def clearance(request: HttpRequest) -> tuple[bool, ...]:
+    """The viewer's rights that change a page's content (not its chrome): the permissions of
+    ``CONTENT_PERMISSIONS`` and staff (batch links)."""
     user = request.user
-    return (
-        user.has_perm("loans.view_pii"),
-        user.has_perm("kpis.export_data"),
-        user.has_perm("loans.add_upload"),
-        bool(user.is_staff),
-    )
+    return (*(user.has_perm(perm) for perm in CONTENT_PERMISSIONS), bool(user.is_staff))
 
 
 def page_key(page: str, params: dict[str, Any], request: HttpRequest) -> str:

@@ -101,14 +101,12 @@ def _respond(request: HttpRequest, page: str, body: PageBody) -> HttpResponse:
     data age, the overview's insight (a regenerated one shows at once; its button and CSRF
     token are the user's) and the access log's note of what was shown."""
     content = body.content
-    if INSIGHT_SLOT in content:
-        shown = body.shown
+    shown = body.shown
+    if INSIGHT_SLOT in content and shown is not None:
         insight = selectors.insight_latest(
             run=shown.run, dimension=shown.dimension, member=shown.member
         )
-        html = render_to_string(
-            "kpis/_insight.html", {"insight": insight, "s": body.shown}, request
-        )
+        html = render_to_string("kpis/_insight.html", {"insight": insight, "s": shown}, request)
         content = content.replace(INSIGHT_SLOT, html, 1)
     ctx = {
         "page": page,
@@ -226,21 +224,37 @@ def loans(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _record_page(request: HttpRequest, page: str, pk: int, read) -> HttpResponse:
+    """A loan or customer page: rendered once per data version and clearance and kept in the
+    page cache like the dashboards (the viewer's clearance for personal data is in the key)."""
+
+    def compute() -> PageBody:
+        result = read(pk, request.user.has_perm("loans.view_pii"))
+        if result is None:
+            raise Http404(f"No such {page}")
+        return page_render(request, f"kpis/{page}.html", {"page": page, "h": result})
+
+    def respond(body: PageBody) -> HttpResponse:
+        ctx = {"page": page, "title": mark_safe(body.title), "content": mark_safe(body.content)}
+        return render(request, "kpis/_cached_page.html", ctx)
+
+    return cached_page(request, page=page, params={"pk": pk}, compute=compute, respond=respond)
+
+
 # Auditors read loan pages too (docs/design.md): the book's read permission, not the dashboards'.
 @role_required("loans.view_loan")
 def loan(request: HttpRequest, pk: int) -> HttpResponse:
-    result = selectors.loan_read(loan_pk=pk, can_see_pii=request.user.has_perm("loans.view_pii"))
-    if result is None:
-        raise Http404("No such loan")
-    return render(request, "kpis/loan.html", {"page": "loan", "h": result})
+    return _record_page(
+        request, "loan", pk, lambda pk, pii: selectors.loan_read(loan_pk=pk, can_see_pii=pii)
+    )
 
 
 # Auditors read customer pages too, like loan pages: the book's read permission.
 @role_required("loans.view_customer")
 def customer(request: HttpRequest, pk: int) -> HttpResponse:
-    result = selectors.customer_read(
-        customer_pk=pk, can_see_pii=request.user.has_perm("loans.view_pii")
+    return _record_page(
+        request,
+        "customer",
+        pk,
+        lambda pk, pii: selectors.customer_read(customer_pk=pk, can_see_pii=pii),
     )
-    if result is None:
-        raise Http404("No such customer")
-    return render(request, "kpis/customer.html", {"page": "customer", "h": result})

@@ -1,17 +1,24 @@
-"""Dashboard pages served from the page cache (kpis.pagecache): computed once per snapshot state,
-revalidated by ETag, and replaced as soon as a recomputation, a restatement or a load changes
-what they show."""
+"""Dashboard, loan and customer pages served from the page cache (kpis.pagecache): computed once
+per snapshot state, revalidated by ETag, and replaced as soon as a recomputation, a restatement,
+a load, an edit in the admin or a steward's review changes what they show."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
+from pathlib import Path
 
+from auditlog.context import set_actor
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from kpis.engine import snapshot_compute
 from kpis.models import SnapshotRun
+from kpis.pagecache import CONTENT_PERMISSIONS
 from loans.models import BatchChange
+from loans.services import batch_changes_review
 from tests.factories import batch_create
 from tests.kpis.books import AS_OF
 from tests.kpis.test_dashboards import CONCENTRATION, LOANS, OVERVIEW, DashboardTestCase
@@ -129,3 +136,91 @@ class PageCacheTests(DashboardTestCase):
             with CaptureQueriesContext(connection) as queries:
                 self.client.get(OVERVIEW)
             self.assertTrue(_reads_kpi_values(queries))
+
+
+def _reads(queries: CaptureQueriesContext, *tables: str) -> list[str]:
+    return [t for t in tables if any(t in q["sql"] for q in queries.captured_queries)]
+
+
+class RecordPageCacheTests(DashboardTestCase):
+    """Loan and customer pages: what they show moves only with the data version, which an edit
+    in the admin and a steward's review move too."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.loan = self.book.loans["L1"]
+        self.url = reverse("kpis:loan", args=[self.loan.pk])
+
+    def test_a_loan_page_is_computed_once_then_served_from_the_cache(self):
+        first = self.client.get(self.url)
+        with CaptureQueriesContext(connection) as queries:
+            second = self.client.get(self.url)
+        book = ("loans_loan", "loans_installment", "loans_transaction", "kpis_loanstate")
+        self.assertEqual(_reads(queries, *book), [])
+        self.assertContains(second, "2025-03-10")
+        self.assertContains(second, "Sign out mia.manager")
+        states = re.compile(r'<table class="figures" id="states">.*?</table>', re.S)
+        self.assertEqual(
+            states.search(first.content.decode())[0], states.search(second.content.decode())[0]
+        )
+
+    def test_customer_pages_are_cached_too(self):
+        url = reverse("kpis:customer", args=[self.loan.customer_id])
+        self.assertContains(self.client.get(url), self.loan.loan_id)
+        with CaptureQueriesContext(connection) as queries:
+            self.assertContains(self.client.get(url), self.loan.loan_id)
+        self.assertEqual(_reads(queries, "loans_customer", "loans_loan"), [])
+
+    def test_an_edit_in_the_admin_replaces_the_loan_page(self):
+        self.assertNotContains(self.client.get(self.url), "loan_status: Current → Late")
+        with set_actor(self.admin):
+            self.loan.loan_status = "Late"
+            self.loan.save()
+        self.assertContains(self.client.get(self.url), "loan_status: Current → Late")
+
+    def test_a_steward_review_replaces_the_loan_page(self):
+        newer = batch_create(kind="loans")
+        BatchChange.objects.create(
+            batch=newer,
+            kind="loans",
+            key="L1",
+            fields={"interest_rate": ["0.24", "0.26"]},
+            review=BatchChange.Review.PENDING,
+        )
+        self.assertContains(self.client.get(self.url), "Waiting for a steward")
+        # The review's journal entry is written when its transaction commits.
+        with self.captureOnCommitCallbacks(execute=True):
+            batch_changes_review(
+                changes=BatchChange.objects.filter(batch=newer),
+                accept=False,
+                reason="The platform misread the rate",
+                by=self.steward,
+            )
+        self.assertContains(self.client.get(self.url), "Rejected: The platform misread the rate")
+
+    def test_a_new_run_adds_its_state_to_the_loan_page(self):
+        self.assertNotContains(self.client.get(self.url), "2025-04-30")
+        snapshot_compute(as_of=date(2025, 4, 30))
+        self.assertContains(self.client.get(self.url), "2025-04-30")
+
+    def test_pii_clearance_is_part_of_the_loan_pages_key(self):
+        self.client.force_login(self.admin)
+        self.assertContains(self.client.get(self.url), "Name of C1")
+        self.client.force_login(self.manager)
+        self.assertNotContains(self.client.get(self.url), "Name of C1")
+        # An auditor reads loan pages but not the dashboards: no dashboard tabs on its copy.
+        self.client.force_login(self.auditor)
+        audited = self.client.get(self.url)
+        self.assertContains(audited, "Who read this loan")
+        self.assertNotContains(audited, 'aria-label="Dashboards"')
+
+    def test_every_permission_a_cached_template_asks_about_is_in_the_key(self):
+        # Rendered per request, never kept: the insight (its button), the wrapper around a
+        # kept page, and the insights page.
+        per_request = {"_insight.html", "_cached_page.html", "insights.html"}
+        asked = set()
+        for template in (Path(settings.BASE_DIR) / "templates" / "kpis").glob("*.html"):
+            if template.name not in per_request:
+                asked |= set(re.findall(r"perms\.(\w+\.\w+)", template.read_text()))
+        self.assertTrue(asked)
+        self.assertLessEqual(asked, set(CONTENT_PERMISSIONS))
