@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
+from datetime import date, timedelta
 
 from auditlog.models import LogEntry
+from django.core.management import call_command
 from django.http import HttpResponse
 from django.urls import reverse
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.models import Schedule
+from django_q.scheduler import scheduler
 
 from loans.models import Customer
 from tests.base import CastTestCase
@@ -222,3 +227,22 @@ class PersonalDataMaskingTests(AuditTestCase):
         page = self.client.get(self.url)
         self.assertContains(page, f'value="{self.email}"')
         self.assertContains(page, f'value="{self.national_id}"')
+
+
+class ScheduleAuditTests(CastTestCase):
+    def test_the_schedulers_own_saves_leave_no_entry_and_an_edit_does(self):
+        call_command("setup_schedules", stdout=io.StringIO())
+        Schedule.objects.exclude(name="pipelines_watch").delete()
+        Schedule.objects.update(next_run=timezone.now() - timedelta(minutes=1))
+        entries = LogEntry.objects.get_for_model(Schedule)
+        before = entries.count()
+        scheduler(get_broker())  # django-q's scheduler, as the cluster runs it (sync in tests)
+        schedule = Schedule.objects.get()
+        self.assertGreater(schedule.next_run, timezone.now())  # it ran and moved on
+        self.assertIsNotNone(schedule.task)
+        self.assertEqual(entries.count(), before)
+        # What runs and when is still recorded when someone changes it.
+        schedule.cron = "*/30 * * * *"
+        schedule.save()
+        self.assertEqual(entries.count(), before + 1)
+        self.assertEqual(list(entries.latest("timestamp").changes_dict), ["cron"])
