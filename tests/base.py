@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, User
+from django.http import HttpResponse
 from django.test import TestCase
 
 from abaco.roles import STAFF_ROLES, Role
@@ -38,3 +39,21 @@ class CastTestCase(TestCase):
         cls.auditor = user_create(username="aldo.auditor", role=Role.AUDITOR)
         cls.admin = user_create(username="ada.admin", role=Role.ADMIN)
         cls.outsider = user_create(username="otto.outsider", role=None)
+
+
+def admin_form_data(response: HttpResponse) -> dict[str, object]:
+    """What the browser would post back from an admin change page, untouched."""
+    data: dict[str, object] = {}
+
+    def take(form) -> None:
+        for name in form.fields:
+            value = form[name].value()
+            data[form.add_prefix(name)] = "" if value is None else value
+
+    take(response.context["adminform"].form)
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        take(formset.management_form)
+        for form in formset.forms:
+            take(form)
+    return data

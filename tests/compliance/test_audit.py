@@ -17,28 +17,10 @@ from django_q.models import Schedule
 from django_q.scheduler import scheduler
 
 from loans.models import Customer
-from tests.base import CastTestCase
+from tests.base import CastTestCase, admin_form_data
 from tests.factories import customer_create, loan_create
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def admin_form_data(response: HttpResponse) -> dict[str, object]:
-    """What the browser would post back from an admin change page, untouched."""
-    data: dict[str, object] = {}
-
-    def take(form) -> None:
-        for name in form.fields:
-            value = form[name].value()
-            data[form.add_prefix(name)] = "" if value is None else value
-
-    take(response.context["adminform"].form)
-    for inline in response.context["inline_admin_formsets"]:
-        formset = inline.formset
-        take(formset.management_form)
-        for form in formset.forms:
-            take(form)
-    return data
 
 
 class AuditTestCase(CastTestCase):

@@ -19,6 +19,7 @@ from kpis.models import SnapshotRun
 from kpis.pagecache import CONTENT_PERMISSIONS
 from loans.models import BatchChange
 from loans.services import batch_changes_review
+from tests.base import admin_form_data
 from tests.factories import batch_create
 from tests.kpis.books import AS_OF
 from tests.kpis.test_dashboards import CONCENTRATION, LOANS, OVERVIEW, DashboardTestCase
@@ -172,11 +173,23 @@ class RecordPageCacheTests(DashboardTestCase):
         self.assertEqual(_reads(queries, "loans_customer", "loans_loan"), [])
 
     def test_an_edit_in_the_admin_replaces_the_loan_page(self):
+        self.client.force_login(self.admin)
         self.assertNotContains(self.client.get(self.url), "loan_status: Current → Late")
+        change = reverse("admin:loans_loan_change", args=[self.loan.pk])
+        data = admin_form_data(self.client.get(change))
+        self.assertEqual(self.client.post(change, {**data, "loan_status": "Late"}).status_code, 302)
+        page = self.client.get(self.url)
+        self.assertContains(page, "loan_status: Current → Late")
+        self.assertContains(page, "Late · tape DPD")
+
+    def test_an_edit_of_the_customer_replaces_its_loans_pages(self):
+        self.client.force_login(self.admin)
+        self.assertContains(self.client.get(self.url), "Name of C1")
+        customer = self.loan.customer
         with set_actor(self.admin):
-            self.loan.loan_status = "Late"
-            self.loan.save()
-        self.assertContains(self.client.get(self.url), "loan_status: Current → Late")
+            customer.name = "Renamed C1"
+            customer.save()
+        self.assertContains(self.client.get(self.url), "Renamed C1")
 
     def test_a_steward_review_replaces_the_loan_page(self):
         newer = batch_create(kind="loans")
