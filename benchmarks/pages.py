@@ -294,6 +294,47 @@ def query_counts(pages: list[tuple[str, str, int | None]]) -> dict[str, int]:
     return counts
 
 
+def cache_memory(pages: list[tuple[str, str, int | None]]) -> None:
+    """What the page cache keeps (issue 21): each page's entry, as the database cache stores it,
+    computed afresh in-process for the manager's clearance; then a snapshot's worth, every
+    dashboard for every slice of the latest run (the portfolio's sizes times the slices)."""
+    from django.core.cache import caches
+
+    from kpis.models import KpiValue
+    from kpis.pagecache import CACHE_ALIAS, KEY_PREFIX
+
+    table = getattr(caches[CACHE_ALIAS], "_table", None)
+    if table is None:
+        print("page cache memory: measured on the database cache only (CACHE_URL is not one)")
+        return
+    ours = f"%:{KEY_PREFIX}:%"
+    kept = f"SELECT coalesce(sum(octet_length(value)), 0) FROM {connection.ops.quote_name(table)}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {connection.ops.quote_name(table)} WHERE cache_key LIKE %s", [ours]
+        )
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(_manager())
+    sizes = {}
+    for name, path, _ in pages:
+        with connection.cursor() as cursor:
+            cursor.execute(kept + " WHERE cache_key LIKE %s", [ours])
+            before = cursor.fetchone()[0]
+            client.get(path)
+            cursor.execute(kept + " WHERE cache_key LIKE %s", [ours])
+            sizes[name] = cursor.fetchone()[0] - before
+    print("page cache memory (the database cache's stored bytes; one clearance):")
+    for name, size in sizes.items():
+        print(f"  {name:30} {size / 1024:7.1f} KB")
+    run = SnapshotRun.objects.order_by("-as_of", "basis").first()
+    slices = KpiValue.objects.filter(run=run).values("dimension", "member").distinct().count()
+    dashboards = sum(sizes.get(n, 0) for n in ("overview", "risk", "concentration", "collections"))
+    print(
+        f"  a snapshot's dashboards: 4 pages x {slices} slices (portfolio and each entity,"
+        f" product, currency) ~ {dashboards * slices / 1024 / 1024:.1f} MB per clearance"
+    )
+
+
 @contextmanager
 def _database(name: str):
     """This process's default connection pointed at another database of the same server."""
@@ -319,6 +360,7 @@ def run() -> None:
     big = _pages()
     print(f"book: {SnapshotRun.objects.order_by('-as_of').first().loans:,} loans with a balance")
     latency(big)
+    cache_memory(big)
     big_counts = query_counts(big)
     with _database(SMALL_DB):
         quiet = {"stdout": StringIO(), "stderr": StringIO()}
