@@ -110,11 +110,14 @@ class Shown:
 
 @dataclass(frozen=True)
 class PageBody:
-    """A page rendered once: its title and content blocks (HTML) and what it showed."""
+    """A page rendered once: its title and content blocks (HTML) and what it showed (for a
+    loan or customer page, which has no selection: the book's data-through date it was
+    rendered with, so the chrome's "Data through" line needs no query of its own)."""
 
     title: str
     content: str
     shown: Shown | None
+    data_through: date | None = None
 
 
 def page_render(request: HttpRequest, template_name: str, context: dict[str, Any]) -> PageBody:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import date
 
 from django.contrib import messages
@@ -22,7 +23,7 @@ from compliance.access import access_shown, export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
 from kpis.pagecache import INSIGHT_SLOT, PageBody, cached_page, page_render
-from loans.selectors import data_age
+from loans.selectors import book_data_through, data_age
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -232,10 +233,13 @@ def _record_page(request: HttpRequest, page: str, pk: int, read) -> HttpResponse
         result = read(pk, request.user.has_perm("loans.view_pii"))
         if result is None:
             raise Http404(f"No such {page}")
-        return page_render(request, f"kpis/{page}.html", {"page": page, "h": result})
+        body = page_render(request, f"kpis/{page}.html", {"page": page, "h": result})
+        return replace(body, data_through=book_data_through())
 
     def respond(body: PageBody) -> HttpResponse:
         ctx = {"page": page, "title": mark_safe(body.title), "content": mark_safe(body.content)}
+        if body.data_through is not None:  # else the context processor reads it (no data yet)
+            ctx["data_age"] = data_age(through=body.data_through)
         return render(request, "kpis/_cached_page.html", ctx)
 
     return cached_page(request, page=page, params={"pk": pk}, compute=compute, respond=respond)

@@ -165,6 +165,15 @@ class RecordPageCacheTests(DashboardTestCase):
             states.search(first.content.decode())[0], states.search(second.content.decode())[0]
         )
 
+    def test_the_data_through_line_comes_with_the_kept_page_and_moves_with_a_load(self):
+        self.assertContains(self.client.get(self.url), "Data through <strong>2025-03-31</strong>")
+        batch_create(kind="loans", data_through=date(2025, 4, 30))
+        self.assertContains(self.client.get(self.url), "Data through <strong>2025-04-30</strong>")
+        with CaptureQueriesContext(connection) as queries:
+            self.client.get(self.url)
+        # The data version counts the batches; nothing reads their dates again.
+        self.assertEqual(_reads(queries, '"loans_batch"."data_through"'), [])
+
     def test_customer_pages_are_cached_too(self):
         url = reverse("kpis:customer", args=[self.loan.customer_id])
         self.assertContains(self.client.get(url), self.loan.loan_id)
