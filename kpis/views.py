@@ -99,7 +99,8 @@ def _with_data_age(ctx: dict, request: HttpRequest) -> dict:
 
 def _respond(request: HttpRequest, page: str, body: PageBody) -> HttpResponse:
     """A page rendered once (kpis.pagecache), with this request's parts: the site's chrome, the
-    data age, the overview's insight (a regenerated one shows at once; its button and CSRF
+    data age (a dashboard's from its selection, a loan or customer page's from the date kept
+    with it), the overview's insight (a regenerated one shows at once; its button and CSRF
     token are the user's) and the access log's note of what was shown."""
     content = body.content
     shown = body.shown
@@ -114,9 +115,13 @@ def _respond(request: HttpRequest, page: str, body: PageBody) -> HttpResponse:
         # HTML the page template rendered (and escaped) once: kept as it is.
         "title": mark_safe(body.title),
         "content": mark_safe(content),
-        "s": body.shown,
+        "s": shown,
     }
-    return render(request, "kpis/_cached_page.html", _with_data_age(ctx, request))
+    if shown is not None:
+        ctx = _with_data_age(ctx, request)
+    elif body.data_through is not None:  # a loan or customer page (else the processor reads it)
+        ctx["data_age"] = data_age(through=body.data_through)
+    return render(request, "kpis/_cached_page.html", ctx)
 
 
 def _page(request: HttpRequest, page: str, read, params: dict, context) -> HttpResponse:
@@ -236,13 +241,13 @@ def _record_page(request: HttpRequest, page: str, pk: int, read) -> HttpResponse
         body = page_render(request, f"kpis/{page}.html", {"page": page, "h": result})
         return replace(body, data_through=book_data_through())
 
-    def respond(body: PageBody) -> HttpResponse:
-        ctx = {"page": page, "title": mark_safe(body.title), "content": mark_safe(body.content)}
-        if body.data_through is not None:  # else the context processor reads it (no data yet)
-            ctx["data_age"] = data_age(through=body.data_through)
-        return render(request, "kpis/_cached_page.html", ctx)
-
-    return cached_page(request, page=page, params={"pk": pk}, compute=compute, respond=respond)
+    return cached_page(
+        request,
+        page=page,
+        params={"pk": pk},
+        compute=compute,
+        respond=lambda body: _respond(request, page, body),
+    )
 
 
 # Auditors read loan pages too (docs/design.md): the book's read permission, not the dashboards'.
