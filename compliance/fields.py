@@ -218,6 +218,12 @@ DEFAULTS: dict[str, dict[str, Rule]] = {
         "loan": INTERNAL,
         "balance": INTERNAL,
     },
+    "kpis.MonthOpening": {
+        "month": INTERNAL,
+        "loan_id": INTERNAL,
+        "paid_before_month": INTERNAL,
+        "due_before_month": INTERNAL,
+    },
     "kpis.RollRate": {
         "run": INTERNAL,
         "from_bucket": INTERNAL,
@@ -242,6 +248,7 @@ DEFAULTS: dict[str, dict[str, Rule]] = {
         "carried_from": INTERNAL,
         "touched_loans": INTERNAL,
         "engine_settings": INTERNAL,
+        "opening_kept": INTERNAL,
     },
     "kpis.TopBorrower": {
         "run": INTERNAL,

@@ -101,6 +101,11 @@ class SnapshotRun(models.Model):
         help_text="The engine settings it was computed with (write-off DPD, residual tolerance): "
         "a later run carries its states forward only under the same ones.",
     )
+    opening_kept = models.BooleanField(
+        default=False,
+        help_text="It left its month's openings (MonthOpening) true for every loan that paid in "
+        "the month through its date: a run carried from it reads them.",
+    )
 
     objects = SnapshotRunQuerySet.as_manager()
 
@@ -209,6 +214,28 @@ class LoanResidual(models.Model):
 
     def __str__(self) -> str:
         return f"loan {self.loan_id} residual at run {self.run_id}"
+
+
+class MonthOpening(models.Model):
+    """A loan's principal paid and principal due before a month began: what the month's
+    collections split needs of a payer's history (kpis.engine.book.MONTH_LOANS). The daily runs
+    of the month keep them for the loans that paid (kpis.engine.incremental), so a carried run
+    reads them instead of every payer's whole history. Depends on the book and the month alone,
+    not on a run: written by the runs that compute a payer's cash, read by the runs carried from
+    one that kept them (``SnapshotRun.opening_kept``)."""
+
+    month = models.DateField(help_text="The month's first day.")
+    loan_id = models.BigIntegerField()  # no foreign key: a loan removed leaves a row never read
+    paid_before_month = models.DecimalField(max_digits=18, decimal_places=2)
+    due_before_month = models.DecimalField(max_digits=18, decimal_places=2)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["month", "loan_id"], name="monthopening_month_loan")
+        ]
+
+    def __str__(self) -> str:
+        return f"loan {self.loan_id} opening {self.month:%Y-%m}"
 
 
 class KpiValueQuerySet(models.QuerySet):

@@ -82,6 +82,9 @@ def snapshot_compute(
         # here. A carried run reads only the touched loans' cash, all of it here.
         params = steps.params(run=run.pk, as_of=as_of, parts=2 if aside else 1)
         base = carry_base(as_of=as_of) if carry else None
+        # A run with a day before to carry from is a daily one: it keeps the month's openings of
+        # the payers it computes for the next day's run, even when it computes every loan.
+        run.opening_kept = base is not None
         if base:
             params.update(base.params(), parts=1)
             run.touched_loans = touched_collect(cursor, params, base)
@@ -102,7 +105,9 @@ def snapshot_compute(
                 steps.loan_cash_add(cursor, part.result())
             run.loans = steps.loan_states(cursor, params)
         cursor.execute(book.RESIDUALS_STORE, params)
-        steps.state_facts(cursor, params)
+        steps.state_facts(cursor, params, carried=base is not None)
+        if run.opening_kept:
+            steps.openings_keep(cursor, params)
         steps.flow_facts(
             cursor, params, book_facts.result() if aside else steps.book_facts(cursor, params)
         )
@@ -118,7 +123,9 @@ def snapshot_compute(
             return stands
         run.batches.set(batch_ids)
         run.duration_ms = round((time.perf_counter() - started) * 1000)
-        run.save(update_fields=["loans", "duration_ms", "carried_from", "touched_loans"])
+        run.save(
+            update_fields=["loans", "duration_ms", "carried_from", "touched_loans", "opening_kept"]
+        )
     logger.info(
         "snapshot computed",
         extra={

@@ -121,11 +121,13 @@ LOAN_SCHEDULE = _loan_schedule(
     )
 )
 
-# The incremental run's: each loan's installments through the (loan, due date) key.
+# The incremental run's: each loan's installments through the (loan, due date) key (OFFSET 0
+# keeps the planner from flattening the LATERAL into a join, which it would run as one scan of
+# every installment due by R + 90 days: 4.7M on the 1M-loan book for 15,000 loans).
 LOAN_SCHEDULE_TOUCHED = _loan_schedule(
     sql.SQL(
         "CROSS JOIN LATERAL (SELECT due_date, principal FROM loans_installment i "
-        "WHERE i.loan_id = c.loan_id AND i.due_date <= {}) i"
+        "WHERE i.loan_id = c.loan_id AND i.due_date <= {} OFFSET 0) i"
     ).format(DUE_LAST)
 )
 
@@ -193,8 +195,26 @@ WITH open AS (
 # due rises with the due date, so this needs only two sums per payment, not the loan's whole
 # schedule: principal due before the payment's date and by the month's end, against principal
 # paid before the payment.
-MONTH_LOANS = rendered(
-    sql.SQL("""
+# What the split needs of a payer's history, principal paid and principal due before the month,
+# comes from its loan_cash and loan_schedule rows (``_OPENING_COMPUTED``); a carried run has them
+# only for the loans it recomputed, and reads the other payers' from the month's openings
+# (``_OPENING_CARRIED``, kpis.models.MonthOpening; see kpis.engine.incremental).
+_OPENING_COMPUTED = sql.SQL("""
+    SELECT c.loan_id, c.paid_before_month, coalesce(ls.due_before_month, 0) AS due_before_month
+    FROM loan_cash c LEFT JOIN loan_schedule ls ON ls.loan_id = c.loan_id
+""")
+
+_OPENING_CARRIED = sql.SQL("""{computed}
+    UNION ALL
+    SELECT o.loan_id, o.paid_before_month, o.due_before_month FROM kpis_monthopening o
+    WHERE o.month = %(month_start)s AND NOT EXISTS (SELECT 1 FROM loan_cash c WHERE c.loan_id = o.loan_id)
+""").format(computed=_OPENING_COMPUTED)
+
+
+def _month_loans(opening: sql.Composable) -> str:
+    """month_loans, with the payers' history from ``opening``."""
+    return rendered(
+        sql.SQL("""
 CREATE TEMP TABLE month_loans ON COMMIT DROP AS
 WITH pay AS (
     SELECT t.id, t.loan_id, t.date, t.sequence, t.principal, t.principal + t.interest + t.fees + t.other AS amount
@@ -208,16 +228,16 @@ WITH pay AS (
            coalesce(sum(p.principal) OVER (PARTITION BY p.loan_id ORDER BY p.date, p.sequence, p.id
                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS paid_in_month_before
     FROM pay p
+), opening AS ({opening}
 ), classified AS (
     SELECT o.loan_id, o.principal, o.amount,
            c.paid_before_month + o.paid_in_month_before + 0.005 AS covered,
-           coalesce(ls.due_before_month, 0) + coalesce(sum(d.principal) FILTER (WHERE d.due_date < o.date), 0) AS due_before,
-           coalesce(ls.due_before_month, 0) + coalesce(sum(d.principal), 0) AS due_by_month_end
+           c.due_before_month + coalesce(sum(d.principal) FILTER (WHERE d.due_date < o.date), 0) AS due_before,
+           c.due_before_month + coalesce(sum(d.principal), 0) AS due_by_month_end
     FROM ordered o
-    JOIN loan_cash c ON c.loan_id = o.loan_id  -- every payer of the month is there
-    LEFT JOIN loan_schedule ls ON ls.loan_id = o.loan_id
+    JOIN opening c ON c.loan_id = o.loan_id  -- every payer of the month is there
     LEFT JOIN due d ON d.loan_id = o.loan_id
-    GROUP BY o.id, o.loan_id, o.principal, o.amount, c.paid_before_month, ls.due_before_month, o.paid_in_month_before
+    GROUP BY o.id, o.loan_id, o.principal, o.amount, c.paid_before_month, c.due_before_month, o.paid_in_month_before
 ), collected AS (
     SELECT loan_id, sum(amount) AS collected, sum(principal) AS paid_principal,
            sum(amount) FILTER (WHERE due_before > covered) AS collected_overdue,
@@ -234,6 +254,37 @@ WITH pay AS (
 SELECT loan_id, d.disbursed, c.collected, c.paid_principal, c.collected_overdue, c.collected_current,
        c.collected_advance, s.scheduled, s.scheduled_principal
 FROM collected c FULL JOIN scheduled s USING (loan_id) FULL JOIN disbursed d USING (loan_id)
+""").format(opening=opening)
+    )
+
+
+MONTH_LOANS = _month_loans(_OPENING_COMPUTED)
+MONTH_LOANS_CARRIED = _month_loans(_OPENING_CARRIED)
+
+# The openings of the payers this run computed, kept for the runs carried from it (only rows
+# that changed are rewritten); the months before the last two are dropped, and so is the claim
+# of the runs that kept them.
+OPENINGS_KEEP = rendered(
+    sql.SQL("""
+INSERT INTO kpis_monthopening (month, loan_id, paid_before_month, due_before_month)
+SELECT %(month_start)s, o.loan_id, o.paid_before_month, o.due_before_month
+FROM ({computed}) o
+WHERE EXISTS (SELECT 1 FROM month_loans m WHERE m.loan_id = o.loan_id AND m.collected IS NOT NULL)
+ORDER BY o.loan_id
+ON CONFLICT (month, loan_id) DO UPDATE
+SET paid_before_month = excluded.paid_before_month, due_before_month = excluded.due_before_month
+WHERE (kpis_monthopening.paid_before_month, kpis_monthopening.due_before_month)
+      IS DISTINCT FROM (excluded.paid_before_month, excluded.due_before_month)
+""").format(computed=_OPENING_COMPUTED)
+)
+
+OPENINGS_PRUNE = rendered(
+    sql.SQL("""
+WITH pruned AS (
+    DELETE FROM kpis_monthopening WHERE month < %(month_start)s - interval '2 months' RETURNING month
+)
+UPDATE kpis_snapshotrun SET opening_kept = false
+WHERE opening_kept AND as_of < %(month_start)s - interval '2 months' AND EXISTS (SELECT 1 FROM pruned)
 """)
 )
 

@@ -1,6 +1,6 @@
 """The incremental daily snapshot: a date's loan states carried forward from an earlier stored
 run (the base) instead of recomputed from the whole book, with only the loans touched since
-recomputed from their cash flows (docs/kpis.md, "The incremental daily snapshot").
+recomputed from their cash flows (README, "KPIs").
 
 A loan's state at R depends on its principal paid and write-offs booked by R, its installments
 due before R, its disbursement and its own attributes. Between the base's date B and R, a loan
@@ -9,8 +9,9 @@ installment, so its state at R is its state at B with days past due advanced by 
 was past due), written off once DPD passes WRITE_OFF_DPD, and its attributes and customer
 segment read again:
 
-- a payment or write-off dated in (B, R], or a payment in R's month (the month's collections
-  split reads every payer's cash; those loans are recomputed in full anyway);
+- a payment or write-off dated in (B, R]; and, unless the base kept the month's openings, a
+  payment in R's month (the collections split needs every payer's principal paid and due before
+  the month: see below);
 - an installment falling due in [B, R);
 - a disbursement dated in (B, R];
 - a loans file the base did not read rewrote its row, when such a file changed more than the
@@ -25,6 +26,16 @@ states, the residual loans beside them and the principal due in the next 90 days
 same as a full computation's; every fact and KPI is computed from them as in a full run, and the
 tests prove each stored value equal (tests/kpis/test_incremental.py, and ``make bench`` on the
 1M-loan book).
+
+The month's collections split classifies each payment of the month by the payer's principal
+paid and principal due before the month began (kpis.engine.book.MONTH_LOANS). A run that has a
+base (a daily run) keeps those two sums for the payers it computed in ``kpis_monthopening``
+(kpis.models.MonthOpening) and says so (``SnapshotRun.opening_kept``). They depend on the book
+and the month alone, so a run carried from a base that kept them reads the rows of the month's
+payers it did not recompute: each paid by B, and untouched since B means unchanged since the
+run that wrote its row. A base that did not keep them (computed in full, with no base of its own)
+makes the run recompute every payer of the month and keep their openings, which starts the chain
+again. Months before the last two are dropped, with the claim of the runs that kept them.
 
 The base is the standing run of the latest date in the KPI_CARRY_DAYS before R, computed under
 the same definition version and engine settings, whose batches are all still loaded; otherwise
@@ -68,6 +79,7 @@ class Base:
         return {
             "base": self.run.pk,
             "base_as_of": self.run.as_of,
+            "base_opening_kept": self.run.opening_kept,
             "loan_batches": self.loan_batches,
             "cash_batches": self.cash_batches,
             "edited_since": self.run.computed_at - EDIT_MARGIN,
@@ -136,7 +148,8 @@ TOUCHED_BY_DATE = rendered(
     sql.SQL("""
 INSERT INTO loan_touched
 SELECT loan_id FROM loans_transaction
-WHERE transaction_type = 'PAYMENT' AND date BETWEEN least(%(month_start)s, %(base_as_of)s + 1) AND %(as_of)s
+WHERE transaction_type = 'PAYMENT' AND date <= %(as_of)s
+  AND date >= least(CASE WHEN %(base_opening_kept)s THEN %(base_as_of)s + 1 ELSE %(month_start)s END, %(base_as_of)s + 1)
 UNION
 SELECT loan_id FROM loans_transaction
 WHERE transaction_type = 'WRITE_OFF' AND date > %(base_as_of)s AND date <= %(as_of)s
@@ -222,11 +235,12 @@ GROUP BY s.loan_id
 
 # Carried forward, a run recomputes the touched loans on its own connection (their ids are
 # here, not on the side connection), then inserts the rest's states: when most of the base's
-# loans are touched (every payer of the month is, so a month-end touches most of an instalment
-# book), two connections computing every loan are about as fast. On the 1M-loan book (medians of
-# three, benchmarks/README.md): 2025-11-15, 34% touched, 9.5 s carried against 11.1 s in full;
-# 2025-11-30, 63% touched, 14.8 against 15.5 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's
-# loans a date is computed in full.
+# loans are touched (every payer of the month is when the base kept no openings, so a month-end
+# then touches most of an instalment book), two connections computing every loan are about as
+# fast. On the 1M-loan book (medians of three, benchmarks/README.md), from a base that kept its
+# openings: 2025-11-15, 5% touched, 9.0 s carried against 12.8 s in full; 2025-11-30, 6%
+# touched, 12.8 against 16.4 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is
+# computed in full.
 TOUCHED_DROP = rendered(sql.SQL("DROP TABLE loan_touched"))
 
 
@@ -248,6 +262,13 @@ def touched_collect(cursor: CursorWrapper, params: dict[str, Any], base: Base) -
     return touched
 
 
+# The carried states are most of the base's, which the planner estimates at a few thousand (the
+# base run is newer than the table's statistics), so it would look each of their loans and
+# customers up by key, a quarter of a million probes on the 1M-loan book: they are hashed instead.
+MANY_LOANS = rendered(sql.SQL("SET LOCAL enable_nestloop = off"))
+JOINS_RESET = rendered(sql.SQL("RESET enable_nestloop"))
+
+
 def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     """The run's loan states and residual loans from the base's, the touched loans
     (``touched_collect``) recomputed: returns how many loans have a balance at R."""
@@ -258,9 +279,11 @@ def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     cursor.execute(book.LOAN_RESIDUALS)
     cursor.execute(book.LOAN_STATES, params)
     balances: int = cursor.rowcount
+    cursor.execute(MANY_LOANS)
     cursor.execute(CARRY_STATES, params)
     balances += cursor.rowcount
     cursor.execute(CARRY_RESIDUALS, params)
+    cursor.execute(JOINS_RESET)
     cursor.execute(DUE_WINDOW, params)
     cursor.execute(book.analyze("loan_schedule"))
     return balances

@@ -73,9 +73,10 @@ def loan_states(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     return balances
 
 
-def state_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
+def state_facts(cursor: CursorWrapper, params: dict[str, Any], *, carried: bool) -> None:
     """Facts of the states per slice: balances and buckets, concentration, top borrowers, the
-    loans repaid but for a residual, and the month's cash flows per loan."""
+    loans repaid but for a residual, and the month's cash flows per loan (a ``carried`` run's
+    payers that it did not recompute with their history from the month's openings)."""
     cursor.execute(facts.SLICE_CUSTOMERS, params)
     cursor.execute(book.analyze("slice_customers"))
     cursor.execute(facts.TOP_CUSTOMERS, params)
@@ -83,8 +84,15 @@ def state_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
     cursor.execute(facts.CONCENTRATION, params)
     cursor.execute(facts.TOP_BORROWERS_INSERT, params)
     cursor.execute(facts.RESIDUAL_FACTS, params)
-    cursor.execute(book.MONTH_LOANS, params)
+    cursor.execute(book.MONTH_LOANS_CARRIED if carried else book.MONTH_LOANS, params)
     cursor.execute(book.analyze("month_loans"))
+
+
+def openings_keep(cursor: CursorWrapper, params: dict[str, Any]) -> None:
+    """Keeps the month's openings of the payers this run computed, for the runs carried from it
+    (kpis.engine.incremental), and drops the months before the last two."""
+    cursor.execute(book.OPENINGS_KEEP, params)
+    cursor.execute(book.OPENINGS_PRUNE, params)
 
 
 def book_facts(cursor: CursorWrapper, params: dict[str, Any]) -> BookFacts:

@@ -24,6 +24,7 @@ from kpis.models import (
     KpiValue,
     LoanResidual,
     LoanState,
+    MonthOpening,
     RollRate,
     SnapshotRun,
     TopBorrower,
@@ -202,6 +203,73 @@ class IncrementalSnapshotTests(CastTestCase):
         self.assertTrue(RollRate.objects.filter(run=run).exists())
         self.assertCarriedEqualsFull(date(2025, 12, 1))
 
+    def test_the_month_s_payers_are_read_from_the_openings_a_daily_run_kept(self):
+        snapshot_compute(as_of=date(2025, 10, 31), job="test", carry=False)
+        full = snapshot_compute(as_of=BASE, job="test", carry=False)
+        self.assertFalse(full.opening_kept)  # no day before: not a daily run
+        # The first daily run after it recomputes every payer of the month and keeps their
+        # openings; the next one recomputes only the day's.
+        first = self.assertCarriedEqualsFull(BASE + timedelta(days=1))
+        self.assertTrue(first.opening_kept)
+        month = BASE.replace(day=1)
+        payers = set(
+            Transaction.objects.filter(
+                transaction_type="PAYMENT", date__range=(month, first.as_of)
+            ).values_list("loan_id", flat=True)
+        )
+        self.assertEqual(
+            set(MonthOpening.objects.filter(month=month).values_list("loan_id", flat=True)),
+            payers,
+        )
+        self.assertGreaterEqual(first.touched_loans, len(payers))
+        second = self.assertCarriedEqualsFull(BASE + timedelta(days=2))
+        self.assertLess(second.touched_loans, len(payers))
+
+        # A correction of a payer's history before the month (a payment of last month a
+        # million bigger: its month's payments are collected in advance now), read by a run
+        # computed in full: that run kept no openings, so the next day's run does not trust
+        # the ones kept before the correction, and recomputes every payer again.
+        payer = (
+            Transaction.objects.filter(transaction_type="PAYMENT", date__range=(month, BASE))
+            .exclude(loan__transactions__date__gt=BASE)
+            .order_by("loan_id")
+            .values_list("loan_id", flat=True)
+            .first()
+        )
+        fix = batch_create(kind=Batch.Kind.TRANSACTIONS, changes_from=month, data_through=BASE)
+        transaction_create(
+            loan=Loan.objects.get(pk=payer),
+            date=month - timedelta(days=3),
+            batch=fix,
+            principal=Decimal("1000000"),
+        )
+        day = BASE + timedelta(days=3)
+        self.assertFalse(snapshot_compute(as_of=day, job="test", carry=False).opening_kept)
+        kept = MonthOpening.objects.get(month=month, loan_id=payer)
+        carried = self.assertCarriedEqualsFull(day + timedelta(days=1))
+        self.assertGreaterEqual(carried.touched_loans, len(payers))
+        # Recomputed, its opening is kept anew.
+        self.assertEqual(
+            MonthOpening.objects.get(month=month, loan_id=payer).paid_before_month,
+            kept.paid_before_month + Decimal("1000000"),
+        )
+
+    def test_the_openings_of_months_before_the_last_two_are_dropped_with_their_claim(self):
+        snapshot_compute(as_of=BASE, job="test", carry=False)
+        november = snapshot_compute(as_of=BASE + timedelta(days=1), job="test")
+        self.assertTrue(november.opening_kept)
+        self.assertTrue(MonthOpening.objects.filter(month=BASE.replace(day=1)).exists())
+        # January keeps November's (two months before); February's first daily run drops them.
+        for month in (date(2026, 1, 1), date(2026, 2, 1)):
+            snapshot_compute(as_of=month, job="test", carry=False)
+            snapshot_compute(as_of=month + timedelta(days=1), job="test")
+            dropped = month == date(2026, 2, 1)
+            self.assertEqual(
+                MonthOpening.objects.filter(month=BASE.replace(day=1)).exists(), not dropped
+            )
+            november.refresh_from_db()
+            self.assertEqual(november.opening_kept, not dropped)
+
     def test_a_correction_loaded_through_the_import_is_recomputed(self):
         import tempfile
         from pathlib import Path
@@ -236,9 +304,27 @@ class IncrementalSnapshotTests(CastTestCase):
         tape_write(later, **daily)
         tape_import(path=str(later), source="cascade", job="test", data_through=BASE)
         self.assertIsNone(Batch.objects.filter(kind="loans").latest("created_at").changes_from)
-        carried = self.assertCarriedEqualsFull(BASE + timedelta(days=2))
-        touched_by_date = self.assertCarriedEqualsFull(BASE + timedelta(days=3)).touched_loans
-        self.assertEqual(carried.touched_loans, touched_by_date)
+        day = BASE + timedelta(days=2)
+        carried = self.assertCarriedEqualsFull(day)
+        since = day - timedelta(days=1)
+        touched_by_date = (
+            set(
+                Transaction.objects.filter(date__gt=since, date__lte=day).values_list(
+                    "loan_id", flat=True
+                )
+            )
+            | set(
+                Installment.objects.filter(due_date__gte=since, due_date__lt=day).values_list(
+                    "loan_id", flat=True
+                )
+            )
+            | set(
+                Loan.objects.filter(disburse_date__gt=since, disburse_date__lte=day).values_list(
+                    "pk", flat=True
+                )
+            )
+        )
+        self.assertEqual(carried.touched_loans, len(touched_by_date))
 
     def test_a_date_with_nothing_to_carry_from_is_computed_in_full(self):
         first = snapshot_compute(as_of=BASE, job="test")
