@@ -238,8 +238,8 @@ GROUP BY s.loan_id
 # loans are touched (every payer of the month is when the base kept no openings, so a month-end
 # then touches most of an instalment book), two connections computing every loan are about as
 # fast. On the 1M-loan book (medians of three, benchmarks/README.md), from a base that kept its
-# openings: 2025-11-15, 5% touched, 9.0 s carried against 12.8 s in full; 2025-11-30, 6%
-# touched, 12.8 against 16.4 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is
+# openings: 2025-11-15, 5% touched, 9.6 s carried against 13.0 s in full; 2025-11-30, 6%
+# touched, 14.5 against 18.0 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is
 # computed in full.
 TOUCHED_DROP = rendered(sql.SQL("DROP TABLE loan_touched"))
 
@@ -262,13 +262,6 @@ def touched_collect(cursor: CursorWrapper, params: dict[str, Any], base: Base) -
     return touched
 
 
-# The carried states are most of the base's, which the planner estimates at a few thousand (the
-# base run is newer than the table's statistics), so it would look each of their loans and
-# customers up by key, a quarter of a million probes on the 1M-loan book: they are hashed instead.
-MANY_LOANS = rendered(sql.SQL("SET LOCAL enable_nestloop = off"))
-JOINS_RESET = rendered(sql.SQL("RESET enable_nestloop"))
-
-
 def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     """The run's loan states and residual loans from the base's, the touched loans
     (``touched_collect``) recomputed: returns how many loans have a balance at R."""
@@ -279,11 +272,9 @@ def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     cursor.execute(book.LOAN_RESIDUALS)
     cursor.execute(book.LOAN_STATES, params)
     balances: int = cursor.rowcount
-    cursor.execute(MANY_LOANS)
     cursor.execute(CARRY_STATES, params)
     balances += cursor.rowcount
     cursor.execute(CARRY_RESIDUALS, params)
-    cursor.execute(JOINS_RESET)
     cursor.execute(DUE_WINDOW, params)
     cursor.execute(book.analyze("loan_schedule"))
     return balances
