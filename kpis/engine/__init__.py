@@ -25,8 +25,14 @@ from typing import TYPE_CHECKING
 from django.db import connection, transaction
 
 from kpis.engine import book, steps
-from kpis.engine.aside import book_facts_aside, loan_cash_aside
-from kpis.engine.incremental import carry_base, loan_states_carried, touched_collect
+from kpis.engine.aside import (
+    aside_close,
+    book_facts_aside,
+    ever_30_aside,
+    loan_cash_aside,
+    month_loans_aside,
+)
+from kpis.engine.incremental import carry_base, loan_states_carried, touched_collect, touched_ids
 from kpis.engine.restatement import restatement_settle
 from kpis.engine.runs import run_open, snapshot_quality
 from kpis.models import SnapshotRun
@@ -93,9 +99,24 @@ def snapshot_compute(
         if aside:
             cursor.execute(book.EXPORT_SNAPSHOT)
             snapshot = cursor.fetchone()[0]
-            if not base:
+            if base:
+                # A carried run's own work is mostly on temporary tables, which PostgreSQL reads
+                # with one core: the month's flows per loan, which need only the touched loans'
+                # cash, go aside.
+                month = pool.submit(
+                    month_loans_aside, snapshot, {**params, "touched": touched_ids(cursor)}
+                )
+            else:
                 part = pool.submit(loan_cash_aside, snapshot, {**params, "part": 1})
             book_facts = pool.submit(book_facts_aside, snapshot, dict(params))
+            # Vintages read earlier month-ends' states; a series' earlier dates are still being
+            # computed (before_history waits for them), a daily run's are committed.
+            ever_30 = (
+                pool.submit(ever_30_aside, snapshot, dict(params))
+                if before_history is None and as_of == params["month_end"]
+                else None
+            )
+            pool.submit(aside_close)
         if base:
             run.loans = loan_states_carried(cursor, params)
             run.carried_from = base.run
@@ -105,7 +126,11 @@ def snapshot_compute(
                 steps.loan_cash_add(cursor, part.result())
             run.loans = steps.loan_states(cursor, params)
         cursor.execute(book.RESIDUALS_STORE, params)
-        steps.state_facts(cursor, params, carried=base is not None)
+        steps.state_facts(cursor, params)
+        if base and aside:
+            steps.month_loans_add(cursor, params, month.result())
+        else:
+            steps.month_loans(cursor, params, carried=base is not None)
         if run.opening_kept:
             steps.openings_keep(cursor, params)
         steps.flow_facts(
@@ -115,7 +140,7 @@ def snapshot_compute(
             waiting = time.perf_counter()
             before_history()
             started += time.perf_counter() - waiting  # its duration is its own work
-        steps.history_facts(cursor, params)
+        steps.history_facts(cursor, params, ever_30.result() if aside and ever_30 else None)
         stands = restatement_settle(cursor, run=run, reported=reported, reasons=reasons)
         if stands is not run:
             # The reported numbers stand on today's batches too: it is not waiting for them.

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from kpis.engine import book, steps
+from kpis.engine import book, incremental, steps
 
 
 @contextmanager
@@ -34,10 +34,28 @@ def loan_cash_aside(snapshot: str, params: dict[str, Any]) -> tuple[bytes, bytes
         return steps.loan_cash_rows(cursor)
 
 
+def month_loans_aside(snapshot: str, params: dict[str, Any]) -> bytes:
+    """A carried run's month_loans, as COPY rows for the snapshot's connection: the touched loans'
+    cash and schedule (``params["touched"]``) computed again here, for their openings."""
+    with _aside(snapshot) as cursor:
+        incremental.touched_cash(cursor, params, ids=True)
+        steps.month_loans(cursor, params, carried=True)
+        return steps.table_rows(cursor, "month_loans")
+
+
 def book_facts_aside(snapshot: str, params: dict[str, Any]) -> steps.BookFacts:
-    """steps.book_facts aside (the last task: it closes the connection)."""
-    try:
-        with _aside(snapshot) as cursor:
-            return steps.book_facts(cursor, params)
-    finally:
-        connection.close()
+    """steps.book_facts aside."""
+    with _aside(snapshot) as cursor:
+        return steps.book_facts(cursor, params)
+
+
+def ever_30_aside(snapshot: str, params: dict[str, Any]) -> bytes:
+    """The earlier month-ends' ever-30+ loans for vintages (steps.ever_30_rows), when they are
+    committed before the snapshot's transaction began."""
+    with _aside(snapshot) as cursor:
+        return steps.ever_30_rows(cursor, params)
+
+
+def aside_close() -> None:
+    """The last task: closes the thread's connection."""
+    connection.close()

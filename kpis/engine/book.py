@@ -260,6 +260,8 @@ FROM collected c FULL JOIN scheduled s USING (loan_id) FULL JOIN disbursed d USI
 
 MONTH_LOANS = _month_loans(_OPENING_COMPUTED)
 MONTH_LOANS_CARRIED = _month_loans(_OPENING_CARRIED)
+# The table alone, for rows computed on another connection (kpis.engine.aside.month_loans_aside).
+MONTH_LOANS_EMPTY = f"{MONTH_LOANS}\nWITH NO DATA"
 
 # The openings of the payers this run computed, kept for the runs carried from it (only rows
 # that changed are rewritten); the months before the last two are dropped, and so is the claim
@@ -351,6 +353,7 @@ TEMP_TABLES = (
     "facts_rates",
     "facts_due",
     "facts_residual",
+    "ever_30_before",
 )
 
 DROP_TEMP_TABLES = rendered(

@@ -296,20 +296,33 @@ FROM moves GROUP BY from_bucket, to_bucket
 
 # Vintages at month-ends only: each cohort's disbursed principal (a book fact, COHORTS), its
 # written-off balance now and its ever-30+ principal.
+# The loans at 30+ DPD in any earlier month-end's standing run (its restatement when it has one:
+# a date reported under an earlier definition version, or before a correction, counts as
+# restated); a partial index holds just those states. Month-ends only, as the definition says:
+# the daily runs and dates computed on request in between would make the curve depend on which
+# days happen to be stored. It reads only committed runs, so it can be read aside
+# (kpis.engine.aside.ever_30_aside).
+EVER_30_TABLE = rendered(
+    sql.SQL("CREATE TEMP TABLE ever_30_before (loan_id bigint) ON COMMIT DROP")
+)
+
+EVER_30_BEFORE = rendered(
+    sql.SQL("""
+INSERT INTO ever_30_before
+SELECT DISTINCT ls.loan_id FROM kpis_loanstate ls JOIN kpis_snapshotrun r ON r.id = ls.run_id
+WHERE ls.dpd >= 30 AND r.as_of < %(as_of)s
+  AND r.as_of = (date_trunc('month', r.as_of) + interval '1 month - 1 day')::date
+  AND NOT EXISTS (
+      SELECT 1 FROM kpis_snapshotrun later WHERE later.as_of = r.as_of AND later.basis > r.basis)
+""")
+)
+
 VINTAGES = rendered(
     sql.SQL("""
-WITH ever_30 AS MATERIALIZED (
-    -- The loans at 30+ DPD in this run or any earlier month-end's standing run (its restatement
-    -- when it has one: a date reported under an earlier definition version, or before a
-    -- correction, counts as restated); a partial index holds just those states. Month-ends
-    -- only, as the definition says: the daily runs and dates computed on request in between
-    -- would make the curve depend on which days happen to be stored.
-    SELECT DISTINCT ls.loan_id FROM kpis_loanstate ls JOIN kpis_snapshotrun r ON r.id = ls.run_id
-    WHERE ls.dpd >= 30 AND r.as_of <= %(as_of)s
-      AND (r.id = %(run)s OR (r.as_of < %(as_of)s
-          AND r.as_of = (date_trunc('month', r.as_of) + interval '1 month - 1 day')::date
-          AND NOT EXISTS (
-          SELECT 1 FROM kpis_snapshotrun later WHERE later.as_of = r.as_of AND later.basis > r.basis)))
+WITH ever_30 AS MATERIALIZED (  -- those and this run's
+    SELECT loan_id FROM ever_30_before
+    UNION
+    SELECT loan_id FROM kpis_loanstate WHERE run_id = %(run)s AND dpd >= 30
 ), written_off AS (
     SELECT date_trunc('month', l.disburse_date)::date AS cohort, sum(s.written_off_balance) AS written_off
     FROM kpis_loanstate s JOIN loans_loan l ON l.id = s.loan_id

@@ -143,6 +143,13 @@ TOUCHED_CREATE = rendered(
 
 TOUCHED_COUNT = rendered(sql.SQL("SELECT count(*) FROM loan_touched"))
 
+TOUCHED_IDS = rendered(sql.SQL("SELECT coalesce(array_agg(loan_id), '{}') FROM loan_touched"))
+
+# The touched loans on another connection (kpis.engine.aside), from their ids.
+TOUCHED_FROM_IDS = rendered(
+    sql.SQL("INSERT INTO loan_touched SELECT unnest(%(touched)s::bigint[])")
+)
+
 # What dates tell (each through its date index) and what the audit log tells.
 TOUCHED_BY_DATE = rendered(
     sql.SQL("""
@@ -262,13 +269,30 @@ def touched_collect(cursor: CursorWrapper, params: dict[str, Any], base: Base) -
     return touched
 
 
-def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
-    """The run's loan states and residual loans from the base's, the touched loans
-    (``touched_collect``) recomputed: returns how many loans have a balance at R."""
+def touched_ids(cursor: CursorWrapper) -> list[int]:
+    """The loans ``touched_collect`` found, for another connection (``touched_cash``)."""
+    cursor.execute(TOUCHED_IDS)
+    ids: list[int] = cursor.fetchone()[0]
+    return ids
+
+
+def touched_cash(cursor: CursorWrapper, params: dict[str, Any], *, ids: bool = False) -> None:
+    """loan_cash and loan_schedule of the touched loans: those of ``loan_touched``, or (``ids``)
+    of ``params["touched"]``, on a connection that has no ``loan_touched`` yet."""
+    if ids:
+        cursor.execute(TOUCHED_CREATE)
+        cursor.execute(TOUCHED_FROM_IDS, params)
+        cursor.execute(book.analyze("loan_touched"))
     cursor.execute(book.LOAN_CASH_TOUCHED, params)
     cursor.execute(book.analyze("loan_cash"))
     cursor.execute(book.LOAN_SCHEDULE_TOUCHED, params)
     cursor.execute(book.analyze("loan_schedule"))
+
+
+def loan_states_carried(cursor: CursorWrapper, params: dict[str, Any]) -> int:
+    """The run's loan states and residual loans from the base's, the touched loans
+    (``touched_collect``) recomputed: returns how many loans have a balance at R."""
+    touched_cash(cursor, params)
     cursor.execute(book.LOAN_RESIDUALS)
     cursor.execute(book.LOAN_STATES, params)
     balances: int = cursor.rowcount

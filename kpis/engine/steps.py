@@ -50,18 +50,25 @@ def loan_cash(cursor: CursorWrapper, params: dict[str, Any]) -> None:
 def loan_cash_add(cursor: CursorWrapper, rows: tuple[bytes, bytes]) -> None:
     """Another connection's part of loan_cash and loan_schedule, as COPY rows."""
     for table, part in zip(("loan_cash", "loan_schedule"), rows, strict=True):
-        with cursor.cursor.copy(book.copy_from(table)) as copy:
-            copy.write(part)
+        rows_add(cursor, table, part)
     cursor.execute(book.analyze("loan_cash"))
 
 
 def loan_cash_rows(cursor: CursorWrapper) -> tuple[bytes, bytes]:
     """loan_cash and loan_schedule as COPY rows, for another connection."""
-    rows = []
-    for table in ("loan_cash", "loan_schedule"):
-        with cursor.cursor.copy(book.copy_to(table)) as copy:
-            rows.append(b"".join(bytes(block) for block in copy))
-    return rows[0], rows[1]
+    return table_rows(cursor, "loan_cash"), table_rows(cursor, "loan_schedule")
+
+
+def table_rows(cursor: CursorWrapper, table: str) -> bytes:
+    """A temporary table's rows as COPY rows, for another connection."""
+    with cursor.cursor.copy(book.copy_to(table)) as copy:
+        return b"".join(bytes(block) for block in copy)
+
+
+def rows_add(cursor: CursorWrapper, table: str, rows: bytes) -> None:
+    """COPY rows from another connection into a temporary table."""
+    with cursor.cursor.copy(book.copy_from(table)) as copy:
+        copy.write(rows)
 
 
 def loan_states(cursor: CursorWrapper, params: dict[str, Any]) -> int:
@@ -73,10 +80,9 @@ def loan_states(cursor: CursorWrapper, params: dict[str, Any]) -> int:
     return balances
 
 
-def state_facts(cursor: CursorWrapper, params: dict[str, Any], *, carried: bool) -> None:
-    """Facts of the states per slice: balances and buckets, concentration, top borrowers, the
-    loans repaid but for a residual, and the month's cash flows per loan (a ``carried`` run's
-    payers that it did not recompute with their history from the month's openings)."""
+def state_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
+    """Facts of the states per slice: balances and buckets, concentration, top borrowers and the
+    loans repaid but for a residual."""
     cursor.execute(facts.SLICE_CUSTOMERS, params)
     cursor.execute(book.analyze("slice_customers"))
     cursor.execute(facts.TOP_CUSTOMERS, params)
@@ -84,7 +90,19 @@ def state_facts(cursor: CursorWrapper, params: dict[str, Any], *, carried: bool)
     cursor.execute(facts.CONCENTRATION, params)
     cursor.execute(facts.TOP_BORROWERS_INSERT, params)
     cursor.execute(facts.RESIDUAL_FACTS, params)
+
+
+def month_loans(cursor: CursorWrapper, params: dict[str, Any], *, carried: bool) -> None:
+    """The month's cash flows per loan, from loan_cash and loan_schedule (a ``carried`` run's
+    payers that it did not recompute with their history from the month's openings)."""
     cursor.execute(book.MONTH_LOANS_CARRIED if carried else book.MONTH_LOANS, params)
+    cursor.execute(book.analyze("month_loans"))
+
+
+def month_loans_add(cursor: CursorWrapper, params: dict[str, Any], rows: bytes) -> None:
+    """month_loans as another connection computed it (kpis.engine.aside), as COPY rows."""
+    cursor.execute(book.MONTH_LOANS_EMPTY, params)
+    rows_add(cursor, "month_loans", rows)
     cursor.execute(book.analyze("month_loans"))
 
 
@@ -120,11 +138,27 @@ def flow_facts(cursor: CursorWrapper, params: dict[str, Any], book_read: BookFac
     cursor.execute(facts.DUE_FACTS, params)
 
 
-def history_facts(cursor: CursorWrapper, params: dict[str, Any]) -> None:
+def history_facts(
+    cursor: CursorWrapper, params: dict[str, Any], ever_30: bytes | None = None
+) -> None:
     """What reads earlier snapshots: the monthly rates, then every KPI value, roll rates and,
-    at a month-end, vintages."""
+    at a month-end, vintages (with the earlier month-ends' ever-30+ loans read aside as
+    ``ever_30``, or here)."""
     cursor.execute(facts.RATE_FACTS, params)
     cursor.execute(facts.VALUES_INSERT, params)
     cursor.execute(facts.ROLL_RATES, params)
     if params["as_of"] == params["month_end"]:
+        cursor.execute(facts.EVER_30_TABLE)
+        if ever_30 is None:
+            cursor.execute(facts.EVER_30_BEFORE, params)
+        else:
+            rows_add(cursor, "ever_30_before", ever_30)
+        cursor.execute(book.analyze("ever_30_before"))
         cursor.execute(facts.VINTAGES, params)
+
+
+def ever_30_rows(cursor: CursorWrapper, params: dict[str, Any]) -> bytes:
+    """The earlier month-ends' ever-30+ loans, as COPY rows for another connection."""
+    cursor.execute(facts.EVER_30_TABLE)
+    cursor.execute(facts.EVER_30_BEFORE, params)
+    return table_rows(cursor, "ever_30_before")

@@ -10,9 +10,10 @@ from decimal import Decimal
 from io import StringIO
 from zoneinfo import ZoneInfo
 
+import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.test import override_settings
 
@@ -401,3 +402,47 @@ class IncrementalSnapshotTests(CastTestCase):
             f"carried from a run since recomputed, {carried.touched_loans:,} loans recomputed "
             "from the book",
         )
+
+
+@pytest.mark.django_db(transaction=True)  # the second connection sees committed rows only
+@override_settings(KPI_CARRY_MAX_TOUCHED=float("inf"))
+def test_a_daily_run_s_work_aside_equals_a_computation_on_one_connection():
+    """Outside a transaction, a carried run computes the month's flows per loan on its second
+    connection, which sees the committed openings but not the run's own temporary tables; at a
+    month-end, the earlier month-ends' ever-30+ loans are read there too. Each date equals a
+    full computation made inside a transaction, on one connection."""
+    with time_machine.travel(datetime(2025, 12, 1, 9, 0, tzinfo=MADRID)):
+        call_command(
+            "demo_data", "--loans", "300", "--customers", "60", "--seed", "5", stdout=StringIO()
+        )
+    assert not connection.in_atomic_block
+    month_ends = [date(2025, 7, 31), date(2025, 8, 31), date(2025, 9, 30), date(2025, 10, 31)]
+    for month_end in month_ends:
+        snapshot_compute(as_of=month_end, job="test", carry=False)
+    snapshot_compute(as_of=BASE, job="test", carry=False)
+    # Vintages need the earlier month-ends: loans at 30+ DPD then and no longer at the end.
+    earlier = set(
+        LoanState.objects.filter(run__as_of__in=month_ends, dpd__gte=30).values_list(
+            "loan_id", flat=True
+        )
+    )
+    ending = LoanState.objects.filter(run__as_of=BASE, dpd__gte=30).values_list(
+        "loan_id", flat=True
+    )
+    assert earlier - set(ending)
+    # The chain's first daily run (every payer recomputed), then one reading the openings kept,
+    # then the month-end.
+    for as_of in (BASE + timedelta(days=1), BASE + timedelta(days=3), date(2025, 11, 30)):
+        with transaction.atomic():
+            full = snapshot_compute(as_of=as_of, job="test", carry=False)
+            expected = stored(full)
+            with connection.cursor() as cursor:
+                run_delete(cursor, full)
+        carried = snapshot_compute(as_of=as_of, job="test")
+        assert carried.carried_from is not None
+        assert carried.opening_kept
+        got = stored(carried)
+        for part, rows in expected.items():
+            assert got[part] == rows, f"{as_of}: {part} differ"
+    assert VintagePoint.objects.filter(run=carried, ever_30__gt=0).exists()
+    assert carried.touched_loans < MonthOpening.objects.filter(month=BASE.replace(day=1)).count()
