@@ -17,6 +17,23 @@ def rendered(statement: sql.Composable) -> str:
     return statement.as_string()
 
 
+def run_key(name: str) -> sql.Composed:
+    """A run's id as a value the planner does not see, ``(SELECT %(name)s::bigint)``, to compare
+    loan states' ``run_id`` with.
+
+    While a run is computed its states are newer than the table's statistics, and its base run's
+    often are too. Compared with a constant, once ANALYZE (autovacuum, on a server) has listed
+    every stored run among the most common values, the planner estimates one row for a run it
+    has not seen, and joins a quarter of a million states in nested loops: roll rates ran for over
+    ten minutes on the 1M-loan book. A value it cannot see is estimated at the table's rows over
+    its distinct runs (README, "KPIs")."""
+    return sql.SQL("(SELECT {}::bigint)").format(sql.Placeholder(name))
+
+
+RUN = run_key("run")
+BASE_RUN = run_key("base")
+
+
 # Slices (kpis.definitions.DIMENSION_COLUMNS) as GROUPING SETS. Loans read the segment from their
 # customer: join ``loans_customer cu`` (WITH_SEGMENT) and pass segment_alias "cu".
 WITH_SEGMENT = sql.SQL("JOIN loans_customer cu ON cu.id = l.customer_id")

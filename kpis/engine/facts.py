@@ -12,6 +12,7 @@ from psycopg import sql
 
 from kpis import definitions as d
 from kpis.engine.compose import (
+    RUN,
     SLICE_COLUMNS,
     SLICES,
     WITH_SEGMENT,
@@ -62,12 +63,13 @@ CREATE TEMP TABLE facts_state ON COMMIT DROP AS
 WITH per_combination AS (
     SELECT company, product_type, currency, segment,
         {aggregates}
-    FROM kpis_loanstate WHERE run_id = %(run)s
+    FROM kpis_loanstate WHERE run_id = {run}
     GROUP BY company, product_type, currency, segment
 )
 SELECT {slice_columns}, {sums}
 FROM per_combination GROUP BY {slices}
 """).format(
+        run=RUN,
         aggregates=aliased(_STATE_SUMS),
         slice_columns=SLICE_COLUMNS,
         sums=summed(_STATE_SUMS),
@@ -83,11 +85,11 @@ CREATE TEMP TABLE slice_customers ON COMMIT DROP AS
 SELECT {slice_columns}, customer_id, sum(ob) AS ob, sum(loans) AS loans
 FROM (  -- a customer's loans summed per slice combination first: the grouping sets run on fewer rows
     SELECT customer_id, company, product_type, currency, segment, sum(outstanding_principal) AS ob, count(*) AS loans
-    FROM kpis_loanstate WHERE run_id = %(run)s AND outstanding_principal > 0
+    FROM kpis_loanstate WHERE run_id = {run} AND outstanding_principal > 0
     GROUP BY customer_id, company, product_type, currency, segment
 ) per_combination
 GROUP BY {slices}
-""").format(slice_columns=SLICE_COLUMNS, slices=slices(per="customer_id"))
+""").format(run=RUN, slice_columns=SLICE_COLUMNS, slices=slices(per="customer_id"))
 )
 
 # Each slice's largest customers by OB: the first TOP_BORROWERS of each slice, not a sort of every
@@ -175,7 +177,7 @@ WITH per_combination AS (
     SELECT s.company, s.product_type, s.currency, s.segment,
         {per_combination}
     FROM kpis_loanstate s LEFT JOIN loan_schedule ls ON ls.loan_id = s.loan_id
-    WHERE s.run_id = %(run)s AND s.outstanding_principal > 0
+    WHERE s.run_id = {run} AND s.outstanding_principal > 0
     GROUP BY s.company, s.product_type, s.currency, s.segment
 )
 SELECT {slice_columns},
@@ -184,6 +186,7 @@ SELECT {slice_columns},
 FROM per_combination
 GROUP BY {slices}
 """).format(
+        run=RUN,
         per_combination=sql.SQL(", ").join(
             sql.SQL("sum({due}) AS {name}, count({due}) AS {loans}").format(
                 due=sql.Identifier("ls", f"due_{n}"),
@@ -231,7 +234,7 @@ WITH previous AS (
     SELECT {slice_columns}, sum(now.written_off_balance) AS written_off_in_month
     FROM kpis_loanstate now
     LEFT JOIN kpis_loanstate before ON before.run_id = (SELECT id FROM previous) AND before.loan_id = now.loan_id
-    WHERE now.run_id = %(run)s AND now.written_off AND NOT coalesce(before.written_off, false)
+    WHERE now.run_id = {run} AND now.written_off AND NOT coalesce(before.written_off, false)
     GROUP BY {slices}
 ), acquisition AS (
     SELECT 'portfolio'::text AS dimension, ''::text AS member,
@@ -242,7 +245,7 @@ SELECT dimension, member, start_ob, written_off_in_month, spend, new_customers
 FROM start_ob
 FULL JOIN newly_written_off USING (dimension, member)
 FULL JOIN acquisition USING (dimension, member)
-""").format(previous=_PREVIOUS, slice_columns=slice_columns("now"), slices=slices("now"))
+""").format(run=RUN, previous=_PREVIOUS, slice_columns=slice_columns("now"), slices=slices("now"))
 )
 
 # Every KPI's value per slice, from its definition's query over the facts (kpis.definitions).
@@ -283,7 +286,7 @@ WITH previous AS (
     SELECT before.bucket AS from_bucket, coalesce(now.bucket, 'repaid') AS to_bucket,
            CASE WHEN before.written_off THEN before.written_off_balance ELSE before.outstanding_principal END AS balance
     FROM kpis_loanstate before
-    LEFT JOIN kpis_loanstate now ON now.run_id = %(run)s AND now.loan_id = before.loan_id
+    LEFT JOIN kpis_loanstate now ON now.run_id = {run} AND now.loan_id = before.loan_id
     WHERE before.run_id = (SELECT id FROM previous)
 )
 INSERT INTO kpis_rollrate (run_id, from_bucket, to_bucket, balance, share)
@@ -291,7 +294,7 @@ SELECT %(run)s, from_bucket, to_bucket, sum(balance),
        CASE WHEN sum(sum(balance)) OVER (PARTITION BY from_bucket) > 0
             THEN sum(balance) / sum(sum(balance)) OVER (PARTITION BY from_bucket) ELSE 0 END
 FROM moves GROUP BY from_bucket, to_bucket
-""").format(previous=_PREVIOUS)
+""").format(run=RUN, previous=_PREVIOUS)
 )
 
 # Vintages at month-ends only: each cohort's disbursed principal (a book fact, COHORTS), its
@@ -322,11 +325,11 @@ VINTAGES = rendered(
 WITH ever_30 AS MATERIALIZED (  -- those and this run's
     SELECT loan_id FROM ever_30_before
     UNION
-    SELECT loan_id FROM kpis_loanstate WHERE run_id = %(run)s AND dpd >= 30
+    SELECT loan_id FROM kpis_loanstate WHERE run_id = {run} AND dpd >= 30
 ), written_off AS (
     SELECT date_trunc('month', l.disburse_date)::date AS cohort, sum(s.written_off_balance) AS written_off
     FROM kpis_loanstate s JOIN loans_loan l ON l.id = s.loan_id
-    WHERE s.run_id = %(run)s AND s.written_off
+    WHERE s.run_id = {run} AND s.written_off
     GROUP BY 1
 ), ever AS (
     SELECT date_trunc('month', l.disburse_date)::date AS cohort, sum(l.disburse_principal) AS ever_30
@@ -341,5 +344,5 @@ SELECT %(run)s, c.cohort,
 FROM unnest(%(cohorts)s::date[], %(cohorts_disbursed)s::numeric[]) AS c (cohort, disbursed)
 LEFT JOIN written_off w USING (cohort)
 LEFT JOIN ever e USING (cohort)
-""")
+""").format(run=RUN)
 )

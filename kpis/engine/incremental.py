@@ -55,7 +55,7 @@ from psycopg import sql
 
 from kpis import definitions as d
 from kpis.engine import book
-from kpis.engine.compose import rendered
+from kpis.engine.compose import BASE_RUN, rendered
 from kpis.engine.runs import BOOK_KINDS, engine_settings, fingerprint
 from kpis.models import SnapshotRun
 from loans.models import Batch, Installment, Loan
@@ -204,12 +204,12 @@ WITH carried AS (
            b.written_off AS was_written_off
     FROM kpis_loanstate b
     JOIN loans_loan l ON l.id = b.loan_id JOIN loans_customer cu ON cu.id = l.customer_id
-    WHERE b.run_id = %(base)s AND NOT EXISTS (SELECT 1 FROM loan_touched t WHERE t.loan_id = b.loan_id)
+    WHERE b.run_id = {base} AND NOT EXISTS (SELECT 1 FROM loan_touched t WHERE t.loan_id = b.loan_id)
 ), state AS (
     SELECT c.*, (c.was_written_off OR c.dpd > %(write_off_dpd)s) AS written_off FROM carried c
 )
 {insert}
-""").format(insert=book.STATE_INSERT)
+""").format(insert=book.STATE_INSERT, base=BASE_RUN)
 )
 
 # The base's residual loans not touched: the same balance, the slice as it is now.
@@ -218,8 +218,8 @@ CARRY_RESIDUALS = rendered(
 INSERT INTO loan_residual
 SELECT b.loan_id, l.company, l.product_type, l.currency, cu.segment, b.balance
 FROM kpis_loanresidual b JOIN loans_loan l ON l.id = b.loan_id JOIN loans_customer cu ON cu.id = l.customer_id
-WHERE b.run_id = %(base)s AND NOT EXISTS (SELECT 1 FROM loan_touched t WHERE t.loan_id = b.loan_id)
-""")
+WHERE b.run_id = {base} AND NOT EXISTS (SELECT 1 FROM loan_touched t WHERE t.loan_id = b.loan_id)
+""").format(base=BASE_RUN)
 )
 
 # The principal falling due in the next 30/60/90 days of the loans not recomputed, from the
@@ -240,13 +240,13 @@ GROUP BY s.loan_id
 )
 
 
-# Carried forward, a run recomputes the touched loans on its own connection (their ids are
-# here, not on the side connection), then inserts the rest's states: when most of the base's
-# loans are touched (every payer of the month is when the base kept no openings, so a month-end
-# then touches most of an instalment book), two connections computing every loan are about as
-# fast. On the 1M-loan book (medians of three, benchmarks/README.md), from a base that kept its
-# openings: 2025-11-15, 5% touched, 9.6 s carried against 13.0 s in full; 2025-11-30, 6%
-# touched, 14.5 against 18.0 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is
+# Carried forward, a run recomputes the touched loans on its own connection (the side connection
+# gets their ids, for the month's flows: kpis.engine.aside), then inserts the rest's states: when
+# most of the base's loans are touched (every payer of the month is when the base kept no
+# openings, so a month-end then touches most of an instalment book), two connections computing
+# every loan are about as fast. On the 1M-loan book (medians of three, benchmarks/README.md),
+# from a base that kept its openings, under a server's statistics: 2025-11-15, 5% touched, 8.3 s
+# carried against 13.0 s in full; 2025-11-30, 6% touched, 10.8 against 17.0 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is
 # computed in full.
 TOUCHED_DROP = rendered(sql.SQL("DROP TABLE loan_touched"))
 

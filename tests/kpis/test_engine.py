@@ -6,6 +6,7 @@ As-of date R means end of day R. Expected values are exact Decimals; KpiValue st
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
 from kpis import definitions
-from kpis.engine import snapshot_compute
+from kpis.engine import book, facts, incremental, snapshot_compute
 from kpis.models import KpiValue, LoanState, SnapshotRun
 from loans.lineage import BOOK_LOCK
 from loans.models import Batch, BatchChange, Transaction
@@ -1118,3 +1119,46 @@ def test_vintages_count_loans_30_plus_at_a_month_end_not_on_a_day_in_between():
     january = snapshot_compute(as_of=date(2025, 1, 31))
     points = {v.cohort: v.ever_30 for v in january.vintage_points.all()}
     assert points == {date(2024, 11, 1): D("3000")}
+
+
+# --- plans under the table's statistics ------------------------------------------------------------
+
+
+def _scans(plan: dict, relation: str) -> list[dict]:
+    """The plan's nodes that scan ``relation``."""
+    found = [plan] if plan.get("Relation Name") == relation else []
+    for child in plan.get("Plans", []):
+        found += _scans(child, relation)
+    return found
+
+
+def test_a_run_s_states_are_not_estimated_as_one_row_once_the_stored_runs_are_analyzed():
+    # Once ANALYZE (autovacuum, on a server) lists every stored run among the most common values,
+    # a run id compared as a constant is estimated at one row while the run is computed: the roll
+    # rates then joined its states in a nested loop over every pair (over ten minutes on the
+    # 1M-loan book). The engine compares run ids the planner does not see.
+    p.monthly_rates_book()
+    snapshot_compute(as_of=p.MONTH_BEFORE)
+    run = snapshot_compute(as_of=R)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE kpis_loanstate")
+        cursor.execute(
+            f"EXPLAIN (FORMAT JSON) {facts.ROLL_RATES}",
+            {"run": run.pk + 1000, "month_before": p.MONTH_BEFORE},
+        )
+        plan = cursor.fetchone()[0][0]["Plan"]
+    scans = _scans(plan, "kpis_loanstate")
+    assert len(scans) == 2
+    assert all(scan["Plan Rows"] > 1 for scan in scans), scans
+
+
+def test_no_engine_statement_compares_a_run_of_loan_states_with_a_constant():
+    constant = re.compile(r"run_id = %\(")
+    statements = {
+        f"{module.__name__}.{name}": text
+        for module in (book, facts, incremental)
+        for name, text in vars(module).items()
+        if isinstance(text, str) and ("kpis_loanstate" in text or "kpis_loanresidual" in text)
+    }
+    assert "kpis.engine.facts.ROLL_RATES" in statements
+    assert [name for name, text in statements.items() if constant.search(text)] == []
