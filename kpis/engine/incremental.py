@@ -246,8 +246,8 @@ GROUP BY s.loan_id
 # openings, so a month-end then touches most of an instalment book), two connections computing
 # every loan are about as fast. On the 1M-loan book (medians of three, benchmarks/README.md),
 # from a base that kept its openings, under a server's statistics: 2025-11-15, 5% touched, 8.3 s
-# carried against 13.0 s in full; 2025-11-30, 6% touched, 10.8 against 17.0 s. Above KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is
-# computed in full.
+# carried against 13.0 s in full; 2025-11-30, 6% touched, 10.8 against 17.0 s. Above
+# KPI_CARRY_MAX_TOUCHED (0.5) of the base's loans a date is computed in full.
 TOUCHED_DROP = rendered(sql.SQL("DROP TABLE loan_touched"))
 
 
