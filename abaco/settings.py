@@ -188,6 +188,16 @@ CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://abaco_cache")
 # Dashboard pages' computed results are kept there too, per snapshot state (kpis.pagecache): how
 # long an entry lives once nothing reads it any more (0 turns the page cache off).
 PAGE_CACHE_SECONDS = env.int("PAGE_CACHE_SECONDS", default=24 * 3600)
+# Each process also keeps the whole pages it served, per user and day, in its own memory: at most
+# this many (10-21 kB each on the 1M-loan book; 0 keeps none).
+PAGE_CACHE_LOCAL_ENTRIES = env.int("PAGE_CACHE_LOCAL_ENTRIES", default=300)
+CACHES["pages"] = {
+    "BACKEND": "django.core.cache.backends.locmem.LocMemCache"
+    if PAGE_CACHE_LOCAL_ENTRIES > 0
+    else "django.core.cache.backends.dummy.DummyCache",
+    "LOCATION": "kpis.pages",
+    "OPTIONS": {"MAX_ENTRIES": max(PAGE_CACHE_LOCAL_ENTRIES, 1), "CULL_FREQUENCY": 4},
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -301,7 +301,7 @@ def cache_memory(pages: list[tuple[str, str, int | None]]) -> None:
     from django.core.cache import caches
 
     from kpis.models import KpiValue
-    from kpis.pagecache import CACHE_ALIAS, KEY_PREFIX
+    from kpis.pagecache import CACHE_ALIAS, KEY_PREFIX, SERVED_ALIAS
 
     table = getattr(caches[CACHE_ALIAS], "_table", None)
     if table is None:
@@ -315,17 +315,24 @@ def cache_memory(pages: list[tuple[str, str, int | None]]) -> None:
         )
     client = Client(HTTP_HOST="localhost")
     client.force_login(_manager())
-    sizes = {}
+    # The second level: the whole pages a process keeps (LocMemCache's pickled bytes).
+    served = getattr(caches[SERVED_ALIAS], "_cache", {})
+    served.clear()
+    sizes, whole = {}, {}
     for name, path, _ in pages:
         with connection.cursor() as cursor:
             cursor.execute(kept + " WHERE cache_key LIKE %s", [ours])
-            before = cursor.fetchone()[0]
+            before, before_served = cursor.fetchone()[0], sum(map(len, served.values()))
             client.get(path)
             cursor.execute(kept + " WHERE cache_key LIKE %s", [ours])
             sizes[name] = cursor.fetchone()[0] - before
-    print("page cache memory (the database cache's stored bytes; one clearance):")
+            whole[name] = sum(map(len, served.values())) - before_served
+    print(
+        "page cache memory (the database cache's stored bytes, one clearance; and the whole page"
+        " a web process keeps in its memory per user and day):"
+    )
     for name, size in sizes.items():
-        print(f"  {name:30} {size / 1024:7.1f} KB")
+        print(f"  {name:30} {size / 1024:7.1f} KB shared  {whole[name] / 1024:7.1f} KB per process")
     run = SnapshotRun.objects.order_by("-as_of", "basis").first()
     slices = KpiValue.objects.filter(run=run).values("dimension", "member").distinct().count()
     dashboards = sum(sizes.get(n, 0) for n in ("overview", "risk", "concentration", "collections"))

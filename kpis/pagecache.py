@@ -29,13 +29,22 @@ request renders only the site's chrome around it: the user's name, permissions, 
 messages, the data age and the access log write stay per request. Browsers get an ``ETag``
 (the key plus the user, the user's CSRF secret and the permissions the chrome shows) and a
 ``304`` when nothing changed. Exports (``?format=``) are never cached.
+
+A second level spares a user's repeated request even the chrome: each process keeps the whole
+page it last served under that ETag and the local date (the chrome's data age counts days) in
+its own memory (``CACHES["pages"]``, Django's local-memory cache, ``PAGE_CACHE_LOCAL_ENTRIES``
+pages at most), so a hit costs no render and no read of the shared cache. Its CSRF tokens are
+kept as a placeholder and masked afresh for each response, as Django does; what each request
+adds (the overview's insight, the access log's note of the snapshot shown) is added after it.
+A request with messages to show is rendered, not kept.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -50,30 +59,18 @@ from django.template import loader
 from django.template.context import make_context
 from django.template.loader_tags import BlockNode
 from django.test.signals import template_rendered
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from kpis.models import SnapshotRun
 
 CACHE_ALIAS = "default"
+# Whole pages as this process served them (the second level: see the module's docstring).
+SERVED_ALIAS = "pages"
 KEY_PREFIX = "kpis.page"
-
-# One round trip: the state of the runs, the loads, the edits and the reviews. The runs' id
-# sequence moves with every run created, even one rolled back or deleted in the same
-# transaction (read by its function: the pg_sequences view cost more than the rest together).
-DATA_VERSION = """
-SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('kpis_snapshotrun', 'id')::regclass),
-                0),
-       (SELECT concat_ws(':', count(*), max(id), max(computed_at)) FROM kpis_snapshotrun),
-       (SELECT concat_ws(':', count(*), max(id), max(greatest(created_at, started_at, finished_at)),
-                         sum(rows_read))
-        FROM loans_batch),
-       (SELECT max(id) FROM auditlog_logentry
-        WHERE content_type_id IN (SELECT id FROM django_content_type
-                                  WHERE app_label = 'loans'
-                                  AND model IN ('loan', 'customer', 'installment', 'transaction'))),
-       (SELECT concat_ws(':', count(*), max(at)) FROM compliance_journalentry
-        WHERE kind = 'review')
-"""
+# A form's CSRF token in a kept page, masked afresh for each response (never served as kept).
+CSRF_FIELD = re.compile(r'(name="csrfmiddlewaretoken" value=")[^"]*(")')
+CSRF_SLOT = "<!-- csrf -->"
 
 # What the cached pages are made of: a change to any of these files changes every key.
 _SOURCES = (
@@ -163,8 +160,12 @@ def data_version() -> str:
     # Where the page's data is read (the replica when routed): a version read on the primary
     # while the data came from a lagging replica would cache old numbers under a new key.
     with connections[router.db_for_read(SnapshotRun)].cursor() as cursor:
-        cursor.execute(DATA_VERSION)
-        return "|".join(map(str, cursor.fetchone()))
+        # kpis/migrations/0014: one round trip, and a PL/pgSQL function keeps its plan for the
+        # connection's life (planned each time, it took longer to plan than to run). The runs'
+        # id sequence moves with every run created, even one rolled back or deleted in the same
+        # transaction (read by its function: the pg_sequences view cost more than the rest).
+        cursor.execute("SELECT kpis_data_version()")
+        return str(cursor.fetchone()[0])
 
 
 # Every permission a cached page's content asks about (``perms.…`` in templates/kpis, not the
@@ -225,31 +226,75 @@ def cached_page(
     *,
     page: str,
     params: dict[str, Any],
-    compute: Callable[[], Any],
-    respond: Callable[[Any], HttpResponse],
+    compute: Callable[[], PageBody],
+    render: Callable[[PageBody], str],
+    finish: Callable[[str, PageBody], str],
 ) -> HttpResponse:
-    """``respond(result)`` with ``compute()``'s result from the cache, computed on a miss. A
-    request whose browser holds the current page gets a 304."""
+    """The page of ``compute()``'s body: ``render(body)`` is the whole page (the site's chrome
+    around it) for this user, ``finish(html, body)`` adds what each request adds (from the
+    body's ``shown`` and ``data_through``, not its HTML). The body comes from the shared cache
+    (computed on a miss), the rendered page from this process's memory when this user was
+    served it today. A request whose browser holds the current page gets a 304."""
     seconds = settings.PAGE_CACHE_SECONDS
     if seconds <= 0 or request.method != "GET":
-        return respond(compute())
+        result = compute()
+        return HttpResponse(finish(render(result), result))
     key = page_key(page, params, request)
     etag = _etag(key, request)
-    if _not_modified(request, etag) and not _has_messages(request):
+    messages = _has_messages(request)
+    if _not_modified(request, etag) and not messages:
         response: HttpResponse = HttpResponseNotModified()
     else:
-        store = caches[CACHE_ALIAS]
-        found = store.get(key)
-        if found is None:
-            result = compute()
-            store.set(key, result, seconds)
+        served_key = f"{etag}:{timezone.localdate().isoformat()}"
+        served = caches[SERVED_ALIAS]
+        kept = None if messages else served.get(served_key)
+        if kept is None:
+            store = caches[CACHE_ALIAS]
+            result = store.get(key)
+            if result is None:
+                result = compute()
+                store.set(key, result, seconds)
+            html = render(result)
+            if not messages:  # shown once: never kept
+                kept = (_tokenless(html), replace(result, title="", content=""))
+                served.set(served_key, kept, seconds)
         else:
-            result = found
-        response = respond(result)
+            kept_html, result = kept
+            html = _with_token(kept_html, request)
+        response = HttpResponse(finish(html, result))
     response["ETag"] = etag
     # Revalidate every time: the page is the user's own, and may change with the next snapshot.
     response["Cache-Control"] = "private, no-cache"
     return response
+
+
+def served_part(
+    request: HttpRequest, key: Callable[[], tuple[Any, ...]], render: Callable[[], str]
+) -> str:
+    """``render()``'s HTML, kept in this process's memory under ``key()`` (which must name
+    everything it shows and every permission it asks about) with its CSRF tokens masked afresh:
+    a per-request part of a page (the overview's insight) that changes less often than it is
+    read."""
+    if settings.PAGE_CACHE_SECONDS <= 0:
+        return render()
+    served = caches[SERVED_ALIAS]
+    part = repr((key(), code_version()))
+    name = f"{KEY_PREFIX}.part:{hashlib.sha256(part.encode()).hexdigest()}"
+    kept = served.get(name)
+    if kept is None:
+        html = render()
+        served.set(name, _tokenless(html), settings.PAGE_CACHE_SECONDS)
+        return html
+    return _with_token(kept, request)
+
+
+def _tokenless(html: str) -> str:
+    return CSRF_FIELD.sub(rf"\g<1>{CSRF_SLOT}\g<2>", html)
+
+
+def _with_token(html: str, request: HttpRequest) -> str:
+    """A kept page's forms with this response's own masking of the user's CSRF secret."""
+    return html.replace(CSRF_SLOT, get_token(request))
 
 
 def _has_messages(request: HttpRequest) -> bool:

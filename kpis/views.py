@@ -22,7 +22,7 @@ from abaco.roles import role_required
 from compliance.access import access_shown, export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
-from kpis.pagecache import INSIGHT_SLOT, PageBody, cached_page, page_render
+from kpis.pagecache import INSIGHT_SLOT, PageBody, cached_page, page_render, served_part
 from loans.selectors import book_data_through, data_age
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -97,31 +97,51 @@ def _with_data_age(ctx: dict, request: HttpRequest) -> dict:
     return {**ctx, "data_age": data_age(through=selection.data_through)}
 
 
-def _respond(request: HttpRequest, page: str, body: PageBody) -> HttpResponse:
-    """A page rendered once (kpis.pagecache), with this request's parts: the site's chrome, the
-    data age (a dashboard's from its selection, a loan or customer page's from the date kept
-    with it), the overview's insight (a regenerated one shows at once; its button and CSRF
-    token are the user's) and the access log's note of what was shown."""
-    content = body.content
-    shown = body.shown
-    if INSIGHT_SLOT in content and shown is not None:
-        insight = selectors.insight_latest(
-            run=shown.run, dimension=shown.dimension, member=shown.member
-        )
-        html = render_to_string("kpis/_insight.html", {"insight": insight, "s": shown}, request)
-        content = content.replace(INSIGHT_SLOT, html, 1)
+def _render(request: HttpRequest, page: str, body: PageBody) -> str:
+    """A page rendered once (kpis.pagecache) inside this user's chrome, with its data age (a
+    dashboard's from its selection, a loan or customer page's from the date kept with it). The
+    page cache keeps this for the user's next request of the day."""
     ctx = {
         "page": page,
         # HTML the page template rendered (and escaped) once: kept as it is.
         "title": mark_safe(body.title),
-        "content": mark_safe(content),
-        "s": shown,
+        "content": mark_safe(body.content),
+        "s": body.shown,
     }
-    if shown is not None:
-        ctx = _with_data_age(ctx, request)
-    elif body.data_through is not None:  # a loan or customer page (else the processor reads it)
-        ctx["data_age"] = data_age(through=body.data_through)
-    return render(request, "kpis/_cached_page.html", ctx)
+    through = body.shown.data_through if body.shown is not None else body.data_through
+    if body.shown is not None or through is not None:  # else the processor reads it
+        ctx["data_age"] = data_age(through=through)
+    return render_to_string("kpis/_cached_page.html", ctx, request)
+
+
+def _finish(request: HttpRequest, html: str, body: PageBody) -> str:
+    """What each request adds to a page: the overview's insight (a regenerated one shows at
+    once; its button is the user's) and the access log's note of the snapshot the page showed
+    (its as-of and basis), asked for or not."""
+    shown = body.shown
+    if shown is None:
+        return html
+    if shown.as_of is not None:
+        access_shown(request, as_of=shown.as_of.isoformat(), basis=shown.basis)
+    if INSIGHT_SLOT in html:
+        slice_ = {"run": shown.run, "dimension": shown.dimension, "member": shown.member}
+        insight_html = served_part(
+            request,
+            # Written once and never changed: the newest one's id names what is shown.
+            lambda: (
+                "insight",
+                selectors.insight_latest_id(**slice_),
+                shown,
+                request.user.has_perm("kpis.regenerate_insight"),
+            ),
+            lambda: render_to_string(
+                "kpis/_insight.html",
+                {"insight": selectors.insight_latest(**slice_), "s": shown},
+                request,
+            ),
+        )
+        html = html.replace(INSIGHT_SLOT, insight_html, 1)
+    return html
 
 
 def _page(request: HttpRequest, page: str, read, params: dict, context) -> HttpResponse:
@@ -137,7 +157,8 @@ def _page(request: HttpRequest, page: str, read, params: dict, context) -> HttpR
         page=page,
         params=params,
         compute=lambda: page_render(request, f"kpis/{page}.html", context(read(**params))),
-        respond=lambda body: _respond(request, page, body),
+        render=lambda body: _render(request, page, body),
+        finish=lambda html, body: _finish(request, html, body),
     )
 
 
@@ -162,7 +183,7 @@ def _dashboard(page: str, read, name: str, *, pii: bool = False):
     return view
 
 
-# The insight is read per request (kpis/overview.html leaves its slot; _respond fills it).
+# The insight is read per request (kpis/overview.html leaves its slot; _finish fills it).
 overview = _dashboard("overview", selectors.overview_read, "o")
 risk = _dashboard("risk", selectors.risk_read, "r")
 concentration = _dashboard("concentration", selectors.concentration_read, "c", pii=True)
@@ -246,7 +267,8 @@ def _record_page(request: HttpRequest, page: str, pk: int, read) -> HttpResponse
         page=page,
         params={"pk": pk},
         compute=compute,
-        respond=lambda body: _respond(request, page, body),
+        render=lambda body: _render(request, page, body),
+        finish=lambda html, body: _finish(request, html, body),
     )
 
 

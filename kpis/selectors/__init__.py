@@ -11,7 +11,7 @@ from kpis.selectors.common import Selection, change_display, display, selection_
 from kpis.selectors.concentration import Concentration, concentration_read
 from kpis.selectors.customer import CustomerHistory, customer_read
 from kpis.selectors.drilldown import Drilldown, drilldown_read
-from kpis.selectors.insights import insight_latest, insights_history
+from kpis.selectors.insights import insight_latest, insight_latest_id, insights_history
 from kpis.selectors.loan import LoanHistory, loan_read
 from kpis.selectors.overview import Overview, overview_read
 from kpis.selectors.risk import Risk, risk_read
@@ -32,6 +32,7 @@ __all__ = [
     "display",
     "drilldown_read",
     "insight_latest",
+    "insight_latest_id",
     "insights_history",
     "loan_read",
     "overview_read",

@@ -5,16 +5,22 @@ a load, an edit in the admin or a steward's review changes what they show."""
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
+from unittest import mock
 
 from auditlog.context import set_actor
 from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import caches
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from kpis.engine import snapshot_compute
+from kpis.insights.services import insight_generate
 from kpis.models import SnapshotRun
 from kpis.pagecache import CONTENT_PERMISSIONS
 from loans.models import BatchChange
@@ -22,7 +28,7 @@ from loans.services import batch_changes_review
 from tests.base import admin_form_data
 from tests.factories import batch_create
 from tests.kpis.books import AS_OF
-from tests.kpis.test_dashboards import CONCENTRATION, LOANS, OVERVIEW, DashboardTestCase
+from tests.kpis.test_dashboards import CONCENTRATION, LOANS, OVERVIEW, RISK, DashboardTestCase
 
 
 def _reads_kpi_values(queries: CaptureQueriesContext) -> bool:
@@ -137,6 +143,76 @@ class PageCacheTests(DashboardTestCase):
             with CaptureQueriesContext(connection) as queries:
                 self.client.get(OVERVIEW)
             self.assertTrue(_reads_kpi_values(queries))
+
+
+CSRF_VALUE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+class ServedPageTests(DashboardTestCase):
+    """The second level: each process keeps the whole page it served a user today, chrome
+    included, and adds only what each request adds."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        caches["pages"].clear()
+
+    def test_a_repeated_request_renders_nothing_and_masks_its_csrf_tokens_afresh(self):
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(self.manager)
+        first = client.get(OVERVIEW)
+        second = client.get(OVERVIEW)
+        self.assertTrue(first.templates)
+        self.assertEqual(second.templates, [])  # not even the chrome or the insight
+        self.assertEqual(first["ETag"], second["ETag"])
+        self.assertNotIn("<!-- csrf -->", second.content.decode())
+        tokens = CSRF_VALUE.findall(second.content.decode())
+        # The sign-out form and the insight's button, each masked afresh, as Django masks
+        # each render's: none is the token an earlier response carried.
+        self.assertEqual(len(tokens), 2)
+        self.assertTrue(set(tokens).isdisjoint(CSRF_VALUE.findall(first.content.decode())))
+        # The token of a page served from memory is the user's: it signs the user out.
+        self.assertEqual(
+            client.post(reverse("logout"), {"csrfmiddlewaretoken": tokens[0]}).status_code, 302
+        )
+        self.assertEqual(client.get(OVERVIEW).status_code, 302)  # to the login page
+
+    def test_each_user_gets_a_page_of_their_own(self):
+        other = User.objects.create_user("max.manager")
+        other.groups.set(self.manager.groups.all())
+        self.client.get(RISK)
+        self.assertContains(self.client.get(RISK), "Sign out mia.manager")
+        self.client.force_login(other)
+        self.client.get(RISK)
+        self.assertContains(self.client.get(RISK), "Sign out max.manager")
+        self.assertNotContains(self.client.get(RISK), "mia.manager")
+
+    def test_a_page_with_a_message_is_shown_once_and_never_kept(self):
+        self.client.get(OVERVIEW)
+        form = {"as_of": AS_OF.isoformat(), "dimension": "portfolio", "member": ""}
+        self.client.post(reverse("kpis:insight_regenerate"), form)
+        told = self.client.get(OVERVIEW)
+        self.assertContains(told, "is being written")
+        self.assertNotContains(self.client.get(OVERVIEW), "is being written")
+        self.assertNotContains(self.client.get(OVERVIEW), "is being written")
+
+    def test_a_new_insight_shows_at_once(self):
+        self.assertContains(self.client.get(OVERVIEW), "No insight has been written")
+        self.client.get(OVERVIEW)
+        run = SnapshotRun.objects.get(as_of=AS_OF, basis=SnapshotRun.Basis.AS_REPORTED)
+        with self.settings(OPENAI_ENABLED=False):
+            insight = insight_generate(run=run, job="kpi_daily")
+        page = self.client.get(OVERVIEW)
+        self.assertNotContains(page, "No insight has been written")
+        self.assertContains(page, insight.headline)
+
+    def test_the_data_age_counts_the_days_of_a_page_kept_from_yesterday(self):
+        today = timezone.localdate()
+        ages = []
+        for day in (today, today, today + timedelta(days=1)):
+            with mock.patch("django.utils.timezone.localdate", return_value=day):
+                page = self.client.get(RISK).content.decode()
+            ages.append(int(re.search(r"\((\d+) days ago\)", page).group(1)))
+        self.assertEqual(ages, [ages[0], ages[0], ages[0] + 1])
 
 
 def _reads(queries: CaptureQueriesContext, *tables: str) -> list[str]:
