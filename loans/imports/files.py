@@ -9,7 +9,7 @@ import hashlib
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,10 +36,18 @@ class ByteFacts:
     """What one read of a file's bytes found, each with the first row (1 = header) it is on."""
 
     utf8_bad_row: int | None = None  # the first byte that is not UTF-8
+    long_line_row: int | None = None  # the first line past IMPORT_MAX_LINE_BYTES
+
+
+@dataclass(frozen=True)
+class SingleByteFacts:
+    """What matters to read a file in a single-byte encoding, from another read of its bytes:
+    only a file that is not UTF-8, or whose column map names Latin-1 or Windows-1252, needs it
+    (``single_byte_facts``)."""
+
     utf8_sequences: bool = False  # a well-formed UTF-8 character outside ASCII
     c1_row: int | None = None
     not_win1252_row: int | None = None
-    long_line_row: int | None = None  # the first line past IMPORT_MAX_LINE_BYTES
 
 
 @dataclass(frozen=True)
@@ -79,56 +87,48 @@ PYTHON_CODECS = {"UTF8": "utf-8", "LATIN1": "latin-1", "WIN1252": "cp1252"}
 
 
 def _inspect(name: str, kind: str, opener) -> TapeFile:
-    """Hash the bytes and learn their encoding and longest line in one streaming pass."""
+    """Hash the bytes and learn whether they are UTF-8 and how long their lines are, in one
+    streaming pass. Lines are not counted in it: a problem's row is found from its byte offset
+    afterwards (``_rows_at``), so a well-formed file, the common case, is read once."""
     digest = hashlib.sha256()
     size = 0
     decoder = codecs.getincrementaldecoder("utf-8")()
     utf8 = True
     binary = False
     first = b""
-    rows = 1  # the row the next byte is on
     line = 0  # bytes of the current line read so far
     max_line = settings.IMPORT_MAX_LINE_BYTES
-    found: dict[str, int | bool | None] = {}
-
-    def first_at(key: str, chunk: bytes, offset: int) -> None:
-        found.setdefault(key, rows + chunk.count(b"\n", 0, offset))
+    found: dict[str, int] = {}  # what was found: the byte offset it is at
 
     with opener() as stream:
         while chunk := stream.read(CHUNK):
             if not first:
                 first = chunk[:3]
             digest.update(chunk)
-            size += len(chunk)
             binary = binary or b"\x00" in chunk
             # Lines no longer than a read are checked where they cross reads (the setting is at
-            # least one read): memchr-fast, where splitting every line would cost a copy.
+            # least one read): memchr-fast, where splitting every line would cost a copy. The
+            # long line is the one the read starts on.
             newline = chunk.find(b"\n")
             if line + (len(chunk) if newline < 0 else newline) > max_line:
-                found.setdefault("long_line_row", rows)
+                found.setdefault("long_line_row", size)
             line = line + len(chunk) if newline < 0 else len(chunk) - chunk.rfind(b"\n") - 1
             # ASCII is UTF-8: decoding it only to find that out took twice as long as hashing
             # (0.6 s for 366 MB), and holds the GIL the other files' hashing could use.
-            if not chunk.isascii():
-                if "utf8_sequences" not in found and UTF8_SEQUENCE.search(chunk):
-                    found["utf8_sequences"] = True
-                if "c1_row" not in found and (m := C1.search(chunk)):
-                    first_at("c1_row", chunk, m.start())
-                if "not_win1252_row" not in found and (m := NOT_WIN1252.search(chunk)):
-                    first_at("not_win1252_row", chunk, m.start())
             if utf8 and not (chunk.isascii() and not decoder.getstate()[0]):
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError as error:
                     utf8 = False
-                    first_at("utf8_bad_row", chunk, max(error.start, 0))
-            rows += chunk.count(b"\n")
+                    found["utf8_bad_row"] = size + max(error.start, 0)
+            size += len(chunk)
     if utf8:  # a file that ends inside a character is not UTF-8 either
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             utf8 = False
-            found["utf8_bad_row"] = rows
+            found["utf8_bad_row"] = size
+    rows = _rows_at(opener, found.values())
     return TapeFile(
         name=name,
         kind=kind,
@@ -138,8 +138,55 @@ def _inspect(name: str, kind: str, opener) -> TapeFile:
         encoding="UTF8" if utf8 else "LATIN1",
         has_bom=first == BOM,
         binary=binary,
-        facts=ByteFacts(**found),  # type: ignore[arg-type]
+        facts=ByteFacts(**{key: rows[offset] for key, offset in found.items()}),
     )
+
+
+def single_byte_facts(tape_file: TapeFile) -> SingleByteFacts:
+    """Another read of a file's bytes, for what reading it in Latin-1 or Windows-1252 needs to
+    know (each pattern's first match, by row)."""
+    found: dict[str, int] = {}
+    sequences = False
+    offset = 0
+    tail = b""  # the last bytes of the read before: a UTF-8 character may straddle two reads
+    with tape_file.open() as stream:
+        while chunk := stream.read(CHUNK):
+            sequences = sequences or UTF8_SEQUENCE.search(tail + chunk) is not None
+            for key, pattern in (("c1_row", C1), ("not_win1252_row", NOT_WIN1252)):
+                if key not in found and (match := pattern.search(chunk)):
+                    found[key] = offset + match.start()
+            if sequences and len(found) == 2:
+                break
+            offset += len(chunk)
+            tail = chunk[-2:]
+    rows = _rows_at(tape_file.opener, found.values())
+    return SingleByteFacts(
+        utf8_sequences=sequences,
+        c1_row=rows.get(found.get("c1_row", -1)),
+        not_win1252_row=rows.get(found.get("not_win1252_row", -1)),
+    )
+
+
+def _rows_at(opener, offsets: Iterable[int]) -> dict[int, int]:
+    """The row (1 = the header) each byte offset is on: the newlines before it, counted in one
+    more read of the file up to the last offset (none when nothing was found)."""
+    wanted = sorted(set(offsets))
+    rows: dict[int, int] = {}
+    if not wanted:
+        return rows
+    newlines = 0
+    start = 0
+    with opener() as stream:
+        while wanted and (chunk := stream.read(CHUNK)):
+            end = start + len(chunk)
+            while wanted and wanted[0] < end:
+                at = wanted.pop(0)
+                rows[at] = 1 + newlines + chunk.count(b"\n", 0, at - start)
+            newlines += chunk.count(b"\n")
+            start = end
+    for offset in wanted:  # at the end of the file
+        rows[offset] = 1 + newlines
+    return rows
 
 
 def encoding_refusal(tape_file: TapeFile, wanted: str) -> tuple[str, Problem | None]:
@@ -160,20 +207,21 @@ def encoding_refusal(tape_file: TapeFile, wanted: str) -> tuple[str, Problem | N
         if not utf8:
             return refused(facts.utf8_bad_row, "not valid UTF-8 (the column map says UTF-8)")
         return "UTF8", None
-    if wanted == "auto" and facts.utf8_sequences:
+    single = single_byte_facts(tape_file)  # only now: a single-byte encoding it is
+    if wanted == "auto" and single.utf8_sequences:
         return refused(
             facts.utf8_bad_row,
             "mixes UTF-8 with a single-byte encoding: save it in one encoding and upload again",
         )
-    if wanted == "LATIN1" or (wanted == "auto" and facts.c1_row is None):
-        if facts.c1_row is not None:
+    if wanted == "LATIN1" or (wanted == "auto" and single.c1_row is None):
+        if single.c1_row is not None:
             return refused(
-                facts.c1_row,
+                single.c1_row,
                 "has bytes 0x80-0x9f, control characters in Latin-1 (is it Windows-1252?)",
             )
         return "LATIN1", None
-    if facts.not_win1252_row is not None:
-        return refused(facts.not_win1252_row, "is neither UTF-8 nor Windows-1252")
+    if single.not_win1252_row is not None:
+        return refused(single.not_win1252_row, "is neither UTF-8 nor Windows-1252")
     return "WIN1252", None
 
 

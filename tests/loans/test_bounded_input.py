@@ -106,6 +106,34 @@ def test_a_file_neither_utf8_nor_windows_1252_is_refused(tmp_path):
     assert "customers.csv, row 2: is neither UTF-8 nor Windows-1252" in message
 
 
+# 100,000 rows of 36 bytes: 3.6 MB, so what follows lies four reads (CHUNK) into the file.
+MANY = b"".join(b"C%07d,SME,USD,San Salvador,SLV\n" % i for i in range(100_000))
+
+
+@pytest.mark.django_db
+def test_rows_are_named_right_reads_into_the_file(tmp_path):
+    # Rows are found from byte offsets after the read that hashed the file: the header is row
+    # 1, MANY rows 2-100,001, so the first row after them is 100,002.
+    mixed = MANY + "X1,SME,USD,Usulután,SLV\n".encode() + b"X2,SME,USD,Cuscatl\xe1n,SLV\n"
+    assert "customers.csv, row 100003: mixes UTF-8" in refusal(customers(tmp_path, mixed))
+    long = MANY + b"X1,SME,USD," + b"x" * (2 << 20) + b",SLV\n"
+    assert "customers.csv, row 100002: a line is longer" in refusal(customers(tmp_path, long))
+    ending = MANY + b"X1,SME,USD,San Jos\xc3"  # ends inside a character
+    ColumnMap.objects.create(source="lender-utf8", encoding=ColumnMap.Encoding.UTF8)
+    message = refusal(customers(tmp_path, ending), "lender-utf8")
+    assert "customers.csv, row 100002: not valid UTF-8" in message
+
+
+@pytest.mark.django_db
+def test_a_valid_utf8_file_under_a_latin1_map_is_checked_for_latin1_all_the_same(tmp_path):
+    # "Á" is C3 81 in UTF-8: valid UTF-8, but 0x81 is a control character in Latin-1. The
+    # single-byte facts are read only when a single-byte encoding is asked for, as here.
+    ColumnMap.objects.create(source="lender-cr", encoding=ColumnMap.Encoding.LATIN1)
+    body = MANY + "X1,SME,USD,ÁVILA,SLV\n".encode()
+    message = refusal(customers(tmp_path, body), "lender-cr")
+    assert "customers.csv, row 100002: has bytes 0x80-0x9f" in message
+
+
 @pytest.mark.parametrize("delimiter", ['"', "\n", "\r", "a", "7"])
 def test_a_column_map_refuses_a_delimiter_that_would_break_every_import(delimiter):
     with pytest.raises(ValidationError) as refused:
