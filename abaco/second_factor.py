@@ -16,6 +16,7 @@ from axes.backends import AxesStandaloneBackend
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.dispatch import Signal
@@ -27,6 +28,8 @@ from django_otp import login as otp_login
 from django_otp import match_token
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from abaco.roles import Role
 
 RECOVERY_CODES = 10
 # What an unverified staff session may open: the sign-in steps themselves and static files.
@@ -40,6 +43,32 @@ second_factor_checked = Signal()
 
 def needs_second_factor(user) -> bool:
     return user.is_authenticated and (user.is_staff or user.is_superuser)
+
+
+def token_only(user) -> bool:
+    """An account whose only role is API client: it reads the REST API with a token, scoped and
+    expiring (docs/api.md), and never signs in to the web pages with a password, which is
+    neither (docs/design.md, roles)."""
+    roles = {group.name for group in user.groups.all()}
+    return roles == {Role.API_CLIENT.value} and not (user.is_staff or user.is_superuser)
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form, refusing an API client's account once its password is checked."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "invalid_login": "Your user name and password did not match. Please try again.",
+        "token_only": (
+            "This is an API client account: it reads the REST API with a token (see the API "
+            "docs), and does not sign in to the web pages."
+        ),
+    }
+
+    def confirm_login_allowed(self, user) -> None:
+        super().confirm_login_allowed(user)
+        if token_only(user):
+            raise ValidationError(self.error_messages["token_only"], code="token_only")
 
 
 class LockoutBackend(AxesStandaloneBackend):
@@ -102,6 +131,7 @@ class LoginView(auth_views.LoginView):
     """User name and password; a staff account goes on to its second factor."""
 
     redirect_authenticated_user = True
+    form_class = SignInForm
 
     def form_valid(self, form):
         response = super().form_valid(form)

@@ -7,6 +7,7 @@ import time
 
 import time_machine
 from axes.models import AccessAttempt, AccessFailureLog
+from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
@@ -14,7 +15,8 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from tests.base import PASSWORD, CastTestCase
+from abaco.roles import Role
+from tests.base import PASSWORD, CastTestCase, user_create
 
 
 def totp_now(device: TOTPDevice) -> str:
@@ -35,6 +37,22 @@ class SignInTests(CastTestCase):
         response = self.sign_in(client, self.manager)
         self.assertRedirects(response, "/", fetch_redirect_response=False)
         self.assertEqual(client.get("/dashboard/").status_code, 200)
+
+    def test_an_api_client_account_uses_its_token_and_never_signs_in_to_the_pages(self):
+        client_account = user_create(username="ana.api", role=Role.API_CLIENT)
+        client = Client()
+        response = self.sign_in(client, client_account)
+        self.assertEqual(response.status_code, 200)  # the form again, with why
+        self.assertContains(response, "This is an API client account")
+        self.assertNotIn("_auth_user_id", client.session)
+        self.assertEqual(client.get("/dashboard/").status_code, 302)  # to the sign-in page
+        # Not the lockout's business: the password was right, and nothing counts as a failure.
+        self.assertFalse(AccessFailureLog.objects.filter(username="ana.api").exists())
+        # Another role beside it makes the account a person's: it signs in as before.
+        client_account.groups.add(Group.objects.get(name=Role.MANAGER.value))
+        self.assertRedirects(
+            self.sign_in(Client(), client_account), "/", fetch_redirect_response=False
+        )
 
     def test_staff_without_the_second_factor_reach_nothing_but_its_pages(self):
         client = Client()

@@ -57,7 +57,10 @@ def demo_users_ensure() -> dict[str, str | None]:
             )
             user.is_staff = role in STAFF_ROLES
             user.is_superuser = role is Role.ADMIN
-            if created:
+            if created and role is Role.API_CLIENT:
+                user.set_unusable_password()  # token only (abaco.second_factor.token_only)
+                passwords[username] = None
+            elif created:
                 passwords[username] = secrets.token_urlsafe(12)
                 user.set_password(passwords[username])
             else:
@@ -231,7 +234,10 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(f"{'user':<10} {'role':<14} password")
         for username, password in passwords.items():
-            shown = password if password is not None else "(exists, unchanged)"
+            if DEMO_USERS[username] is Role.API_CLIENT:
+                shown = f"none: a token (manage.py api_token create {username}, docs/api.md)"
+            else:
+                shown = password if password is not None else "(exists, unchanged)"
             self.stdout.write(f"{username:<10} {DEMO_USERS[username].value:<14} {shown}")
         if any(passwords.values()):
             self.stdout.write(self.style.WARNING("Passwords are shown only once; note them now."))
