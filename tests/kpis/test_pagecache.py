@@ -313,8 +313,9 @@ class RecordPageCacheTests(DashboardTestCase):
         self.assertNotContains(audited, 'aria-label="Dashboards"')
 
     def test_every_permission_a_cached_template_asks_about_is_in_the_key(self):
-        # Rendered per request, never kept: the insight (its button), the wrapper around a
-        # kept page, and the insights page.
+        # Not in the shared entry: the insight (kept per process under a key of its own, its
+        # button's permission in it), the wrapper around a kept page (kept per user, the
+        # chrome's permissions in the ETag), and the insights page (never kept).
         per_request = {"_insight.html", "_cached_page.html", "insights.html"}
         asked = set()
         for template in (Path(settings.BASE_DIR) / "templates" / "kpis").glob("*.html"):
