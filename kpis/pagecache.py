@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
@@ -63,6 +63,8 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from kpis.models import SnapshotRun
+
+T = TypeVar("T")
 
 CACHE_ALIAS = "default"
 # Whole pages as this process served them (the second level: see the module's docstring).
@@ -245,23 +247,21 @@ def cached_page(
     if _not_modified(request, etag) and not messages:
         response: HttpResponse = HttpResponseNotModified()
     else:
-        served_key = f"{etag}:{timezone.localdate().isoformat()}"
-        served = caches[SERVED_ALIAS]
-        kept = None if messages else served.get(served_key)
-        if kept is None:
+
+        def whole() -> tuple[str, PageBody]:
             store = caches[CACHE_ALIAS]
-            result = store.get(key)
-            if result is None:
-                result = compute()
-                store.set(key, result, seconds)
-            html = render(result)
-            if not messages:  # shown once: never kept
-                kept = (_tokenless(html), replace(result, title="", content=""))
-                served.set(served_key, kept, seconds)
+            body = store.get(key)
+            if body is None:
+                body = compute()
+                store.set(key, body, seconds)
+            # finish() needs what the page showed, not its HTML: kept without it.
+            return render(body), replace(body, title="", content="")
+
+        if messages:  # shown once: never kept
+            html, body = whole()
         else:
-            kept_html, result = kept
-            html = _with_token(kept_html, request)
-        response = HttpResponse(finish(html, result))
+            html, body = _served(request, f"{etag}:{timezone.localdate().isoformat()}", whole)
+        response = HttpResponse(finish(html, body))
     response["ETag"] = etag
     # Revalidate every time: the page is the user's own, and may change with the next snapshot.
     response["Cache-Control"] = "private, no-cache"
@@ -277,15 +277,22 @@ def served_part(
     read."""
     if settings.PAGE_CACHE_SECONDS <= 0:
         return render()
-    served = caches[SERVED_ALIAS]
     part = repr((key(), code_version()))
     name = f"{KEY_PREFIX}.part:{hashlib.sha256(part.encode()).hexdigest()}"
+    return _served(request, name, lambda: (render(), None))[0]
+
+
+def _served(request: HttpRequest, name: str, make: Callable[[], tuple[str, T]]) -> tuple[str, T]:
+    """``make()``'s HTML and what goes with it, kept in this process's memory under ``name``
+    (``CACHES["pages"]``), the HTML's CSRF tokens masked afresh for each response."""
+    served = caches[SERVED_ALIAS]
     kept = served.get(name)
     if kept is None:
-        html = render()
-        served.set(name, _tokenless(html), settings.PAGE_CACHE_SECONDS)
-        return html
-    return _with_token(kept, request)
+        html, extra = make()
+        served.set(name, (_tokenless(html), extra), settings.PAGE_CACHE_SECONDS)
+        return html, extra
+    html, extra = kept
+    return _with_token(html, request), extra
 
 
 def _tokenless(html: str) -> str:

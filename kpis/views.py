@@ -22,7 +22,7 @@ from abaco.roles import role_required
 from compliance.access import access_shown, export_recorded
 from compliance.exports import cell_safe, csv_response
 from kpis import selectors
-from kpis.pagecache import INSIGHT_SLOT, PageBody, cached_page, page_render, served_part
+from kpis.pagecache import INSIGHT_SLOT, PageBody, Shown, cached_page, page_render, served_part
 from loans.selectors import book_data_through, data_age
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -92,9 +92,14 @@ def _with_data_age(ctx: dict, request: HttpRequest) -> dict:
     The access log records the snapshot the page showed (its as-of and basis), asked for or
     not."""
     selection = ctx["s"]
-    if selection.as_of is not None:
-        access_shown(request, as_of=selection.as_of.isoformat(), basis=selection.basis)
+    _access_shown(request, selection)
     return {**ctx, "data_age": data_age(through=selection.data_through)}
+
+
+def _access_shown(request: HttpRequest, shown: selectors.Selection | Shown) -> None:
+    """The access log's note of the snapshot a page showed (its as-of and basis)."""
+    if shown.as_of is not None:
+        access_shown(request, as_of=shown.as_of.isoformat(), basis=shown.basis)
 
 
 def _render(request: HttpRequest, page: str, body: PageBody) -> str:
@@ -121,8 +126,7 @@ def _finish(request: HttpRequest, html: str, body: PageBody) -> str:
     shown = body.shown
     if shown is None:
         return html
-    if shown.as_of is not None:
-        access_shown(request, as_of=shown.as_of.isoformat(), basis=shown.basis)
+    _access_shown(request, shown)
     if INSIGHT_SLOT in html:
         slice_ = {"run": shown.run, "dimension": shown.dimension, "member": shown.member}
         insight_html = served_part(

@@ -96,6 +96,7 @@ def snapshot_compute(
             run.touched_loans = touched_collect(cursor, params, base)
             if run.touched_loans is None:  # most loans touched: faster in full
                 base, params["parts"] = None, 2 if aside else 1
+        ever_30 = None  # earlier month-ends' ever-30+ loans, when read aside
         if aside:
             cursor.execute(book.EXPORT_SNAPSHOT)
             snapshot = cursor.fetchone()[0]
@@ -111,11 +112,8 @@ def snapshot_compute(
             book_facts = pool.submit(book_facts_aside, snapshot, dict(params))
             # Vintages read earlier month-ends' states; a series' earlier dates are still being
             # computed (before_history waits for them), a daily run's are committed.
-            ever_30 = (
-                pool.submit(ever_30_aside, snapshot, dict(params))
-                if before_history is None and as_of == params["month_end"]
-                else None
-            )
+            if before_history is None and as_of == params["month_end"]:
+                ever_30 = pool.submit(ever_30_aside, snapshot, dict(params))
             pool.submit(aside_close)
         if base:
             run.loans = loan_states_carried(cursor, params)
@@ -140,7 +138,7 @@ def snapshot_compute(
             waiting = time.perf_counter()
             before_history()
             started += time.perf_counter() - waiting  # its duration is its own work
-        steps.history_facts(cursor, params, ever_30.result() if aside and ever_30 else None)
+        steps.history_facts(cursor, params, ever_30.result() if ever_30 else None)
         stands = restatement_settle(cursor, run=run, reported=reported, reasons=reasons)
         if stands is not run:
             # The reported numbers stand on today's batches too: it is not waiting for them.

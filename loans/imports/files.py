@@ -161,9 +161,7 @@ def single_byte_facts(tape_file: TapeFile) -> SingleByteFacts:
             tail = chunk[-2:]
     rows = _rows_at(tape_file.opener, found.values())
     return SingleByteFacts(
-        utf8_sequences=sequences,
-        c1_row=rows.get(found.get("c1_row", -1)),
-        not_win1252_row=rows.get(found.get("not_win1252_row", -1)),
+        utf8_sequences=sequences, **{key: rows[offset] for key, offset in found.items()}
     )
 
 
